@@ -9,7 +9,8 @@
 
 enum log_level { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
 
-/* Sets the name shown in each line (copied) and the most verbose level printed. Call once in main. */
+/* Sets the name shown in each line (copied) and the most verbose level printed. Call once in main.
+ */
 void log_init(const char *name, enum log_level level);
 
 /* Parses "error", "warn", "info" or "debug"; returns -1 for anything else. */

@@ -14,8 +14,7 @@ static bool current_failed;
 static const char *current_name;
 static char tmpdir[256];
 
-void
-harness_fail(const char *file, int line, const char *fmt, ...)
+void harness_fail(const char *file, int line, const char *fmt, ...)
 {
     va_list ap;
 
@@ -28,8 +27,7 @@ harness_fail(const char *file, int line, const char *fmt, ...)
     fflush(stdout);
 }
 
-bool
-harness_shared(char *buf, size_t size, const char *rel)
+bool harness_shared(char *buf, size_t size, const char *rel)
 {
     const char *root = getenv("LLORCH_SHARED");
     const char *ci = getenv("CI");
@@ -45,8 +43,7 @@ harness_shared(char *buf, size_t size, const char *rel)
     return false;
 }
 
-static void
-remove_tmpdir(void)
+static void remove_tmpdir(void)
 {
     char cmd[300];
 
@@ -57,8 +54,7 @@ remove_tmpdir(void)
         fprintf(stderr, "could not remove %s\n", tmpdir);
 }
 
-const char *
-harness_tmpdir(void)
+const char *harness_tmpdir(void)
 {
     if (tmpdir[0] == '\0') {
         const char *base = getenv("TMPDIR");
@@ -73,8 +69,7 @@ harness_tmpdir(void)
     return tmpdir;
 }
 
-static bool
-selected(const char *name, int argc, char **argv)
+static bool selected(const char *name, int argc, char **argv)
 {
     if (argc < 2)
         return true;
@@ -84,8 +79,7 @@ selected(const char *name, int argc, char **argv)
     return false;
 }
 
-int
-harness_run(const struct test *tests, int argc, char **argv)
+int harness_run(const struct test *tests, int argc, char **argv)
 {
     int passed = 0, failed = 0;
 

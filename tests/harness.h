@@ -21,7 +21,10 @@ struct test {
     void (*fn)(void);
 };
 
-#define TEST(fn) {#fn, fn}
+#define TEST(fn)                                                                                   \
+    {                                                                                              \
+#fn, fn                                                                                    \
+    }
 
 /* Records a failure of the running test with a formatted message. */
 void harness_fail(const char *file, int line, const char *fmt, ...)

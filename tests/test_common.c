@@ -9,8 +9,7 @@
 #include <string.h>
 #include <time.h>
 
-static void
-test_err_names_stable(void)
+static void test_err_names_stable(void)
 {
     CHECK(strcmp(err_str(ERR_OK), "ok") == 0);
     CHECK(strcmp(err_str(ERR_BAD_REQUEST), "bad_request") == 0);
@@ -22,8 +21,7 @@ test_err_names_stable(void)
         CHECKF(strcmp(err_str(i), "unknown_error") != 0, "code %d has no name", i);
 }
 
-static void
-test_err_set_formats_and_returns(void)
+static void test_err_set_formats_and_returns(void)
 {
     char err[ERR_MSG_MAX];
     char big[600];
@@ -37,8 +35,7 @@ test_err_set_formats_and_returns(void)
     CHECK(strlen(err) == ERR_MSG_MAX - 1);
 }
 
-static void
-test_clock_monotonic(void)
+static void test_clock_monotonic(void)
 {
     uint64_t a = clock_now_ns();
     struct timespec ts = {0, 2000000};
@@ -49,16 +46,14 @@ test_clock_monotonic(void)
     CHECKF(clock_ms_between(a, b) >= 2.0, "slept 2 ms, measured %.3f", clock_ms_between(a, b));
 }
 
-static void
-test_log_level_parse(void)
+static void test_log_level_parse(void)
 {
     CHECK(log_level_parse("debug") == LOG_DEBUG);
     CHECK(log_level_parse("WARN") == LOG_WARN);
     CHECK(log_level_parse("loud") == -1);
 }
 
-int
-main(int argc, char **argv)
+int main(int argc, char **argv)
 {
     static const struct test tests[] = {
         TEST(test_err_names_stable),

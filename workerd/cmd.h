@@ -1,13 +1,13 @@
 /*
  * cmd.h: the subcommands of the workerd binary. Each takes main's argc/argv shifted so that argv[0]
- * is the subcommand's name, parses its own options (per ../shared/docs/contract.md), and returns the
- * process exit status: 0 on success, 1 on a runtime error, 2 on bad usage or a bad model file
+ * is the subcommand's name, parses its own options (per ../shared/docs/contract.md), and returns
+ * the process exit status: 0 on success, 1 on a runtime error, 2 on bad usage or a bad model file
  * (the same code orchd reads as "fatal, do not restart"). Errors are one line on stderr.
  */
 #ifndef LLORCH_WORKERD_CMD_H
 #define LLORCH_WORKERD_CMD_H
 
-#define CMD_EXIT_OK 0
+#define CMD_EXIT_OK    0
 #define CMD_EXIT_ERROR 1
 #define CMD_EXIT_FATAL 2
 

@@ -13,16 +13,14 @@ static const struct cmd commands[] = {
     {NULL, NULL, NULL},
 };
 
-static void
-usage(FILE *f)
+static void usage(FILE *f)
 {
     fprintf(f, "usage: workerd COMMAND [OPTIONS] [ARGS]\n\ncommands:\n");
     for (const struct cmd *c = commands; c->name != NULL; c++)
         fprintf(f, "  workerd %s %s\n", c->name, c->usage);
 }
 
-int
-main(int argc, char **argv)
+int main(int argc, char **argv)
 {
     log_init("workerd", LOG_INFO);
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {

@@ -12,9 +12,10 @@
  * ne[0] is the contiguous (fastest varying) dimension, as in ggml.
  *
  * Nothing in the mapping is copied: strings, arrays and tensor data are views into it, valid until
- * gguf_close(). Only the index (kv and tensor tables, key and tensor names as C strings) is allocated.
- * Everything is checked against the bytes that exist before it is used; every error names the key or
- * tensor at fault. Not thread-hostile: after open, all functions here are read-only.
+ * gguf_close(). Only the index (kv and tensor tables, key and tensor names as C strings) is
+ * allocated. Everything is checked against the bytes that exist before it is used; every error
+ * names the key or tensor at fault. Not thread-hostile: after open, all functions here are
+ * read-only.
  */
 #ifndef LLORCH_GGUF_H
 #define LLORCH_GGUF_H
@@ -23,9 +24,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define GGUF_MAGIC 0x46554747u /* "GGUF" read as a little-endian u32 */
+#define GGUF_MAGIC             0x46554747u /* "GGUF" read as a little-endian u32 */
 #define GGUF_DEFAULT_ALIGNMENT 32
-#define GGUF_MAX_DIMS 4
+#define GGUF_MAX_DIMS          4
 
 enum gguf_vtype {
     GGUF_VTYPE_UINT8 = 0,
@@ -57,32 +58,32 @@ struct gguf_str {
 struct gguf_arr {
     enum gguf_vtype type;
     uint64_t n;
-    const uint8_t *data;     /* first element in the mapping */
-    struct gguf_str *strs;   /* type STRING: n entries, else NULL */
-    struct gguf_arr *arrs;   /* type ARRAY: n entries, else NULL */
+    const uint8_t *data;   /* first element in the mapping */
+    struct gguf_str *strs; /* type STRING: n entries, else NULL */
+    struct gguf_arr *arrs; /* type ARRAY: n entries, else NULL */
 };
 
 struct gguf_kv {
     const char *key; /* NUL-terminated copy */
     enum gguf_vtype type;
     union {
-        uint64_t u;  /* UINT8..UINT64 (zero-extended), BOOL (0/1) */
-        int64_t i;   /* INT8..INT64 (sign-extended) */
-        double f;    /* FLOAT32, FLOAT64 */
+        uint64_t u; /* UINT8..UINT64 (zero-extended), BOOL (0/1) */
+        int64_t i;  /* INT8..INT64 (sign-extended) */
+        double f;   /* FLOAT32, FLOAT64 */
         struct gguf_str str;
         struct gguf_arr arr;
     } v;
 };
 
 struct gguf_tensor {
-    const char *name;          /* NUL-terminated copy */
-    uint32_t type;             /* enum type_id (types.h); may be one llorch cannot compute with */
+    const char *name; /* NUL-terminated copy */
+    uint32_t type;    /* enum type_id (types.h); may be one llorch cannot compute with */
     uint32_t n_dims;
     int64_t ne[GGUF_MAX_DIMS]; /* unused dimensions are 1 */
     uint64_t offset;           /* relative to the start of the data section */
     uint64_t n_elements;
     size_t nbytes;
-    const void *data;          /* into the mapping */
+    const void *data; /* into the mapping */
 };
 
 struct gguf;

@@ -41,16 +41,14 @@ static const struct type_traits traits[TYPE__COUNT] = {
     [TYPE_MXFP4] = {"mxfp4", 32, 17, false},
 };
 
-const struct type_traits *
-type_traits(uint32_t type)
+const struct type_traits *type_traits(uint32_t type)
 {
     if (type >= TYPE__COUNT || traits[type].name == NULL)
         return NULL;
     return &traits[type];
 }
 
-size_t
-type_row_size(uint32_t type, uint64_t n)
+size_t type_row_size(uint32_t type, uint64_t n)
 {
     const struct type_traits *t = type_traits(type);
 
@@ -59,8 +57,7 @@ type_row_size(uint32_t type, uint64_t n)
     return (size_t)(n / t->blck) * t->size;
 }
 
-static uint32_t
-f32_bits(float f)
+static uint32_t f32_bits(float f)
 {
     uint32_t u;
 
@@ -68,8 +65,7 @@ f32_bits(float f)
     return u;
 }
 
-static float
-bits_f32(uint32_t u)
+static float bits_f32(uint32_t u)
 {
     float f;
 
@@ -77,8 +73,7 @@ bits_f32(uint32_t u)
     return f;
 }
 
-float
-fp16_to_f32(uint16_t h)
+float fp16_to_f32(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t exp = (h >> 10) & 0x1f;
@@ -96,8 +91,7 @@ fp16_to_f32(uint16_t h)
     return bits_f32(sign | ((exp + 112) << 23) | (man << 13));
 }
 
-uint16_t
-f32_to_fp16(float f)
+uint16_t f32_to_fp16(float f)
 {
     uint32_t u = f32_bits(f);
     uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
@@ -118,14 +112,12 @@ f32_to_fp16(float f)
     return sign | (uint16_t)((rounded - 0x38000000u) >> 13);
 }
 
-float
-bf16_to_f32(uint16_t h)
+float bf16_to_f32(uint16_t h)
 {
     return bits_f32((uint32_t)h << 16);
 }
 
-uint16_t
-f32_to_bf16(float f)
+uint16_t f32_to_bf16(float f)
 {
     uint32_t u = f32_bits(f);
 

@@ -1,9 +1,9 @@
 /*
  * types.h: every tensor type id GGUF defines, and what llorch knows of each: name, block size
  * (elements per block) and bytes per block. The ids are ggml's on-disk enum; ids ggml removed
- * (4, 5, 31-33, 36-38) have no entry. A type in the table but not `supported` can still be listed by
- * `workerd inspect`; the model loader refuses it by tensor name.
- * Also the scalar conversions between F32 and F16 / BF16 that readers and writers share.
+ * (4, 5, 31-33, 36-38) have no entry. A type in the table but not `supported` can still be listed
+ * by `workerd inspect`; the model loader refuses it by tensor name. Also the scalar conversions
+ * between F32 and F16 / BF16 that readers and writers share.
  */
 #ifndef LLORCH_TYPES_H
 #define LLORCH_TYPES_H
@@ -49,10 +49,10 @@ enum type_id {
 };
 
 struct type_traits {
-    const char *name;  /* lower case, as llama.cpp prints it: "q4_k", "bf16" */
-    uint32_t blck;     /* elements per block */
-    uint32_t size;     /* bytes per block */
-    bool supported;    /* llorch can compute with it (set as kernels land) */
+    const char *name; /* lower case, as llama.cpp prints it: "q4_k", "bf16" */
+    uint32_t blck;    /* elements per block */
+    uint32_t size;    /* bytes per block */
+    bool supported;   /* llorch can compute with it (set as kernels land) */
 };
 
 /* The traits of a type id, or NULL when GGUF defines no such id. */
