@@ -15,6 +15,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The largest magnitude among the 32 values of the block at x. */
+static float
+block_amax(const float *x)
+{
+    float amax = 0.0f;
+
+    for (int j = 0; j < 32; j++)
+        amax = fmaxf(amax, fabsf(x[j]));
+    return amax;
+}
+
 static void
 test_block_sizes_match_type_table(void)
 {
@@ -204,11 +215,7 @@ test_round_trip_bounds(void)
         quant_quantize_row_q8_0(x, buf, N);
         quant_dequantize_row_q8_0(buf, y, N);
         for (int k = 0; k < N / 32; k++) {
-            float amax = 0.0f;
-
-            for (int j = 0; j < 32; j++)
-                amax = fmaxf(amax, fabsf(x[k * 32 + j]));
-            float d = amax / 127.0f;
+            float d = block_amax(x + k * 32) / 127.0f;
             for (int j = 0; j < 32; j++) {
                 int i = k * 32 + j;
 
@@ -221,12 +228,8 @@ test_round_trip_bounds(void)
         quant_quantize_row_q4_0(x, buf, N);
         quant_dequantize_row_q4_0(buf, y, N);
         for (int k = 0; k < N / 32; k++) {
-            float amax = 0.0f;
+            float d = block_amax(x + k * 32) / 8.0f;
             int n_clipped = 0;
-
-            for (int j = 0; j < 32; j++)
-                amax = fmaxf(amax, fabsf(x[k * 32 + j]));
-            float d = amax / 8.0f;
             for (int j = 0; j < 32; j++) {
                 int i = k * 32 + j;
                 float e = fabsf(y[i] - x[i]);
@@ -325,11 +328,7 @@ check_against_f16(const char *qname, uint32_t qtype, double levels, double bound
         fns->from_float(want, requant, (int64_t)n);
         fns->to_float(requant, again, (int64_t)n);
         for (size_t k = 0; k < n / qk; k++) {
-            double amax = 0.0;
-
-            for (size_t j = 0; j < qk; j++)
-                amax = fmax(amax, fabs(want[k * qk + j]));
-            double d = amax / levels;
+            double d = block_amax(want + k * qk) / levels;
             for (size_t j = 0; j < qk; j++) {
                 size_t i = k * qk + j;
 

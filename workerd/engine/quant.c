@@ -23,40 +23,47 @@ quant_quantize_row_f32(const float *src, void *dst, int64_t n)
     memcpy(dst, src, (size_t)n * sizeof(float));
 }
 
-void
-quant_dequantize_row_f16(const void *src, float *dst, int64_t n)
+/* F16 and BF16 rows: one 16-bit value per element, converted by types.h. */
+static void
+halves_to_float(const void *src, float *dst, int64_t n, float (*conv)(uint16_t))
 {
     const uint16_t *h = src;
 
     for (int64_t i = 0; i < n; i++)
-        dst[i] = fp16_to_f32(h[i]);
+        dst[i] = conv(h[i]);
+}
+
+static void
+float_to_halves(const float *src, void *dst, int64_t n, uint16_t (*conv)(float))
+{
+    uint16_t *h = dst;
+
+    for (int64_t i = 0; i < n; i++)
+        h[i] = conv(src[i]);
+}
+
+void
+quant_dequantize_row_f16(const void *src, float *dst, int64_t n)
+{
+    halves_to_float(src, dst, n, fp16_to_f32);
 }
 
 void
 quant_quantize_row_f16(const float *src, void *dst, int64_t n)
 {
-    uint16_t *h = dst;
-
-    for (int64_t i = 0; i < n; i++)
-        h[i] = f32_to_fp16(src[i]);
+    float_to_halves(src, dst, n, f32_to_fp16);
 }
 
 void
 quant_dequantize_row_bf16(const void *src, float *dst, int64_t n)
 {
-    const uint16_t *h = src;
-
-    for (int64_t i = 0; i < n; i++)
-        dst[i] = bf16_to_f32(h[i]);
+    halves_to_float(src, dst, n, bf16_to_f32);
 }
 
 void
 quant_quantize_row_bf16(const float *src, void *dst, int64_t n)
 {
-    uint16_t *h = dst;
-
-    for (int64_t i = 0; i < n; i++)
-        h[i] = f32_to_bf16(src[i]);
+    float_to_halves(src, dst, n, f32_to_bf16);
 }
 
 void
