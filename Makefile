@@ -4,7 +4,8 @@
 #   common/*.c          -> libcommon.a   (linked into everything)
 #   workerd/engine/*.c  -> libengine.a   (the inference engine; tests link it directly)
 #   proto/*.c           -> libproto.a    (wire format + client library)
-#   workerd/*.c         -> workerd       orchd/*.c (but orchctl.c) -> orchd   orchd/orchctl.c -> orchctl
+#   orchd/*.c           -> liborchd.a    (all but main.c and orchctl.c; tests link it)
+#   workerd/*.c         -> workerd       orchd/main.c -> orchd            orchd/orchctl.c -> orchctl
 #   tests/test_*.c      -> tests/test_*  (one binary per module; tests/*.c others are shared helpers)
 #   tests/tools/*.c     -> tools (gguf-synth...)   tests/fuzz_*.c -> fuzz/fuzz_* (clang, libFuzzer)
 
@@ -31,7 +32,8 @@ COMMON_SRC  := $(wildcard common/*.c)
 ENGINE_SRC  := $(wildcard workerd/engine/*.c)
 PROTO_SRC   := $(wildcard proto/*.c)
 WORKERD_SRC := $(wildcard workerd/*.c)
-ORCHD_SRC   := $(filter-out orchd/orchctl.c,$(wildcard orchd/*.c))
+ORCHD_SRC   := $(filter-out orchd/orchctl.c orchd/main.c,$(wildcard orchd/*.c))
+ORCHD_MAIN  := $(wildcard orchd/main.c)
 ORCHCTL_SRC := $(wildcard orchd/orchctl.c)
 TEST_SRC    := $(wildcard tests/test_*.c)
 TESTLIB_SRC := $(filter-out tests/test_% tests/fuzz_%,$(wildcard tests/*.c))
@@ -43,10 +45,11 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 LIBCOMMON := $(BUILD)/libcommon.a
 LIBENGINE := $(BUILD)/libengine.a
 LIBPROTO  := $(BUILD)/libproto.a
+LIBORCHD  := $(BUILD)/liborchd.a
 LIBTEST   := $(BUILD)/libtest.a
-LIBS      := $(LIBPROTO) $(LIBENGINE) $(LIBCOMMON)
+LIBS      := $(LIBORCHD) $(LIBPROTO) $(LIBENGINE) $(LIBCOMMON)
 
-BINS  := $(if $(WORKERD_SRC),$(BUILD)/workerd) $(if $(ORCHD_SRC),$(BUILD)/orchd) \
+BINS  := $(if $(WORKERD_SRC),$(BUILD)/workerd) $(if $(ORCHD_MAIN),$(BUILD)/orchd) \
          $(if $(ORCHCTL_SRC),$(BUILD)/orchctl)
 TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/%,$(TOOL_SRC))
 TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
@@ -70,6 +73,7 @@ $(BUILD)/obj/%.o: %.c | $(DEPS_OK)
 $(LIBCOMMON): $(call obj,$(COMMON_SRC))
 $(LIBENGINE): $(call obj,$(ENGINE_SRC))
 $(LIBPROTO):  $(call obj,$(PROTO_SRC))
+$(LIBORCHD):  $(call obj,$(ORCHD_SRC))
 $(LIBTEST):   $(call obj,$(TESTLIB_SRC))
 $(BUILD)/%.a:
 	@mkdir -p $(@D)
@@ -77,7 +81,7 @@ $(BUILD)/%.a:
 
 $(BUILD)/workerd: $(call obj,$(WORKERD_SRC)) $(LIBS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(DAEMON_LIBS)
-$(BUILD)/orchd: $(call obj,$(ORCHD_SRC)) $(LIBS)
+$(BUILD)/orchd: $(call obj,$(ORCHD_MAIN)) $(LIBS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(DAEMON_LIBS)
 $(BUILD)/orchctl: $(call obj,$(ORCHCTL_SRC)) $(LIBS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
