@@ -14,7 +14,8 @@
 #define N_DRAWS 20000
 
 /* Options with every filter off, temperature 1 and a fixed seed: tests switch on what they test. */
-static struct sampler_options plain_options(void)
+static struct sampler_options
+plain_options(void)
 {
     struct sampler_options o;
 
@@ -28,8 +29,8 @@ static struct sampler_options plain_options(void)
 }
 
 /* Counts the ids drawn over N_DRAWS steps k = 0, 1, ... with the same logits. */
-static int count_draws(const struct sampler_options *o, const float *logits, size_t n_vocab,
-                       int *counts)
+static int
+count_draws(const struct sampler_options *o, const float *logits, size_t n_vocab, int *counts)
 {
     struct sampler *s;
     char err[ERR_MSG_MAX];
@@ -51,14 +52,16 @@ static int count_draws(const struct sampler_options *o, const float *logits, siz
 }
 
 /* True when count/N_DRAWS is within 5 standard deviations of p (binomial). */
-static bool freq_near(int count, double p)
+static bool
+freq_near(int count, double p)
 {
     double sd = sqrt(p * (1.0 - p) / N_DRAWS);
 
     return fabs((double)count / N_DRAWS - p) <= 5.0 * sd + 1e-9;
 }
 
-static void test_defaults_are_llama_cpp(void)
+static void
+test_defaults_are_llama_cpp(void)
 {
     struct sampler_options o;
 
@@ -67,7 +70,8 @@ static void test_defaults_are_llama_cpp(void)
     CHECK(o.repeat_penalty == 1.0f && o.repeat_last_n == 64 && o.seed == SAMPLER_SEED_RANDOM);
 }
 
-static void test_random_seed_resolved_and_reported(void)
+static void
+test_random_seed_resolved_and_reported(void)
 {
     struct sampler_options o;
     struct sampler *s;
@@ -80,7 +84,8 @@ static void test_random_seed_resolved_and_reported(void)
     sampler_free(s);
 }
 
-static void test_options_checked(void)
+static void
+test_options_checked(void)
 {
     struct sampler_options o = plain_options();
     struct sampler *s = (struct sampler *)&o;
@@ -113,7 +118,8 @@ static void test_options_checked(void)
     CHECK(sampler_options_check(&o, err) == ERR_OK);
 }
 
-static void test_greedy_argmax_lowest_id_on_ties(void)
+static void
+test_greedy_argmax_lowest_id_on_ties(void)
 {
     struct sampler_options o = plain_options();
     struct sampler *s;
@@ -137,7 +143,8 @@ static void test_greedy_argmax_lowest_id_on_ties(void)
     sampler_free(s);
 }
 
-static void test_uniform_draws_spread(void)
+static void
+test_uniform_draws_spread(void)
 {
     int bins[10] = {0};
     int same = 0;
@@ -166,7 +173,8 @@ static void test_uniform_draws_spread(void)
     CHECKF(fabs(sxy / sx) < 0.02, "lag-1 correlation %g", sxy / sx);
 }
 
-static void test_same_seed_and_k_same_draw(void)
+static void
+test_same_seed_and_k_same_draw(void)
 {
     CHECK(sampler_uniform(1, 5) == sampler_uniform(1, 5));
     CHECK(sampler_uniform(1, 5) != sampler_uniform(1, 6));
@@ -174,7 +182,8 @@ static void test_same_seed_and_k_same_draw(void)
     CHECK(sampler_uniform(0, 0) != sampler_uniform(0, 1));
 }
 
-static void test_temperature_frequencies(void)
+static void
+test_temperature_frequencies(void)
 {
     struct sampler_options o = plain_options();
     float logits[2] = {0.0f, logf(3.0f)};
@@ -190,7 +199,8 @@ static void test_temperature_frequencies(void)
     CHECKF(freq_near(counts[1], 81.0 / 82.0), "T=0.25: %d", counts[1]);
 }
 
-static void test_top_k(void)
+static void
+test_top_k(void)
 {
     struct sampler_options o = plain_options();
     float logits[10];
@@ -216,7 +226,8 @@ static void test_top_k(void)
     CHECK(counts[0] > 0 && counts[5] > 0);
 }
 
-static void test_top_p(void)
+static void
+test_top_p(void)
 {
     struct sampler_options o = plain_options();
     float logits[4] = {logf(0.15f), logf(0.5f), logf(0.05f), logf(0.3f)};
@@ -238,7 +249,8 @@ static void test_top_p(void)
     CHECKF(freq_near(counts[2], 0.05), "id 2: %d", counts[2]);
 }
 
-static void test_min_p(void)
+static void
+test_min_p(void)
 {
     struct sampler_options o = plain_options();
     float logits[4] = {logf(0.15f), logf(0.5f), logf(0.05f), logf(0.3f)};
@@ -257,7 +269,8 @@ static void test_min_p(void)
     CHECK(counts[1] == N_DRAWS);
 }
 
-static void test_filters_chain_in_order(void)
+static void
+test_filters_chain_in_order(void)
 {
     struct sampler_options o = plain_options();
     float logits[6] = {1.0f, 5.0f, 4.0f, 4.9f, 0.0f, 3.0f};
@@ -272,7 +285,8 @@ static void test_filters_chain_in_order(void)
     CHECKF(freq_near(counts[2], exp(4.0) / z), "id 2: %d", counts[2]);
 }
 
-static void test_repeat_penalty_arithmetic(void)
+static void
+test_repeat_penalty_arithmetic(void)
 {
     struct sampler_options o = plain_options();
     struct sampler *s;
@@ -303,7 +317,8 @@ static void test_repeat_penalty_arithmetic(void)
 }
 
 /* Logits for a toy "model": a function of the previous token, so the run feeds back on itself. */
-static void toy_logits(int32_t prev, float *logits, size_t n)
+static void
+toy_logits(int32_t prev, float *logits, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         logits[i] = (float)(((i * 7 + (size_t)prev * 13) % 17)) * 0.35f - 2.0f;
@@ -312,8 +327,9 @@ static void toy_logits(int32_t prev, float *logits, size_t n)
 #define TOY_VOCAB 50
 #define TOY_STEPS 300
 
-static int toy_run(const struct sampler_options *o, const int32_t *prompt, size_t n_prompt,
-                   int32_t *gen, size_t n_gen, size_t from)
+static int
+toy_run(const struct sampler_options *o, const int32_t *prompt, size_t n_prompt, int32_t *gen,
+        size_t n_gen, size_t from)
 {
     struct sampler *s;
     char err[ERR_MSG_MAX];
@@ -330,7 +346,8 @@ static int toy_run(const struct sampler_options *o, const int32_t *prompt, size_
     return 0;
 }
 
-static void test_replay_from_rebuilt_state(void)
+static void
+test_replay_from_rebuilt_state(void)
 {
     struct sampler_options o = plain_options();
     int32_t prompt[5] = {1, 7, 9, 7, 30};
@@ -364,7 +381,8 @@ static void test_replay_from_rebuilt_state(void)
     CHECKF(distinct >= 5, "only %d distinct ids", distinct);
 }
 
-static void test_stop_string_split_across_tokens(void)
+static void
+test_stop_string_split_across_tokens(void)
 {
     const char *stops[] = {"</end>", "STOP"};
     bool hit;
@@ -398,7 +416,8 @@ static void test_stop_string_split_across_tokens(void)
     CHECK(stop_scan(NULL, 0, "abc", 3, 1, &hit) == 3 && !hit);
 }
 
-static void test_stop_overlapping_prefix(void)
+static void
+test_stop_overlapping_prefix(void)
 {
     const char *stops[] = {"aab"};
     bool hit;
@@ -410,7 +429,8 @@ static void test_stop_overlapping_prefix(void)
     CHECK(stop_scan(stops, 1, "xaa", 3, 3, &hit) == 3 && !hit);
 }
 
-static void test_utf8_pending(void)
+static void
+test_utf8_pending(void)
 {
     CHECK(stop_utf8_pending("abc", 3) == 0);
     CHECK(stop_utf8_pending("", 0) == 0);
@@ -426,7 +446,8 @@ static void test_utf8_pending(void)
     CHECK(stop_utf8_pending("\xC3\xA9\x80", 3) == 0);
 }
 
-int main(int argc, char **argv)
+int
+main(int argc, char **argv)
 {
     static const struct test tests[] = {
         TEST(test_defaults_are_llama_cpp),

@@ -32,7 +32,8 @@ struct sampler {
     uint64_t k;      /* index of the next generated token */
 };
 
-void sampler_options_default(struct sampler_options *o)
+void
+sampler_options_default(struct sampler_options *o)
 {
     o->temp = 0.8f;
     o->top_k = 40;
@@ -43,7 +44,8 @@ void sampler_options_default(struct sampler_options *o)
     o->seed = SAMPLER_SEED_RANDOM;
 }
 
-int sampler_options_check(const struct sampler_options *o, char *err)
+int
+sampler_options_check(const struct sampler_options *o, char *err)
 {
     if (!isfinite(o->temp) || o->temp < 0.0f)
         return err_set(err, ERR_BAD_REQUEST, "temp must be a finite number >= 0, got %g",
@@ -63,7 +65,8 @@ int sampler_options_check(const struct sampler_options *o, char *err)
     return ERR_OK;
 }
 
-uint64_t sampler_seed_random(void)
+uint64_t
+sampler_seed_random(void)
 {
     uint32_t v;
 
@@ -72,7 +75,8 @@ uint64_t sampler_seed_random(void)
     return v;
 }
 
-int sampler_new(struct sampler **out, const struct sampler_options *o, size_t n_vocab, char *err)
+int
+sampler_new(struct sampler **out, const struct sampler_options *o, size_t n_vocab, char *err)
 {
     struct sampler *s;
     int rc;
@@ -102,7 +106,8 @@ nomem:
     return err_set(err, ERR_NOMEM, "sampler: out of memory for a vocabulary of %zu", n_vocab);
 }
 
-void sampler_free(struct sampler *s)
+void
+sampler_free(struct sampler *s)
 {
     if (s == NULL)
         return;
@@ -112,17 +117,20 @@ void sampler_free(struct sampler *s)
     free(s);
 }
 
-const struct sampler_options *sampler_get_options(const struct sampler *s)
+const struct sampler_options *
+sampler_get_options(const struct sampler *s)
 {
     return &s->opt;
 }
 
-uint64_t sampler_count(const struct sampler *s)
+uint64_t
+sampler_count(const struct sampler *s)
 {
     return s->k;
 }
 
-static void window_push(struct sampler *s, int32_t id)
+static void
+window_push(struct sampler *s, int32_t id)
 {
     size_t cap = (size_t)s->opt.repeat_last_n;
 
@@ -134,8 +142,9 @@ static void window_push(struct sampler *s, int32_t id)
         s->n_window++;
 }
 
-void sampler_restore(struct sampler *s, const int32_t *prompt, size_t n_prompt, const int32_t *gen,
-                     size_t n_gen)
+void
+sampler_restore(struct sampler *s, const int32_t *prompt, size_t n_prompt, const int32_t *gen,
+                size_t n_gen)
 {
     size_t cap = (size_t)s->opt.repeat_last_n;
     size_t skip;
@@ -153,14 +162,16 @@ void sampler_restore(struct sampler *s, const int32_t *prompt, size_t n_prompt, 
  * SplitMix64's output function (Steele, Lea, Flood 2014): a bijection of 64-bit words whose
  * output bits each depend on all input bits.
  */
-static uint64_t mix64(uint64_t z)
+static uint64_t
+mix64(uint64_t z)
 {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     return z ^ (z >> 31);
 }
 
-double sampler_uniform(uint64_t seed, uint64_t k)
+double
+sampler_uniform(uint64_t seed, uint64_t k)
 {
     /* Key the stream by the mixed seed, then mix in the counter: a keyed hash of (seed, k). */
     uint64_t h = mix64(mix64(seed ^ 0x6a09e667f3bcc909ull) + (k + 1) * 0x9e3779b97f4a7c15ull);
@@ -169,12 +180,14 @@ double sampler_uniform(uint64_t seed, uint64_t k)
 }
 
 /* The total order of candidates: higher logit first, then lower id. */
-static bool cand_before(const struct cand *a, const struct cand *b)
+static bool
+cand_before(const struct cand *a, const struct cand *b)
 {
     return a->logit > b->logit || (a->logit == b->logit && a->id < b->id);
 }
 
-static int cand_cmp(const void *pa, const void *pb)
+static int
+cand_cmp(const void *pa, const void *pb)
 {
     const struct cand *a = pa, *b = pb;
 
@@ -182,7 +195,8 @@ static int cand_cmp(const void *pa, const void *pb)
 }
 
 /* Restores the heap property below i in a heap whose root is the candidate that sorts last. */
-static void heap_sift_down(struct cand *h, size_t n, size_t i)
+static void
+heap_sift_down(struct cand *h, size_t n, size_t i)
 {
     for (;;) {
         size_t l = 2 * i + 1, r = l + 1, worst = i;
@@ -201,7 +215,8 @@ static void heap_sift_down(struct cand *h, size_t n, size_t i)
 }
 
 /* Moves the k best of c[0..n) to c[0..k), in order. */
-static void select_top_k(struct cand *c, size_t n, size_t k)
+static void
+select_top_k(struct cand *c, size_t n, size_t k)
 {
     for (size_t i = k / 2; i-- > 0;)
         heap_sift_down(c, k, i);
@@ -216,7 +231,8 @@ static void select_top_k(struct cand *c, size_t n, size_t k)
 
 /* Divides positive logits of ids in the window by the penalty and multiplies the others, once
  * per distinct id. c is indexed by id. */
-static void apply_repeat_penalty(struct sampler *s, struct cand *c)
+static void
+apply_repeat_penalty(struct sampler *s, struct cand *c)
 {
     float pen = s->opt.repeat_penalty;
 
@@ -237,7 +253,8 @@ static void apply_repeat_penalty(struct sampler *s, struct cand *c)
 }
 
 /* Draws from the tempered softmax of the sorted candidates c[0..n) with uniform u. */
-static int32_t draw(const struct cand *c, size_t n, float temp, double u)
+static int32_t
+draw(const struct cand *c, size_t n, float temp, double u)
 {
     double sum = 0.0, target, acc = 0.0;
     double top = c[0].logit;
@@ -257,7 +274,8 @@ static int32_t draw(const struct cand *c, size_t n, float temp, double u)
 
 /* Keeps the smallest prefix of the sorted c[0..n) whose softmax mass reaches p; returns its size.
  */
-static size_t cut_top_p(const struct cand *c, size_t n, float p)
+static size_t
+cut_top_p(const struct cand *c, size_t n, float p)
 {
     double sum = 0.0, acc = 0.0;
     double top = c[0].logit;
@@ -275,7 +293,8 @@ static size_t cut_top_p(const struct cand *c, size_t n, float p)
 }
 
 /* Keeps the candidates with p >= min_p * p_max, i.e. logit >= top + log(min_p); at least one. */
-static size_t cut_min_p(const struct cand *c, size_t n, float min_p)
+static size_t
+cut_min_p(const struct cand *c, size_t n, float min_p)
 {
     float floor_logit;
     size_t m = 1;
@@ -288,7 +307,8 @@ static size_t cut_min_p(const struct cand *c, size_t n, float min_p)
     return m;
 }
 
-int32_t sampler_next(struct sampler *s, const float *logits)
+int32_t
+sampler_next(struct sampler *s, const float *logits)
 {
     struct cand *c = s->cand;
     size_t n = s->n_vocab;

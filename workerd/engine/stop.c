@@ -6,8 +6,9 @@
 
 #include <string.h>
 
-size_t stop_scan(const char *const *stops, size_t n_stops, const char *text, size_t len,
-                 size_t from, bool *hit)
+size_t
+stop_scan(const char *const *stops, size_t n_stops, const char *text, size_t len, size_t from,
+          bool *hit)
 {
     size_t first = len, hold = 0;
 
@@ -36,7 +37,8 @@ size_t stop_scan(const char *const *stops, size_t n_stops, const char *text, siz
     return *hit ? first : len - hold;
 }
 
-size_t stop_utf8_pending(const char *text, size_t len)
+size_t
+stop_utf8_pending(const char *text, size_t len)
 {
     const unsigned char *s = (const unsigned char *)text;
 
