@@ -58,6 +58,7 @@ DEPS_OK := $(BUILD)/.deps-ok
 
 .PHONY: all test check fuzz bench install clean run deps
 .DELETE_ON_ERROR:
+.SECONDARY:
 
 all: $(BINS) $(TOOLS) $(TESTS)
 
