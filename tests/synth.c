@@ -18,6 +18,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define NAME_MAX_LEN 64
@@ -466,16 +467,21 @@ out:
 int
 synth_write_file(const struct synth_config *c, const char *path, char *err)
 {
-    FILE *f = fopen(path, "wb");
+    struct stat st;
+    FILE *f;
     int rc;
 
-    if (f == NULL)
-        return err_set(err, ERR_IO, "fopen(%s) failed: %s", path, strerror(errno));
+    /* refuse a bad shape before touching the file */
+    if ((rc = check_config(c, err)) != ERR_OK)
+        return rc;
+    if ((f = fopen(path, "wb")) == NULL)
+        return err_set(err, ERR_IO, "fopen() failed: %s", strerror(errno));
     setvbuf(f, NULL, _IOFBF, 1 << 20);
     rc = synth_write(c, f, err);
     if (fclose(f) != 0 && rc == ERR_OK)
-        rc = err_set(err, ERR_IO, "fclose(%s) failed: %s", path, strerror(errno));
-    if (rc != ERR_OK)
+        rc = err_set(err, ERR_IO, "fclose() failed: %s", strerror(errno));
+    /* a half-written model must not stay behind (but /dev/stdout and the like stay) */
+    if (rc != ERR_OK && stat(path, &st) == 0 && S_ISREG(st.st_mode))
         unlink(path);
     return rc;
 }
