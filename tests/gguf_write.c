@@ -58,7 +58,8 @@ struct gguf_writer {
 static int fail(struct gguf_writer *w, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-static int fail(struct gguf_writer *w, int code, const char *fmt, ...)
+static int
+fail(struct gguf_writer *w, int code, const char *fmt, ...)
 {
     va_list ap;
 
@@ -71,14 +72,16 @@ static int fail(struct gguf_writer *w, int code, const char *fmt, ...)
     return w->error;
 }
 
-static int report(struct gguf_writer *w, char *err)
+static int
+report(struct gguf_writer *w, char *err)
 {
     if (w->error != ERR_OK && err != NULL)
         memcpy(err, w->msg, ERR_MSG_MAX);
     return w->error;
 }
 
-static int buf_put(struct gguf_writer *w, struct buf *b, const void *data, size_t len)
+static int
+buf_put(struct gguf_writer *w, struct buf *b, const void *data, size_t len)
 {
     if (len > b->cap - b->len) {
         size_t cap = b->cap ? b->cap : 4096;
@@ -102,7 +105,8 @@ static int buf_put(struct gguf_writer *w, struct buf *b, const void *data, size_
 }
 
 /* Little-endian integer of `size` bytes. */
-static int put_le(struct gguf_writer *w, struct buf *b, uint64_t v, size_t size)
+static int
+put_le(struct gguf_writer *w, struct buf *b, uint64_t v, size_t size)
 {
     uint8_t bytes[8];
 
@@ -111,7 +115,8 @@ static int put_le(struct gguf_writer *w, struct buf *b, uint64_t v, size_t size)
     return buf_put(w, b, bytes, size);
 }
 
-static int put_str(struct gguf_writer *w, struct buf *b, const char *s, uint64_t len)
+static int
+put_str(struct gguf_writer *w, struct buf *b, const char *s, uint64_t len)
 {
     if (put_le(w, b, len, 8) != ERR_OK)
         return w->error;
@@ -119,7 +124,8 @@ static int put_str(struct gguf_writer *w, struct buf *b, const char *s, uint64_t
 }
 
 /* Checks that a KV or tensor may still be added (no header written, no open array). */
-static int can_add(struct gguf_writer *w, const char *what)
+static int
+can_add(struct gguf_writer *w, const char *what)
 {
     if (w->error != ERR_OK)
         return w->error;
@@ -130,7 +136,8 @@ static int can_add(struct gguf_writer *w, const char *what)
     return ERR_OK;
 }
 
-static int new_writer(struct gguf_writer **out, FILE *f, char *err)
+static int
+new_writer(struct gguf_writer **out, FILE *f, char *err)
 {
     struct gguf_writer *w = calloc(1, sizeof(*w));
 
@@ -144,7 +151,8 @@ static int new_writer(struct gguf_writer **out, FILE *f, char *err)
     return ERR_OK;
 }
 
-int gguf_writer_new_file(struct gguf_writer **out, FILE *f, char *err)
+int
+gguf_writer_new_file(struct gguf_writer **out, FILE *f, char *err)
 {
     if (f == NULL) {
         *out = NULL;
@@ -153,12 +161,14 @@ int gguf_writer_new_file(struct gguf_writer **out, FILE *f, char *err)
     return new_writer(out, f, err);
 }
 
-int gguf_writer_new_mem(struct gguf_writer **out, char *err)
+int
+gguf_writer_new_mem(struct gguf_writer **out, char *err)
 {
     return new_writer(out, NULL, err);
 }
 
-void gguf_writer_free(struct gguf_writer *w)
+void
+gguf_writer_free(struct gguf_writer *w)
 {
     if (w == NULL)
         return;
@@ -169,7 +179,8 @@ void gguf_writer_free(struct gguf_writer *w)
     free(w);
 }
 
-uint8_t *gguf_writer_take(struct gguf_writer *w, size_t *size)
+uint8_t *
+gguf_writer_take(struct gguf_writer *w, size_t *size)
 {
     uint8_t *p = w->mem.data;
 
@@ -178,12 +189,14 @@ uint8_t *gguf_writer_take(struct gguf_writer *w, size_t *size)
     return p;
 }
 
-void gguf_writer_set_version(struct gguf_writer *w, uint32_t version)
+void
+gguf_writer_set_version(struct gguf_writer *w, uint32_t version)
 {
     w->version = version;
 }
 
-void gguf_writer_set_counts(struct gguf_writer *w, uint64_t n_tensors, uint64_t n_kv)
+void
+gguf_writer_set_counts(struct gguf_writer *w, uint64_t n_tensors, uint64_t n_kv)
 {
     w->raw_counts = true;
     w->n_tensors_raw = n_tensors;
@@ -191,7 +204,8 @@ void gguf_writer_set_counts(struct gguf_writer *w, uint64_t n_tensors, uint64_t 
 }
 
 /* Key and value type of a top-level KV. */
-static int kv_begin(struct gguf_writer *w, const char *key, enum gguf_vtype t)
+static int
+kv_begin(struct gguf_writer *w, const char *key, enum gguf_vtype t)
 {
     if (can_add(w, "KV") != ERR_OK)
         return w->error;
@@ -201,7 +215,8 @@ static int kv_begin(struct gguf_writer *w, const char *key, enum gguf_vtype t)
     return ERR_OK;
 }
 
-static int kv_scalar(struct gguf_writer *w, const char *key, enum gguf_vtype t, uint64_t bits)
+static int
+kv_scalar(struct gguf_writer *w, const char *key, enum gguf_vtype t, uint64_t bits)
 {
     if (kv_begin(w, key, t) != ERR_OK)
         return w->error;
@@ -210,75 +225,89 @@ static int kv_scalar(struct gguf_writer *w, const char *key, enum gguf_vtype t, 
     return put_le(w, &w->kv, bits, gguf_vtype_size(t));
 }
 
-int gguf_writer_add_u8(struct gguf_writer *w, const char *key, uint8_t v)
+int
+gguf_writer_add_u8(struct gguf_writer *w, const char *key, uint8_t v)
 {
     return kv_scalar(w, key, GGUF_VTYPE_UINT8, v);
 }
 
-int gguf_writer_add_i8(struct gguf_writer *w, const char *key, int8_t v)
+int
+gguf_writer_add_i8(struct gguf_writer *w, const char *key, int8_t v)
 {
     return kv_scalar(w, key, GGUF_VTYPE_INT8, (uint64_t)(int64_t)v);
 }
 
-int gguf_writer_add_u16(struct gguf_writer *w, const char *key, uint16_t v)
+int
+gguf_writer_add_u16(struct gguf_writer *w, const char *key, uint16_t v)
 {
     return kv_scalar(w, key, GGUF_VTYPE_UINT16, v);
 }
 
-int gguf_writer_add_i16(struct gguf_writer *w, const char *key, int16_t v)
+int
+gguf_writer_add_i16(struct gguf_writer *w, const char *key, int16_t v)
 {
     return kv_scalar(w, key, GGUF_VTYPE_INT16, (uint64_t)(int64_t)v);
 }
 
-int gguf_writer_add_u32(struct gguf_writer *w, const char *key, uint32_t v)
+int
+gguf_writer_add_u32(struct gguf_writer *w, const char *key, uint32_t v)
 {
     return kv_scalar(w, key, GGUF_VTYPE_UINT32, v);
 }
 
-int gguf_writer_add_i32(struct gguf_writer *w, const char *key, int32_t v)
+int
+gguf_writer_add_i32(struct gguf_writer *w, const char *key, int32_t v)
 {
     return kv_scalar(w, key, GGUF_VTYPE_INT32, (uint64_t)(int64_t)v);
 }
 
-int gguf_writer_add_u64(struct gguf_writer *w, const char *key, uint64_t v)
+int
+gguf_writer_add_u64(struct gguf_writer *w, const char *key, uint64_t v)
 {
     return kv_scalar(w, key, GGUF_VTYPE_UINT64, v);
 }
 
-int gguf_writer_add_i64(struct gguf_writer *w, const char *key, int64_t v)
+int
+gguf_writer_add_i64(struct gguf_writer *w, const char *key, int64_t v)
 {
     return kv_scalar(w, key, GGUF_VTYPE_INT64, (uint64_t)v);
 }
 
 /* A top-level KV whose value is the size(t) native (little-endian) bytes at p. */
-static int kv_bytes(struct gguf_writer *w, const char *key, enum gguf_vtype t, const void *p)
+static int
+kv_bytes(struct gguf_writer *w, const char *key, enum gguf_vtype t, const void *p)
 {
     if (kv_begin(w, key, t) != ERR_OK)
         return w->error;
     return buf_put(w, &w->kv, p, gguf_vtype_size(t));
 }
 
-int gguf_writer_add_f32(struct gguf_writer *w, const char *key, float v)
+int
+gguf_writer_add_f32(struct gguf_writer *w, const char *key, float v)
 {
     return kv_bytes(w, key, GGUF_VTYPE_FLOAT32, &v);
 }
 
-int gguf_writer_add_f64(struct gguf_writer *w, const char *key, double v)
+int
+gguf_writer_add_f64(struct gguf_writer *w, const char *key, double v)
 {
     return kv_bytes(w, key, GGUF_VTYPE_FLOAT64, &v);
 }
 
-int gguf_writer_add_bool(struct gguf_writer *w, const char *key, bool v)
+int
+gguf_writer_add_bool(struct gguf_writer *w, const char *key, bool v)
 {
     return kv_scalar(w, key, GGUF_VTYPE_BOOL, v ? 1 : 0);
 }
 
-int gguf_writer_add_str(struct gguf_writer *w, const char *key, const char *s)
+int
+gguf_writer_add_str(struct gguf_writer *w, const char *key, const char *s)
 {
     return gguf_writer_add_strn(w, key, s, strlen(s));
 }
 
-int gguf_writer_add_strn(struct gguf_writer *w, const char *key, const char *s, uint64_t len)
+int
+gguf_writer_add_strn(struct gguf_writer *w, const char *key, const char *s, uint64_t len)
 {
     if (kv_begin(w, key, GGUF_VTYPE_STRING) != ERR_OK)
         return w->error;
@@ -286,7 +315,8 @@ int gguf_writer_add_strn(struct gguf_writer *w, const char *key, const char *s, 
 }
 
 /* Reads a native value of fixed-size type t at p as little-endian bits. */
-static uint64_t native_bits(enum gguf_vtype t, const uint8_t *p)
+static uint64_t
+native_bits(enum gguf_vtype t, const uint8_t *p)
 {
     uint64_t u = 0;
     uint32_t u32;
@@ -307,8 +337,9 @@ static uint64_t native_bits(enum gguf_vtype t, const uint8_t *p)
     }
 }
 
-int gguf_writer_add_arr(struct gguf_writer *w, const char *key, enum gguf_vtype t, const void *data,
-                        uint64_t n)
+int
+gguf_writer_add_arr(struct gguf_writer *w, const char *key, enum gguf_vtype t, const void *data,
+                    uint64_t n)
 {
     size_t size = gguf_vtype_size(t);
     const uint8_t *p = data;
@@ -323,8 +354,8 @@ int gguf_writer_add_arr(struct gguf_writer *w, const char *key, enum gguf_vtype 
     return gguf_writer_end_arr(w);
 }
 
-int gguf_writer_add_arr_str(struct gguf_writer *w, const char *key, const char *const *strs,
-                            uint64_t n)
+int
+gguf_writer_add_arr_str(struct gguf_writer *w, const char *key, const char *const *strs, uint64_t n)
 {
     if (gguf_writer_begin_arr(w, key, GGUF_VTYPE_STRING, n) != ERR_OK)
         return w->error;
@@ -335,7 +366,8 @@ int gguf_writer_add_arr_str(struct gguf_writer *w, const char *key, const char *
 }
 
 /* Accounts for one element of type t in the innermost open array. */
-static int element(struct gguf_writer *w, enum gguf_vtype t)
+static int
+element(struct gguf_writer *w, enum gguf_vtype t)
 {
     struct nest *n;
 
@@ -355,7 +387,8 @@ static int element(struct gguf_writer *w, enum gguf_vtype t)
     return ERR_OK;
 }
 
-int gguf_writer_begin_arr(struct gguf_writer *w, const char *key, enum gguf_vtype t, uint64_t n)
+int
+gguf_writer_begin_arr(struct gguf_writer *w, const char *key, enum gguf_vtype t, uint64_t n)
 {
     if (key != NULL) {
         if (kv_begin(w, key, GGUF_VTYPE_ARRAY) != ERR_OK)
@@ -374,7 +407,8 @@ int gguf_writer_begin_arr(struct gguf_writer *w, const char *key, enum gguf_vtyp
     return put_le(w, &w->kv, n, 8);
 }
 
-int gguf_writer_end_arr(struct gguf_writer *w)
+int
+gguf_writer_end_arr(struct gguf_writer *w)
 {
     if (w->error != ERR_OK)
         return w->error;
@@ -387,7 +421,8 @@ int gguf_writer_end_arr(struct gguf_writer *w)
     return ERR_OK;
 }
 
-int gguf_writer_val_int(struct gguf_writer *w, enum gguf_vtype t, uint64_t bits)
+int
+gguf_writer_val_int(struct gguf_writer *w, enum gguf_vtype t, uint64_t bits)
 {
     if (gguf_vtype_size(t) == 0)
         return fail(w, ERR_BAD_REQUEST, "gguf writer: val_int of %s", gguf_vtype_name(t));
@@ -396,21 +431,24 @@ int gguf_writer_val_int(struct gguf_writer *w, enum gguf_vtype t, uint64_t bits)
     return put_le(w, &w->kv, bits, gguf_vtype_size(t));
 }
 
-int gguf_writer_val_f32(struct gguf_writer *w, float v)
+int
+gguf_writer_val_f32(struct gguf_writer *w, float v)
 {
     if (element(w, GGUF_VTYPE_FLOAT32) != ERR_OK)
         return w->error;
     return buf_put(w, &w->kv, &v, sizeof(v));
 }
 
-int gguf_writer_val_f64(struct gguf_writer *w, double v)
+int
+gguf_writer_val_f64(struct gguf_writer *w, double v)
 {
     if (element(w, GGUF_VTYPE_FLOAT64) != ERR_OK)
         return w->error;
     return buf_put(w, &w->kv, &v, sizeof(v));
 }
 
-int gguf_writer_val_str(struct gguf_writer *w, const char *s, uint64_t len)
+int
+gguf_writer_val_str(struct gguf_writer *w, const char *s, uint64_t len)
 {
     if (element(w, GGUF_VTYPE_STRING) != ERR_OK)
         return w->error;
@@ -418,7 +456,8 @@ int gguf_writer_val_str(struct gguf_writer *w, const char *s, uint64_t len)
 }
 
 /* Writes the elements of a (possibly nested) array read by the reader. */
-static int copy_arr(struct gguf_writer *w, const struct gguf_arr *a)
+static int
+copy_arr(struct gguf_writer *w, const struct gguf_arr *a)
 {
     size_t size = gguf_vtype_size(a->type);
 
@@ -440,7 +479,8 @@ static int copy_arr(struct gguf_writer *w, const struct gguf_arr *a)
     return ERR_OK;
 }
 
-int gguf_writer_kv_copy(struct gguf_writer *w, const struct gguf_kv *kv, const char *key)
+int
+gguf_writer_kv_copy(struct gguf_writer *w, const struct gguf_kv *kv, const char *key)
 {
     if (key == NULL)
         key = kv->key;
@@ -472,7 +512,8 @@ int gguf_writer_kv_copy(struct gguf_writer *w, const struct gguf_kv *kv, const c
     }
 }
 
-int gguf_writer_add_raw_kv(struct gguf_writer *w, const void *bytes, size_t len, uint64_t n_kv)
+int
+gguf_writer_add_raw_kv(struct gguf_writer *w, const void *bytes, size_t len, uint64_t n_kv)
 {
     if (can_add(w, "raw KV") != ERR_OK || buf_put(w, &w->kv, bytes, len) != ERR_OK)
         return w->error;
@@ -480,13 +521,15 @@ int gguf_writer_add_raw_kv(struct gguf_writer *w, const void *bytes, size_t len,
     return ERR_OK;
 }
 
-static uint64_t align_up(uint64_t x, uint32_t a)
+static uint64_t
+align_up(uint64_t x, uint32_t a)
 {
     return (x + a - 1) / a * a;
 }
 
-static int tensor_info(struct gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
-                       const uint64_t *ne, uint64_t offset)
+static int
+tensor_info(struct gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
+            const uint64_t *ne, uint64_t offset)
 {
     if (put_str(w, &w->ti, name, strlen(name)) != ERR_OK || put_le(w, &w->ti, n_dims, 4) != ERR_OK)
         return w->error;
@@ -499,8 +542,9 @@ static int tensor_info(struct gguf_writer *w, const char *name, uint32_t type, u
     return ERR_OK;
 }
 
-int gguf_writer_add_tensor(struct gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
-                           const int64_t *ne)
+int
+gguf_writer_add_tensor(struct gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
+                       const int64_t *ne)
 {
     uint64_t une[GGUF_MAX_DIMS];
     uint64_t nbytes, rows = 1;
@@ -544,36 +588,42 @@ int gguf_writer_add_tensor(struct gguf_writer *w, const char *name, uint32_t typ
     return ERR_OK;
 }
 
-int gguf_writer_add_tensor_raw(struct gguf_writer *w, const char *name, uint32_t type,
-                               uint32_t n_dims, const uint64_t *ne, uint64_t offset)
+int
+gguf_writer_add_tensor_raw(struct gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
+                           const uint64_t *ne, uint64_t offset)
 {
     if (can_add(w, "tensor") != ERR_OK)
         return w->error;
     return tensor_info(w, name, type, n_dims, ne, offset);
 }
 
-uint64_t gguf_writer_next_offset(const struct gguf_writer *w)
+uint64_t
+gguf_writer_next_offset(const struct gguf_writer *w)
 {
     return align_up(w->next_offset, w->alignment);
 }
 
-uint64_t gguf_writer_kv_pos(const struct gguf_writer *w)
+uint64_t
+gguf_writer_kv_pos(const struct gguf_writer *w)
 {
     return 24 + w->kv.len;
 }
 
-uint64_t gguf_writer_tensor_pos(const struct gguf_writer *w)
+uint64_t
+gguf_writer_tensor_pos(const struct gguf_writer *w)
 {
     return 24 + w->kv.len + w->ti.len;
 }
 
-uint64_t gguf_writer_data_offset(const struct gguf_writer *w)
+uint64_t
+gguf_writer_data_offset(const struct gguf_writer *w)
 {
     return align_up(gguf_writer_tensor_pos(w), w->alignment);
 }
 
 /* Sends bytes to the sink. */
-static int sink(struct gguf_writer *w, const void *data, size_t len)
+static int
+sink(struct gguf_writer *w, const void *data, size_t len)
 {
     if (w->f == NULL)
         return buf_put(w, &w->mem, data, len);
@@ -582,7 +632,8 @@ static int sink(struct gguf_writer *w, const void *data, size_t len)
     return ERR_OK;
 }
 
-static int sink_zeros(struct gguf_writer *w, uint64_t len)
+static int
+sink_zeros(struct gguf_writer *w, uint64_t len)
 {
     static const uint8_t zeros[4096];
 
@@ -595,7 +646,8 @@ static int sink_zeros(struct gguf_writer *w, uint64_t len)
     return w->error;
 }
 
-int gguf_writer_write_header(struct gguf_writer *w, char *err)
+int
+gguf_writer_write_header(struct gguf_writer *w, char *err)
 {
     struct buf h = {0};
     uint64_t end;
@@ -622,7 +674,8 @@ int gguf_writer_write_header(struct gguf_writer *w, char *err)
 }
 
 /* Zero padding up to the current tensor's offset before its first byte. */
-static int pad_to_current(struct gguf_writer *w)
+static int
+pad_to_current(struct gguf_writer *w)
 {
     uint64_t off = w->tensors[w->cur].offset;
 
@@ -635,7 +688,8 @@ static int pad_to_current(struct gguf_writer *w)
     return w->error;
 }
 
-int gguf_writer_write_data(struct gguf_writer *w, const void *data, size_t len, char *err)
+int
+gguf_writer_write_data(struct gguf_writer *w, const void *data, size_t len, char *err)
 {
     const uint8_t *p = data;
 
@@ -672,7 +726,8 @@ int gguf_writer_write_data(struct gguf_writer *w, const void *data, size_t len, 
     return report(w, err);
 }
 
-int gguf_writer_write_zeros(struct gguf_writer *w, uint64_t len, char *err)
+int
+gguf_writer_write_zeros(struct gguf_writer *w, uint64_t len, char *err)
 {
     if (w->error == ERR_OK && !w->header_done)
         gguf_writer_write_header(w, err);
@@ -683,19 +738,19 @@ int gguf_writer_write_zeros(struct gguf_writer *w, uint64_t len, char *err)
     return report(w, err);
 }
 
-int gguf_writer_finish(struct gguf_writer *w, char *err)
+int
+gguf_writer_finish(struct gguf_writer *w, char *err)
 {
     if (w->error == ERR_OK && !w->header_done)
         gguf_writer_write_header(w, err);
     if (w->error == ERR_OK && w->finished)
         fail(w, ERR_BAD_REQUEST, "gguf writer: finish called twice");
+    /* zeros up to the end of each tensor not written (write_zeros may have covered some) */
     for (; w->error == ERR_OK && w->cur < w->n_tensors; w->cur++) {
-        struct wtensor *t = &w->tensors[w->cur];
+        uint64_t end = w->tensors[w->cur].offset + w->tensors[w->cur].nbytes;
 
-        if (w->data_pos < t->offset && pad_to_current(w) != ERR_OK)
-            break;
-        if (sink_zeros(w, t->offset + t->nbytes - w->data_pos) == ERR_OK)
-            w->data_pos = t->offset + t->nbytes;
+        if (w->data_pos < end && sink_zeros(w, end - w->data_pos) == ERR_OK)
+            w->data_pos = end;
     }
     if (w->error == ERR_OK)
         sink_zeros(w, align_up(w->data_pos, w->alignment) - w->data_pos);

@@ -168,7 +168,8 @@ int gguf_writer_write_data(struct gguf_writer *w, const void *data, size_t len, 
 int gguf_writer_write_zeros(struct gguf_writer *w, uint64_t len, char *err);
 
 /*
- * Zero-fills the data of every tensor not (fully) written, pads the data section to the alignment
+ * Zero-fills the data of every tensor not (fully) written (up to its end: bytes already written by
+ * write_zeros count), pads the data section to the alignment
  * (as ggml does), and flushes a FILE. The writer accepts nothing afterwards but take and free.
  */
 int gguf_writer_finish(struct gguf_writer *w, char *err);

@@ -14,8 +14,8 @@
 #include <string.h>
 
 /* Finishes w into memory and opens the result; the caller frees *buf after closing *g. */
-static int finish_open(struct gguf_writer *w, struct gguf **g, uint8_t **buf, size_t *size,
-                       char *err)
+static int
+finish_open(struct gguf_writer *w, struct gguf **g, uint8_t **buf, size_t *size, char *err)
 {
     int rv = gguf_writer_finish(w, err);
 
@@ -28,7 +28,8 @@ static int finish_open(struct gguf_writer *w, struct gguf **g, uint8_t **buf, si
 }
 
 /* Adds one KV of every kind, nested arrays included. */
-static void add_every_kv(struct gguf_writer *w)
+static void
+add_every_kv(struct gguf_writer *w)
 {
     static const int32_t i32s[] = {-1, 0, 2147483647};
     static const float f32s[] = {0.5f, -2.25f};
@@ -76,7 +77,8 @@ static void add_every_kv(struct gguf_writer *w)
 }
 
 /* A tensor-less file with every kind of KV, opened. */
-static int open_every_kv(struct gguf **g, uint8_t **buf, size_t *size, char *err)
+static int
+open_every_kv(struct gguf **g, uint8_t **buf, size_t *size, char *err)
 {
     struct gguf_writer *w;
     int rv = gguf_writer_new_mem(&w, err);
@@ -87,7 +89,8 @@ static int open_every_kv(struct gguf **g, uint8_t **buf, size_t *size, char *err
     return finish_open(w, g, buf, size, err);
 }
 
-static void test_write_every_value_type(void)
+static void
+test_write_every_value_type(void)
 {
     char err[ERR_MSG_MAX] = "";
     struct gguf *g;
@@ -136,7 +139,8 @@ static void test_write_every_value_type(void)
 }
 
 /* Writes three tensors with the given alignment (0: default) and checks layout and data. */
-static void check_tensors_aligned(uint32_t alignment)
+static void
+check_tensors_aligned(uint32_t alignment)
 {
     char err[ERR_MSG_MAX] = "";
     struct gguf_writer *w;
@@ -185,7 +189,8 @@ static void check_tensors_aligned(uint32_t alignment)
     free(buf);
 }
 
-static void test_write_tensors_any_alignment(void)
+static void
+test_write_tensors_any_alignment(void)
 {
     static const uint32_t aligns[] = {0, 1, 2, 8, 64, 4096};
 
@@ -194,7 +199,8 @@ static void test_write_tensors_any_alignment(void)
 }
 
 /* Streams a few MB into a FILE in small chunks and reads it back through gguf_open (mmap). */
-static void test_write_streams_to_file(void)
+static void
+test_write_streams_to_file(void)
 {
     char err[ERR_MSG_MAX] = "", path[512];
     struct gguf_writer *w;
@@ -234,7 +240,8 @@ static void test_write_streams_to_file(void)
 }
 
 /* Copying every KV of a tensor-less file in order gives the same bytes up to the tensor infos. */
-static void check_copy_identical(const struct gguf *src, const uint8_t *bytes, size_t size)
+static void
+check_copy_identical(const struct gguf *src, const uint8_t *bytes, size_t size)
 {
     char err[ERR_MSG_MAX] = "";
     struct gguf_writer *w;
@@ -254,7 +261,8 @@ static void check_copy_identical(const struct gguf *src, const uint8_t *bytes, s
     free(buf);
 }
 
-static void test_write_kv_copy(void)
+static void
+test_write_kv_copy(void)
 {
     char err[ERR_MSG_MAX] = "", path[512];
     struct gguf_writer *w;
@@ -295,7 +303,8 @@ static void test_write_kv_copy(void)
     free(buf);
 }
 
-static void test_write_raw_knobs(void)
+static void
+test_write_raw_knobs(void)
 {
     char err[ERR_MSG_MAX] = "";
     struct gguf_writer *w;
@@ -341,7 +350,8 @@ static void test_write_raw_knobs(void)
     free(buf);
 }
 
-static void test_write_misuse_is_sticky(void)
+static void
+test_write_misuse_is_sticky(void)
 {
     char err[ERR_MSG_MAX] = "";
     struct gguf_writer *w;
@@ -378,7 +388,8 @@ static void test_write_misuse_is_sticky(void)
     gguf_writer_free(w);
 }
 
-int main(int argc, char **argv)
+int
+main(int argc, char **argv)
 {
     static const struct test tests[] = {
         TEST(test_write_every_value_type),
