@@ -964,6 +964,8 @@ test_raw_tensor_infos(void)
         {"five.dims", TYPE_F32, 5, {1, 1, 1, 1, 1}, "5 dimensions"},
         {"elems.overflow", TYPE_F32, 3, {1ull << 32, 1ull << 32, 1ull << 32}, "overflow"},
         {"elems.overflow2", TYPE_F32, 2, {1ull << 62, 3}, "overflow"},
+        {"bytes.overflow", TYPE_F32, 1, {1ull << 62}, "overflow"},
+        {"bytes.overflow64", TYPE_F64, 2, {1ull << 61, 2}, "overflow"},
         {"q4_0.rows", TYPE_Q4_0, 2, {16, 2}, "not a multiple of the q4_0 block size 32"},
         {"q6_k.rows", TYPE_Q6_K, 1, {64}, "not a multiple of the q6_k block size 256"},
         {"iq2_xs.rows", TYPE_IQ2_XS, 1, {255}, "not a multiple"},

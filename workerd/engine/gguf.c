@@ -449,8 +449,9 @@ static int read_tensor_info(struct gguf *g, struct cursor *c, struct gguf_tensor
         return err_set(err, ERR_FORMAT,
                        "tensor %s: row of %lld elements is not a multiple of the %s block size %u",
                        t->name, (long long)t->ne[0], tt->name, tt->blck);
-    row_bytes = (uint64_t)t->ne[0] / tt->blck * tt->size;
-    if (nrows != 0 && row_bytes > SIZE_MAX / nrows)
+    /* ne[0] may reach 2^63 - 1, so the bytes of one row can overflow 64 bits */
+    if (__builtin_mul_overflow((uint64_t)t->ne[0] / tt->blck, (uint64_t)tt->size, &row_bytes) ||
+        (nrows != 0 && row_bytes > SIZE_MAX / nrows))
         return err_set(err, ERR_FORMAT, "tensor %s: byte size overflows", t->name);
     t->nbytes = (size_t)(row_bytes * nrows);
     if (!cur_u64(c, &t->offset))
