@@ -1,0 +1,86 @@
+/*
+ * tokenizer.h: text <-> token ids for the vocabulary a GGUF file carries (tokenizer.* metadata),
+ * giving the ids llama.cpp gives. Implemented: SentencePiece ("llama": scores-driven merges,
+ * U+2581 for spaces, the leading space, byte fallback); BPE ("gpt2") comes later behind the same
+ * interface. Not here: chat templates, sampling, streaming state (see common/utf8.h for the
+ * helper a streaming writer needs).
+ *
+ * Thread safety: after tokenizer_load() a tokenizer is read-only; any number of threads may
+ * encode and decode with it at once. Each call allocates only scratch sized by its input.
+ */
+#ifndef LLORCH_TOKENIZER_H
+#define LLORCH_TOKENIZER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct gguf;
+struct tokenizer;
+
+/*
+ * Builds the vocabulary from g's tokenizer.* metadata. Token texts stay views into g's mapping, so
+ * g must outlive *out. Returns ERR_OK, ERR_UNSUPPORTED naming the tokenizer model for types not
+ * implemented ("gpt2" BPE comes in a later issue), ERR_FORMAT naming the key for broken metadata
+ * (missing or mistyped tokenizer.ggml.tokens, scores or token types shorter than the vocabulary,
+ * a byte token that is not <0xXX>...), or ERR_NOMEM; *out is untouched on failure.
+ */
+int tokenizer_load(struct tokenizer **out, const struct gguf *g, char *err);
+
+/* Frees what tokenizer_load built (not the gguf). NULL is fine. */
+void tokenizer_free(struct tokenizer *t);
+
+size_t tokenizer_n_vocab(const struct tokenizer *t);
+int32_t tokenizer_bos(const struct tokenizer *t); /* -1 if none */
+int32_t tokenizer_eos(const struct tokenizer *t); /* -1 if none */
+
+/* tokenizer.ggml.add_bos_token, default per model type (true for SentencePiece). */
+bool tokenizer_add_bos(const struct tokenizer *t);
+
+/*
+ * True for the ids that end generation: EOS, EOT and EOM from metadata, and the tokens llama.cpp
+ * recognises by text (<|eot_id|>, <|im_end|>, <|end|>, <end_of_turn>, <|endoftext|>, ...).
+ */
+bool tokenizer_is_eog(const struct tokenizer *t, int32_t id);
+
+/*
+ * The vocabulary text of id (e.g. "▁Hello", "<0x0A>", "<s>"), len bytes, not NUL-terminated,
+ * valid while the gguf is open; NULL for an id out of range.
+ */
+const char *tokenizer_token_text(const struct tokenizer *t, int32_t id, size_t *len);
+
+/*
+ * Tokenizes len bytes of text (any bytes: invalid UTF-8 falls back to byte tokens, NUL is a
+ * byte like any other). add_bos is llama.cpp's add_special: prepend BOS (and append EOS for a
+ * vocabulary whose add_eos_token is set); callers normally pass tokenizer_add_bos(t).
+ * parse_special: recognise control-token texts such as "<s>" in the text (false for the
+ * contract's commands and prompts); user-defined tokens are recognised either way, as in
+ * llama.cpp. Writes at most max ids to ids (may be NULL when max is 0); *n gets the number
+ * needed. Returns ERR_OK, ERR_BAD_REQUEST "text needs N tokens, room for M" when N > max (ids
+ * then holds the first max), ERR_UNSUPPORTED when a byte has no token and the vocabulary no
+ * unknown token, or ERR_NOMEM.
+ */
+int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, bool add_bos,
+                     bool parse_special, int32_t *ids, size_t max, size_t *n, char *err);
+
+/*
+ * The bytes id contributes to output text: normal tokens with U+2581 turned into spaces,
+ * <0xXX> byte tokens as that byte, user-defined tokens as their text, control, unknown and
+ * unused tokens as nothing (llama.cpp's token_to_piece with special = false). Writes up to size
+ * bytes to buf and returns the full length (0 for an id out of range). A byte piece may be part
+ * of a UTF-8 character: a streaming writer holds bytes back with utf8_complete().
+ */
+size_t tokenizer_piece(const struct tokenizer *t, int32_t id, char *buf, size_t size);
+
+/*
+ * Whole-sequence detokenization as llama.cpp's llama_detokenize(remove_special = false,
+ * unparse_special = false): the pieces joined, minus the one leading space SentencePiece adds
+ * (removed from the first token's piece when the vocabulary adds a space prefix). Writes up to
+ * size bytes to out (no NUL is added) and *len gets the full length. Returns ERR_OK,
+ * ERR_BAD_REQUEST naming an id out of range, or ERR_BAD_REQUEST "text needs N bytes, room for
+ * M" when *len > size (out then holds the first size bytes).
+ */
+int tokenizer_decode(const struct tokenizer *t, const int32_t *ids, size_t n, char *out,
+                     size_t size, size_t *len, char *err);
+
+#endif
