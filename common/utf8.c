@@ -1,17 +1,16 @@
 /*
- * utf8.c: see utf8.h. One scanner classifies the sequence at a position as a whole character,
- * a maximal invalid subpart, or a valid prefix cut short by the end of the buffer, following the
- * table of well-formed byte sequences in the Unicode standard (section 3.9, table 3-7).
+ * utf8.c: see utf8.h. One scanner classifies the sequence at a position as a whole character or
+ * a maximal invalid subpart (a valid prefix cut short by a bad byte or by the end of the buffer),
+ * following the table of well-formed byte sequences in the Unicode standard (3.9, table 3-7).
  */
 #include "common/utf8.h"
 
 #include <stdbool.h>
 #include <string.h>
 
-enum utf8_scan { UTF8_SCAN_OK, UTF8_SCAN_BAD, UTF8_SCAN_SHORT };
-
-/* Classifies the sequence at p (left > 0 bytes); *n gets the bytes it covers. */
-static enum utf8_scan utf8_scan(const unsigned char *p, size_t left, size_t *n)
+/* True when a whole character starts at p (left > 0 bytes); *n gets the bytes covered. */
+static bool
+utf8_scan(const unsigned char *p, size_t left, size_t *n)
 {
     unsigned char b = p[0];
     size_t need;
@@ -19,7 +18,7 @@ static enum utf8_scan utf8_scan(const unsigned char *p, size_t left, size_t *n)
 
     if (b < 0x80) {
         *n = 1;
-        return UTF8_SCAN_OK;
+        return true;
     }
     if (b >= 0xC2 && b <= 0xDF) {
         need = 2;
@@ -37,38 +36,26 @@ static enum utf8_scan utf8_scan(const unsigned char *p, size_t left, size_t *n)
             hi = 0x8F;
     } else {
         *n = 1;
-        return UTF8_SCAN_BAD;
+        return false;
     }
     for (size_t i = 1; i < need; i++) {
         if (i == left) {
             *n = i;
-            return UTF8_SCAN_SHORT;
+            return false;
         }
         unsigned char c = p[i];
         bool ok = i == 1 ? (c >= lo && c <= hi) : (c >= 0x80 && c <= 0xBF);
         if (!ok) {
             *n = i;
-            return UTF8_SCAN_BAD;
+            return false;
         }
     }
     *n = need;
-    return UTF8_SCAN_OK;
+    return true;
 }
 
-size_t utf8_complete(const char *s, size_t len)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    size_t i = 0, n;
-
-    while (i < len) {
-        if (utf8_scan(p + i, len - i, &n) == UTF8_SCAN_SHORT)
-            return i;
-        i += n;
-    }
-    return len;
-}
-
-size_t utf8_sanitize(const char *s, size_t len, char *out, size_t size)
+size_t
+utf8_sanitize(const char *s, size_t len, char *out, size_t size)
 {
     static const char replacement[3] = {(char)0xEF, (char)0xBF, (char)0xBD};
     const unsigned char *p = (const unsigned char *)s;
@@ -78,7 +65,7 @@ size_t utf8_sanitize(const char *s, size_t len, char *out, size_t size)
         const char *src = s + i;
         size_t m;
 
-        if (utf8_scan(p + i, len - i, &n) == UTF8_SCAN_OK) {
+        if (utf8_scan(p + i, len - i, &n)) {
             m = n;
         } else {
             src = replacement;

@@ -1,21 +1,14 @@
 /*
- * utf8.h: small UTF-8 helpers for text that comes out of a tokenizer byte by byte.
- * A detokenized stream can stop in the middle of a character (byte-fallback pieces such as
- * <0xE6>), and JSON needs valid UTF-8: these say where the complete characters end and turn
- * invalid sequences into U+FFFD. Not a Unicode library (no categories, no normalization).
+ * utf8.h: making bytes valid UTF-8. Detokenized text can hold invalid or split sequences
+ * (byte-fallback pieces such as <0xE6>), and JSON output (jansson) needs valid UTF-8: this turns
+ * invalid sequences into U+FFFD the way Python and llama.cpp's reference dumps do. Not a Unicode
+ * library (no categories, no normalization); holding back an incomplete character while
+ * streaming is stop_utf8_pending() in workerd/engine/stop.h.
  */
 #ifndef LLORCH_UTF8_H
 #define LLORCH_UTF8_H
 
 #include <stddef.h>
-
-/*
- * The number of leading bytes of s[0..len) a streaming writer can emit now: everything but a
- * trailing sequence that is the valid start of a character still missing bytes. Invalid bytes
- * are not held back (they can never complete). The caller keeps the rest (at most 3 bytes) and
- * prepends it to the next piece.
- */
-size_t utf8_complete(const char *s, size_t len);
 
 /*
  * Copies s[0..len) to out, replacing each maximal invalid subsequence with U+FFFD (EF BF BD), as

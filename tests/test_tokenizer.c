@@ -7,7 +7,7 @@
  * load errors, on the real files and on small GGUF files built here in memory.
  */
 #include "common/err.h"
-#include "common/utf8.h"
+#include "tests/gguf_write.h"
 #include "tests/harness.h"
 #include "workerd/engine/gguf.h"
 #include "workerd/engine/tokenizer.h"
@@ -26,7 +26,8 @@ struct vocab {
     struct tokenizer *t;
 };
 
-static bool vocab_open(struct vocab *v, const char *rel)
+static bool
+vocab_open(struct vocab *v, const char *rel)
 {
     char path[512], err[ERR_MSG_MAX];
 
@@ -47,14 +48,16 @@ static bool vocab_open(struct vocab *v, const char *rel)
     return true;
 }
 
-static void vocab_close(struct vocab *v)
+static void
+vocab_close(struct vocab *v)
 {
     tokenizer_free(v->t);
     gguf_close(v->g);
 }
 
 /* Reads a whole file; NULL on error. *len gets its size; a NUL follows the bytes. */
-static char *slurp(const char *path, size_t *len)
+static char *
+slurp(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
     char *buf = NULL;
@@ -77,7 +80,8 @@ static char *slurp(const char *path, size_t *len)
 }
 
 /* Hex string -> bytes in out (size bytes); returns the length. */
-static size_t unhex(const char *hex, char *out, size_t size)
+static size_t
+unhex(const char *hex, char *out, size_t size)
 {
     size_t n = 0;
 
@@ -89,7 +93,8 @@ static size_t unhex(const char *hex, char *out, size_t size)
     return n;
 }
 
-static bool ids_equal(const int32_t *got, size_t n, const json_t *want)
+static bool
+ids_equal(const int32_t *got, size_t n, const json_t *want)
 {
     if (!json_is_array(want) || json_array_size(want) != n)
         return false;
@@ -99,7 +104,8 @@ static bool ids_equal(const int32_t *got, size_t n, const json_t *want)
     return true;
 }
 
-static void print_ids(const char *what, const int32_t *ids, size_t n)
+static void
+print_ids(const char *what, const int32_t *ids, size_t n)
 {
     printf("    %s:", what);
     for (size_t i = 0; i < n && i < 40; i++)
@@ -108,7 +114,8 @@ static void print_ids(const char *what, const int32_t *ids, size_t n)
 }
 
 /* Checks one tokenize-*.jsonl line; returns the number of mismatches (printed). */
-static int check_ref_line(const struct tokenizer *t, json_t *j)
+static int
+check_ref_line(const struct tokenizer *t, json_t *j)
 {
     static char text[65536], buf[65536], want[65536];
     static int32_t ids[MAX_IDS];
@@ -162,7 +169,8 @@ static int check_ref_line(const struct tokenizer *t, json_t *j)
 }
 
 /* Runs every line of a ../shared/ref tokenize file on a vocabulary; returns mismatches. */
-static int run_ref_file(const char *model_rel, const char *jsonl_rel, int *lines)
+static int
+run_ref_file(const char *model_rel, const char *jsonl_rel, int *lines)
 {
     char path[512];
     struct vocab v;
@@ -219,7 +227,8 @@ REF_TEST(test_ref_baichuan, "models/vocab/ggml-vocab-baichuan.gguf",
  * llama.cpp's test-tokenizer-0 vectors: the .inp file holds the texts, each followed by
  * "\n__ggml_vocab_test__\n"; line i of the .out file holds the ids of text i (no BOS).
  */
-static int run_vectors(const char *vocab_rel, int *count)
+static int
+run_vectors(const char *vocab_rel, int *count)
 {
     static const char sep[] = "\n__ggml_vocab_test__\n";
     static int32_t ids[MAX_IDS];
@@ -277,7 +286,8 @@ done:
     return bad;
 }
 
-static void test_vectors_llama_spm(void)
+static void
+test_vectors_llama_spm(void)
 {
     int count, bad = run_vectors("models/vocab/ggml-vocab-llama-spm.gguf", &count);
 
@@ -287,7 +297,8 @@ static void test_vectors_llama_spm(void)
     CHECKF(count == 46, "%d texts", count);
 }
 
-static void test_vectors_phi3(void)
+static void
+test_vectors_phi3(void)
 {
     int count, bad = run_vectors("models/vocab/ggml-vocab-phi-3.gguf", &count);
 
@@ -298,7 +309,8 @@ static void test_vectors_phi3(void)
 }
 
 /* prompt_ids and prompt_text (the pieces joined) of every stories260K reference case. */
-static void test_stories_prompts(void)
+static void
+test_stories_prompts(void)
 {
     static int32_t ids[MAX_IDS];
     static char buf[65536];
@@ -344,7 +356,8 @@ static void test_stories_prompts(void)
 }
 
 /* decode(encode(s)) == s for bytes without U+2581 (which comes back as a space). */
-static bool round_trips(const struct tokenizer *t, const char *s, size_t len)
+static bool
+round_trips(const struct tokenizer *t, const char *s, size_t len)
 {
     size_t max = 3 * len + 8, n, olen;
     int32_t *ids = malloc(max * sizeof(*ids));
@@ -363,7 +376,8 @@ static bool round_trips(const struct tokenizer *t, const char *s, size_t len)
     return ok;
 }
 
-static void test_invalid_utf8_and_nul(void)
+static void
+test_invalid_utf8_and_nul(void)
 {
     static const struct {
         const char *s;
@@ -413,7 +427,8 @@ static void test_invalid_utf8_and_nul(void)
 }
 
 /* 100 KB of mixed text through the 32000-token vocabulary, in well under a second. */
-static void test_big_input_fast(void)
+static void
+test_big_input_fast(void)
 {
     static const char chunk[] = "Once upon a time, in a land far away, there lived a caf\xc3\xa9 "
                                 "owner named \xe6\x97\xa5\xe6\x9c\xac who loved \xf0\x9f\x8d\x95 "
@@ -449,7 +464,8 @@ static void test_big_input_fast(void)
     CHECKF(ms < 2000, "100 KB took %.1f ms", ms);
 }
 
-static void test_empty_and_small_buffers(void)
+static void
+test_empty_and_small_buffers(void)
 {
     struct vocab v;
     int32_t ids[4];
@@ -484,7 +500,8 @@ static void test_empty_and_small_buffers(void)
 }
 
 /* Special ids, eog, pieces of control and byte tokens, the leading-space rule on BOS. */
-static void test_specials_and_pieces(void)
+static void
+test_specials_and_pieces(void)
 {
     struct vocab v;
     char buf[64], err[ERR_MSG_MAX];
@@ -529,7 +546,8 @@ static void test_specials_and_pieces(void)
 }
 
 /* A BPE vocabulary is refused by name until the BPE issue lands. */
-static void test_bpe_unsupported(void)
+static void
+test_bpe_unsupported(void)
 {
     char path[512], err[ERR_MSG_MAX];
     struct gguf *g;
@@ -545,95 +563,46 @@ static void test_bpe_unsupported(void)
 }
 
 /*
- * A tiny GGUF written in memory: kv entries only (tokenizer metadata), enough to test load errors
- * and the merge rules on a vocabulary whose scores we choose.
+ * Tokenizer metadata written into a tensor-less GGUF in memory (tests/gguf_write.h): small
+ * vocabularies whose scores we choose, and broken metadata.
  */
-struct gbuf {
-    unsigned char b[8192];
-    size_t n;
-    uint64_t n_kv;
+struct synth {
+    struct gguf_writer *w;
+    uint8_t *buf;
+    struct gguf *g;
+    struct tokenizer *t;
 };
 
-static void gb_raw(struct gbuf *g, const void *p, size_t n)
+static struct gguf_writer *
+synth_begin(struct synth *s)
 {
-    memcpy(g->b + g->n, p, n);
-    g->n += n;
+    memset(s, 0, sizeof(*s));
+    gguf_writer_new_mem(&s->w, NULL);
+    return s->w;
 }
 
-static void gb_u32(struct gbuf *g, uint32_t v)
+/* Finishes the file and loads it: tokenizer_load's code, or a writer/reader failure's + 1000. */
+static int
+synth_load(struct synth *s, char *err)
 {
-    gb_raw(g, &v, 4);
-}
+    size_t size;
+    int rc = gguf_writer_finish(s->w, err);
 
-static void gb_u64(struct gbuf *g, uint64_t v)
-{
-    gb_raw(g, &v, 8);
-}
-
-static void gb_str(struct gbuf *g, const char *s)
-{
-    gb_u64(g, strlen(s));
-    gb_raw(g, s, strlen(s));
-}
-
-static void gb_key(struct gbuf *g, const char *key, uint32_t type)
-{
-    gb_str(g, key);
-    gb_u32(g, type);
-    g->n_kv++;
-}
-
-static void gb_kv_str(struct gbuf *g, const char *key, const char *val)
-{
-    gb_key(g, key, GGUF_VTYPE_STRING);
-    gb_str(g, val);
-}
-
-static void gb_kv_strs(struct gbuf *g, const char *key, const char *const *v, size_t n)
-{
-    gb_key(g, key, GGUF_VTYPE_ARRAY);
-    gb_u32(g, GGUF_VTYPE_STRING);
-    gb_u64(g, n);
-    for (size_t i = 0; i < n; i++)
-        gb_str(g, v[i]);
-}
-
-static void gb_kv_arr32(struct gbuf *g, const char *key, uint32_t type, const void *v, size_t n)
-{
-    gb_key(g, key, GGUF_VTYPE_ARRAY);
-    gb_u32(g, type);
-    gb_u64(g, n);
-    gb_raw(g, v, 4 * n);
-}
-
-/* Header in front of the kv entries, padding after: a complete tensor-less GGUF v3. */
-static size_t gb_finish(const struct gbuf *kv, unsigned char *out)
-{
-    uint32_t magic = GGUF_MAGIC, version = 3;
-    uint64_t zero = 0;
-    size_t n = 0;
-
-    memcpy(out + n, &magic, 4), n += 4;
-    memcpy(out + n, &version, 4), n += 4;
-    memcpy(out + n, &zero, 8), n += 8;
-    memcpy(out + n, &kv->n_kv, 8), n += 8;
-    memcpy(out + n, kv->b, kv->n), n += kv->n;
-    while (n % 32)
-        out[n++] = 0;
-    return n;
-}
-
-/* Loads a synthetic file; returns tokenizer_load's code and leaves *t (or NULL) and *g open. */
-static int load_synthetic(const struct gbuf *kv, unsigned char *file, struct gguf **g,
-                          struct tokenizer **t, char *err)
-{
-    size_t n = gb_finish(kv, file);
-    int rc = gguf_open_buffer(g, file, n, err);
-
-    *t = NULL;
     if (rc != ERR_OK)
-        return -1000 - rc;
-    return tokenizer_load(t, *g, err);
+        return 1000 + rc;
+    s->buf = gguf_writer_take(s->w, &size);
+    if ((rc = gguf_open_buffer(&s->g, s->buf, size, err)) != ERR_OK)
+        return 1000 + rc;
+    return tokenizer_load(&s->t, s->g, err);
+}
+
+static void
+synth_end(struct synth *s)
+{
+    tokenizer_free(s->t);
+    gguf_close(s->g);
+    free(s->buf);
+    gguf_writer_free(s->w);
 }
 
 static const char *const tiny_tokens[] = {
@@ -642,21 +611,9 @@ static const char *const tiny_tokens[] = {
 static const float tiny_scores[] = {0, 0, 0, -1, -2, -2, -2, -5, -5, -3, 0, 0, 0};
 static const int32_t tiny_types[] = {2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 6, 4, 3};
 
-static void tiny_vocab(struct gbuf *kv, bool space_prefix)
-{
-    memset(kv, 0, sizeof(*kv));
-    gb_kv_str(kv, "tokenizer.ggml.model", "llama");
-    gb_kv_strs(kv, "tokenizer.ggml.tokens", tiny_tokens, 13);
-    gb_kv_arr32(kv, "tokenizer.ggml.scores", GGUF_VTYPE_FLOAT32, tiny_scores, 13);
-    gb_kv_arr32(kv, "tokenizer.ggml.token_type", GGUF_VTYPE_INT32, tiny_types, 13);
-    if (!space_prefix) {
-        gb_key(kv, "tokenizer.ggml.add_space_prefix", GGUF_VTYPE_BOOL);
-        gb_raw(kv, "\0", 1);
-    }
-}
-
-/* Encodes s on the tiny vocabulary; returns the ids as "a b c" text for easy comparison. */
-static const char *tiny_encode(const struct tokenizer *t, const char *s, bool special)
+/* Encodes s on a tiny vocabulary; returns the ids as "a b c" text (or the error). */
+static const char *
+tiny_encode(const struct tokenizer *t, const char *s, bool special)
 {
     static char out[256], err[ERR_MSG_MAX];
     int32_t ids[64];
@@ -670,16 +627,9 @@ static const char *tiny_encode(const struct tokenizer *t, const char *s, bool sp
     return out;
 }
 
-static void test_merge_rules(void)
+static void
+test_merge_rules(void)
 {
-    static unsigned char file[16384];
-    struct gbuf kv;
-    struct gguf *g;
-    struct tokenizer *t;
-    char err[ERR_MSG_MAX];
-
-    tiny_vocab(&kv, false);
-    CHECKF(load_synthetic(&kv, file, &g, &t, err) == ERR_OK, "%s", err);
     static const struct {
         const char *text;
         bool special;
@@ -692,125 +642,137 @@ static void test_merge_rules(void)
         {"<C>", false, "0 0 0"},     /* control <C> is plain text without parse_special */
         {"<C>", true, "12"},
     };
+    struct synth s;
+    struct gguf_writer *w = synth_begin(&s);
+    char err[ERR_MSG_MAX];
     int bad = 0;
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        const char *got = tiny_encode(t, cases[i].text, cases[i].special);
+
+    gguf_writer_add_str(w, "tokenizer.ggml.model", "llama");
+    gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", tiny_tokens, 13);
+    gguf_writer_add_arr(w, "tokenizer.ggml.scores", GGUF_VTYPE_FLOAT32, tiny_scores, 13);
+    gguf_writer_add_arr(w, "tokenizer.ggml.token_type", GGUF_VTYPE_INT32, tiny_types, 13);
+    gguf_writer_add_bool(w, "tokenizer.ggml.add_space_prefix", false);
+    int rc = synth_load(&s, err);
+    for (size_t i = 0; rc == ERR_OK && i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *got = tiny_encode(s.t, cases[i].text, cases[i].special);
         if (strcmp(got, cases[i].want) != 0) {
             printf("  '%s' (special %d): got %s, want %s\n", cases[i].text, cases[i].special, got,
                    cases[i].want);
             bad++;
         }
     }
-    tokenizer_free(t);
-    gguf_close(g);
+    synth_end(&s);
+    CHECKF(rc == ERR_OK, "%s", err);
     CHECKF(bad == 0, "%d cases differ", bad);
 }
 
-static void test_load_errors(void)
+/* Builds a vocabulary with one thing broken (by fill) and checks the error's code and words. */
+static bool
+load_fails(void (*fill)(struct gguf_writer *), int want, const char *words)
 {
-    static unsigned char file[16384];
+    struct synth s;
+    char err[ERR_MSG_MAX] = "";
+
+    fill(synth_begin(&s));
+    int rc = synth_load(&s, err);
+    bool ok = rc == want && s.t == NULL && strstr(err, words) != NULL;
+    if (!ok)
+        printf("  got %d '%s', want %d '%s'\n", rc, err, want, words);
+    synth_end(&s);
+    return ok;
+}
+
+static const char *const three[] = {"<unk>", "<s>", "</s>"};
+
+static void
+fill_no_model(struct gguf_writer *w)
+{
+    gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", three, 3);
+}
+
+static void
+fill_t5(struct gguf_writer *w)
+{
+    gguf_writer_add_str(w, "tokenizer.ggml.model", "t5");
+}
+
+static void
+fill_int_tokens(struct gguf_writer *w)
+{
     static const int32_t ints[3] = {1, 2, 3};
-    static const char *const three[] = {"<unk>", "<s>", "</s>"};
-    static const char *const badbyte[] = {"<unk>", "<s>", "<0xZZ>"};
-    static const int32_t bytetypes[] = {2, 3, 6};
-    struct gbuf kv;
-    struct gguf *g;
-    struct tokenizer *t;
-    char err[ERR_MSG_MAX];
-    int rc;
 
-    /* no tokenizer.ggml.model */
-    memset(&kv, 0, sizeof(kv));
-    gb_kv_strs(&kv, "tokenizer.ggml.tokens", three, 3);
-    rc = load_synthetic(&kv, file, &g, &t, err);
-    gguf_close(g);
-    CHECKF(rc == ERR_FORMAT && strstr(err, "tokenizer.ggml.model"), "%d %s", rc, err);
-
-    /* an unknown model */
-    memset(&kv, 0, sizeof(kv));
-    gb_kv_str(&kv, "tokenizer.ggml.model", "t5");
-    rc = load_synthetic(&kv, file, &g, &t, err);
-    gguf_close(g);
-    CHECKF(rc == ERR_UNSUPPORTED && strstr(err, "'t5'"), "%d %s", rc, err);
-
-    /* tokens that are not strings */
-    memset(&kv, 0, sizeof(kv));
-    gb_kv_str(&kv, "tokenizer.ggml.model", "llama");
-    gb_kv_arr32(&kv, "tokenizer.ggml.tokens", GGUF_VTYPE_INT32, ints, 3);
-    rc = load_synthetic(&kv, file, &g, &t, err);
-    gguf_close(g);
-    CHECKF(rc == ERR_FORMAT && strstr(err, "tokenizer.ggml.tokens"), "%d %s", rc, err);
-
-    /* fewer scores than tokens */
-    memset(&kv, 0, sizeof(kv));
-    gb_kv_str(&kv, "tokenizer.ggml.model", "llama");
-    gb_kv_strs(&kv, "tokenizer.ggml.tokens", three, 3);
-    gb_kv_arr32(&kv, "tokenizer.ggml.scores", GGUF_VTYPE_FLOAT32, tiny_scores, 2);
-    rc = load_synthetic(&kv, file, &g, &t, err);
-    gguf_close(g);
-    CHECKF(rc == ERR_FORMAT && strstr(err, "tokenizer.ggml.scores"), "%d %s", rc, err);
-
-    /* token types of the wrong type */
-    memset(&kv, 0, sizeof(kv));
-    gb_kv_str(&kv, "tokenizer.ggml.model", "llama");
-    gb_kv_strs(&kv, "tokenizer.ggml.tokens", three, 3);
-    gb_kv_arr32(&kv, "tokenizer.ggml.token_type", GGUF_VTYPE_FLOAT32, tiny_scores, 3);
-    rc = load_synthetic(&kv, file, &g, &t, err);
-    gguf_close(g);
-    CHECKF(rc == ERR_FORMAT && strstr(err, "tokenizer.ggml.token_type"), "%d %s", rc, err);
-
-    /* a byte token that is not <0xXX> */
-    memset(&kv, 0, sizeof(kv));
-    gb_kv_str(&kv, "tokenizer.ggml.model", "llama");
-    gb_kv_strs(&kv, "tokenizer.ggml.tokens", badbyte, 3);
-    gb_kv_arr32(&kv, "tokenizer.ggml.token_type", GGUF_VTYPE_INT32, bytetypes, 3);
-    rc = load_synthetic(&kv, file, &g, &t, err);
-    gguf_close(g);
-    CHECKF(rc == ERR_FORMAT && strstr(err, "tokenizer.ggml.tokens[2]"), "%d %s", rc, err);
-
-    /* a special id of the wrong type */
-    memset(&kv, 0, sizeof(kv));
-    gb_kv_str(&kv, "tokenizer.ggml.model", "llama");
-    gb_kv_strs(&kv, "tokenizer.ggml.tokens", three, 3);
-    gb_kv_str(&kv, "tokenizer.ggml.bos_token_id", "one");
-    rc = load_synthetic(&kv, file, &g, &t, err);
-    gguf_close(g);
-    CHECKF(rc == ERR_FORMAT && strstr(err, "tokenizer.ggml.bos_token_id"), "%d %s", rc, err);
-
-    /* no scores or types at all is fine (all normal, score 0); an out-of-range id keeps the
-       default */
-    memset(&kv, 0, sizeof(kv));
-    gb_kv_str(&kv, "tokenizer.ggml.model", "llama");
-    gb_kv_strs(&kv, "tokenizer.ggml.tokens", three, 3);
-    gb_key(&kv, "tokenizer.ggml.eos_token_id", GGUF_VTYPE_UINT32);
-    gb_u32(&kv, 4294967295u);
-    rc = load_synthetic(&kv, file, &g, &t, err);
-    bool defaults =
-        rc == ERR_OK && tokenizer_eos(t) == 2 && tokenizer_bos(t) == 1 && tokenizer_is_eog(t, 2);
-    tokenizer_free(t);
-    gguf_close(g);
-    CHECKF(defaults, "%d %s", rc, err);
+    gguf_writer_add_str(w, "tokenizer.ggml.model", "llama");
+    gguf_writer_add_arr(w, "tokenizer.ggml.tokens", GGUF_VTYPE_INT32, ints, 3);
 }
 
-static void test_utf8_helpers(void)
+static void
+fill_short_scores(struct gguf_writer *w)
 {
-    char out[64];
-
-    /* an incomplete character at the end is held back, invalid bytes are not */
-    CHECK(utf8_complete("ab\xe6\x97", 4) == 2);
-    CHECK(utf8_complete("ab\xe6\x97\xa5", 5) == 5);
-    CHECK(utf8_complete("ab\xff", 3) == 3);
-    CHECK(utf8_complete("\xf0\x9f\x98", 3) == 0);
-    CHECK(utf8_complete("\xe6(", 2) == 2);
-    /* maximal subparts each become one U+FFFD */
-    size_t n = utf8_sanitize("a\xe6\x97(\xff\xed\xa0\x80z", 9, out, sizeof(out));
-    CHECKF(n == 18 && memcmp(out, "a\xef\xbf\xbd(\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbdz",
-                             18) == 0,
-           "n = %zu", n);
-    CHECK(utf8_sanitize("ok\0", 3, out, 2) == 3 && memcmp(out, "ok", 2) == 0);
+    gguf_writer_add_str(w, "tokenizer.ggml.model", "llama");
+    gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", three, 3);
+    gguf_writer_add_arr(w, "tokenizer.ggml.scores", GGUF_VTYPE_FLOAT32, tiny_scores, 2);
 }
 
-int main(int argc, char **argv)
+static void
+fill_float_types(struct gguf_writer *w)
+{
+    gguf_writer_add_str(w, "tokenizer.ggml.model", "llama");
+    gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", three, 3);
+    gguf_writer_add_arr(w, "tokenizer.ggml.token_type", GGUF_VTYPE_FLOAT32, tiny_scores, 3);
+}
+
+static void
+fill_bad_byte(struct gguf_writer *w)
+{
+    static const char *const tokens[] = {"<unk>", "<s>", "<0xZZ>"};
+    static const int32_t types[] = {2, 3, 6};
+
+    gguf_writer_add_str(w, "tokenizer.ggml.model", "llama");
+    gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", tokens, 3);
+    gguf_writer_add_arr(w, "tokenizer.ggml.token_type", GGUF_VTYPE_INT32, types, 3);
+}
+
+static void
+fill_string_bos(struct gguf_writer *w)
+{
+    gguf_writer_add_str(w, "tokenizer.ggml.model", "llama");
+    gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", three, 3);
+    gguf_writer_add_str(w, "tokenizer.ggml.bos_token_id", "one");
+}
+
+static void
+test_load_errors(void)
+{
+    CHECK(load_fails(fill_no_model, ERR_FORMAT, "tokenizer.ggml.model"));
+    CHECK(load_fails(fill_t5, ERR_UNSUPPORTED, "'t5'"));
+    CHECK(load_fails(fill_int_tokens, ERR_FORMAT, "tokenizer.ggml.tokens"));
+    CHECK(load_fails(fill_short_scores, ERR_FORMAT, "tokenizer.ggml.scores"));
+    CHECK(load_fails(fill_float_types, ERR_FORMAT, "tokenizer.ggml.token_type"));
+    CHECK(load_fails(fill_bad_byte, ERR_FORMAT, "tokenizer.ggml.tokens[2]"));
+    CHECK(load_fails(fill_string_bos, ERR_FORMAT, "tokenizer.ggml.bos_token_id"));
+}
+
+/* No scores or types is fine (all normal, score 0); an id outside the vocabulary keeps the
+   default, as llama.cpp does with the 4294967295 files write for "none". */
+static void
+test_load_defaults(void)
+{
+    struct synth s;
+    struct gguf_writer *w = synth_begin(&s);
+    char err[ERR_MSG_MAX];
+
+    gguf_writer_add_str(w, "tokenizer.ggml.model", "llama");
+    gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", three, 3);
+    gguf_writer_add_u32(w, "tokenizer.ggml.eos_token_id", 4294967295u);
+    int rc = synth_load(&s, err);
+    bool ok = rc == ERR_OK && tokenizer_eos(s.t) == 2 && tokenizer_bos(s.t) == 1 &&
+              tokenizer_is_eog(s.t, 2) && !tokenizer_is_eog(s.t, 1) && tokenizer_add_bos(s.t);
+    synth_end(&s);
+    CHECKF(ok, "%d %s", rc, err);
+}
+
+int
+main(int argc, char **argv)
 {
     static const struct test tests[] = {
         TEST(test_ref_stories260k),
@@ -828,7 +790,7 @@ int main(int argc, char **argv)
         TEST(test_bpe_unsupported),
         TEST(test_merge_rules),
         TEST(test_load_errors),
-        TEST(test_utf8_helpers),
+        TEST(test_load_defaults),
         {0},
     };
     return harness_run(tests, argc, argv);

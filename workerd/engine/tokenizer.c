@@ -72,7 +72,8 @@ static const struct {
     {"\xe2\x96\x81<MID>", false},
 };
 
-static uint32_t text_hash(const char *s, size_t len)
+static uint32_t
+text_hash(const char *s, size_t len)
 {
     uint32_t h = 2166136261u; /* FNV-1a */
 
@@ -81,7 +82,8 @@ static uint32_t text_hash(const char *s, size_t len)
     return h;
 }
 
-int32_t tokenizer_lookup(const struct tokenizer *t, const char *s, size_t len)
+int32_t
+tokenizer_lookup(const struct tokenizer *t, const char *s, size_t len)
 {
     for (size_t i = text_hash(s, len) & t->slot_mask;; i = (i + 1) & t->slot_mask) {
         uint32_t slot = t->slots[i];
@@ -94,7 +96,8 @@ int32_t tokenizer_lookup(const struct tokenizer *t, const char *s, size_t len)
 }
 
 /* Indexes every non-empty token text; a later duplicate replaces an earlier one. */
-static int build_index(struct tokenizer *t, char *err)
+static int
+build_index(struct tokenizer *t, char *err)
 {
     size_t cap = 16;
 
@@ -122,7 +125,8 @@ static int build_index(struct tokenizer *t, char *err)
     return ERR_OK;
 }
 
-static uint32_t attr_of_type(int64_t type)
+static uint32_t
+attr_of_type(int64_t type)
 {
     switch (type) {
     case GGUF_TOKEN_TYPE_NORMAL:
@@ -142,7 +146,8 @@ static uint32_t attr_of_type(int64_t type)
     }
 }
 
-static int hex_digit(char c)
+static int
+hex_digit(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -154,7 +159,8 @@ static int hex_digit(char c)
 }
 
 /* Reads tokens, scores and token types into t->vocab. */
-static int load_vocab(struct tokenizer *t, const struct gguf *g, char *err)
+static int
+load_vocab(struct tokenizer *t, const struct gguf *g, char *err)
 {
     const struct gguf_arr *tokens, *scores = NULL, *types = NULL;
     int rc;
@@ -221,8 +227,8 @@ static int load_vocab(struct tokenizer *t, const struct gguf *g, char *err)
  * Reads an optional token id key into *id; an id outside the vocabulary keeps the default, as in
  * llama.cpp (files write 4294967295 for "none").
  */
-static int load_id(const struct tokenizer *t, const struct gguf *g, const char *key, int32_t *id,
-                   char *err)
+static int
+load_id(const struct tokenizer *t, const struct gguf *g, const char *key, int32_t *id, char *err)
 {
     int64_t v;
     int rc = gguf_get_int(g, key, &v, err);
@@ -236,7 +242,8 @@ static int load_id(const struct tokenizer *t, const struct gguf *g, const char *
     return ERR_OK;
 }
 
-static int load_flag(const struct gguf *g, const char *key, bool *flag, char *err)
+static int
+load_flag(const struct gguf *g, const char *key, bool *flag, char *err)
 {
     int rc = gguf_get_bool(g, key, flag, err);
 
@@ -244,7 +251,8 @@ static int load_flag(const struct gguf *g, const char *key, bool *flag, char *er
 }
 
 /* Special ids, flags, and the attributes llama.cpp derives from token texts. */
-static int load_specials(struct tokenizer *t, const struct gguf *g, char *err)
+static int
+load_specials(struct tokenizer *t, const struct gguf *g, char *err)
 {
     static const struct {
         const char *key;
@@ -296,7 +304,8 @@ static int load_specials(struct tokenizer *t, const struct gguf *g, char *err)
 }
 
 /* The id a byte falls back to: its <0xXX> token, else a token of that one byte, else unk. */
-static void load_byte_tokens(struct tokenizer *t)
+static void
+load_byte_tokens(struct tokenizer *t)
 {
     for (int b = 0; b < 256; b++) {
         char hex[7], one = (char)b;
@@ -310,7 +319,8 @@ static void load_byte_tokens(struct tokenizer *t)
 }
 
 /* Longest text first, then lowest id (llama.cpp leaves equal lengths in no set order). */
-static int cmp_special(const void *a, const void *b, void *ctx)
+static int
+cmp_special(const void *a, const void *b, void *ctx)
 {
     const struct tokenizer *t = ctx;
     int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
@@ -321,7 +331,8 @@ static int cmp_special(const void *a, const void *b, void *ctx)
     return x < y ? -1 : x > y;
 }
 
-static bool contains_nocase(const char *s, size_t len, const char *word)
+static bool
+contains_nocase(const char *s, size_t len, const char *word)
 {
     size_t n = strlen(word);
 
@@ -335,7 +346,8 @@ static bool contains_nocase(const char *s, size_t len, const char *word)
  * The tokens split out of the input before the algorithm runs, longest first, and llama.cpp's
  * per-model strip rules (Phi-3: special tokens swallow the whitespace that follows them).
  */
-static int load_special_list(struct tokenizer *t, const struct gguf *g, char *err)
+static int
+load_special_list(struct tokenizer *t, const struct gguf *g, char *err)
 {
     const uint32_t special = TOK_ATTR_CONTROL | TOK_ATTR_USER_DEFINED | TOK_ATTR_UNKNOWN;
     struct gguf_str name = {0, NULL};
@@ -368,7 +380,8 @@ static int load_special_list(struct tokenizer *t, const struct gguf *g, char *er
     return ERR_OK;
 }
 
-int tokenizer_load(struct tokenizer **out, const struct gguf *g, char *err)
+int
+tokenizer_load(struct tokenizer **out, const struct gguf *g, char *err)
 {
     struct gguf_str model;
     struct tokenizer *t;
@@ -397,7 +410,8 @@ fail:
     return rc;
 }
 
-void tokenizer_free(struct tokenizer *t)
+void
+tokenizer_free(struct tokenizer *t)
 {
     if (t == NULL)
         return;
@@ -407,32 +421,38 @@ void tokenizer_free(struct tokenizer *t)
     free(t);
 }
 
-size_t tokenizer_n_vocab(const struct tokenizer *t)
+size_t
+tokenizer_n_vocab(const struct tokenizer *t)
 {
     return t->n_vocab;
 }
 
-int32_t tokenizer_bos(const struct tokenizer *t)
+int32_t
+tokenizer_bos(const struct tokenizer *t)
 {
     return t->bos;
 }
 
-int32_t tokenizer_eos(const struct tokenizer *t)
+int32_t
+tokenizer_eos(const struct tokenizer *t)
 {
     return t->eos;
 }
 
-bool tokenizer_add_bos(const struct tokenizer *t)
+bool
+tokenizer_add_bos(const struct tokenizer *t)
 {
     return t->add_bos;
 }
 
-bool tokenizer_is_eog(const struct tokenizer *t, int32_t id)
+bool
+tokenizer_is_eog(const struct tokenizer *t, int32_t id)
 {
     return id >= 0 && (size_t)id < t->n_vocab && (t->vocab[id].attr & TOK_ATTR_EOG);
 }
 
-const char *tokenizer_token_text(const struct tokenizer *t, int32_t id, size_t *len)
+const char *
+tokenizer_token_text(const struct tokenizer *t, int32_t id, size_t *len)
 {
     if (id < 0 || (size_t)id >= t->n_vocab)
         return NULL;
@@ -451,7 +471,8 @@ struct frag_list {
     size_t n, cap;
 };
 
-static bool frag_push(struct frag_list *l, size_t off, size_t len, int32_t id)
+static bool
+frag_push(struct frag_list *l, size_t off, size_t len, int32_t id)
 {
     if (l->n == l->cap) {
         size_t cap = l->cap ? 2 * l->cap : 16;
@@ -465,7 +486,8 @@ static bool frag_push(struct frag_list *l, size_t off, size_t len, int32_t id)
     return true;
 }
 
-static bool is_c_space(char c)
+static bool
+is_c_space(char c)
 {
     return c == ' ' || (c >= '\t' && c <= '\r');
 }
@@ -476,8 +498,9 @@ static bool is_c_space(char c)
  * non-overlapping occurrence, with its strip rules applied to the neighbouring runs. Control and
  * unknown tokens take part only when parse_special; user-defined tokens always do.
  */
-static int partition(const struct tokenizer *t, const char *text, size_t len, bool parse_special,
-                     struct frag_list *out, char *err)
+static int
+partition(const struct tokenizer *t, const char *text, size_t len, bool parse_special,
+          struct frag_list *out, char *err)
 {
     struct frag_list next = {NULL, 0, 0};
 
@@ -532,8 +555,9 @@ nomem:
     return err_set(err, ERR_NOMEM, "tokenize: no memory to split %zu bytes of text", len);
 }
 
-int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, bool add_bos,
-                     bool parse_special, int32_t *ids, size_t max, size_t *n, char *err)
+int
+tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, bool add_bos,
+                 bool parse_special, int32_t *ids, size_t max, size_t *n, char *err)
 {
     struct frag_list frags = {NULL, 0, 0};
     struct tok_out out = {ids, max, 0};
@@ -580,7 +604,8 @@ struct sink {
     bool strip;
 };
 
-static void sink_put(struct sink *s, const char *p, size_t n)
+static void
+sink_put(struct sink *s, const char *p, size_t n)
 {
     if (n == 0)
         return;
@@ -597,7 +622,8 @@ static void sink_put(struct sink *s, const char *p, size_t n)
 }
 
 /* The piece of a valid id into s (llama.cpp's token_to_piece, special = false). */
-static void piece_put(const struct tokenizer *t, int32_t id, struct sink *s)
+static void
+piece_put(const struct tokenizer *t, int32_t id, struct sink *s)
 {
     const struct tok_entry *e = &t->vocab[id];
 
@@ -621,7 +647,8 @@ static void piece_put(const struct tokenizer *t, int32_t id, struct sink *s)
     }
 }
 
-size_t tokenizer_piece(const struct tokenizer *t, int32_t id, char *buf, size_t size)
+size_t
+tokenizer_piece(const struct tokenizer *t, int32_t id, char *buf, size_t size)
 {
     struct sink s = {buf, size, 0, false};
 
@@ -631,8 +658,9 @@ size_t tokenizer_piece(const struct tokenizer *t, int32_t id, char *buf, size_t 
     return s.n;
 }
 
-int tokenizer_decode(const struct tokenizer *t, const int32_t *ids, size_t n, char *out,
-                     size_t size, size_t *len, char *err)
+int
+tokenizer_decode(const struct tokenizer *t, const int32_t *ids, size_t n, char *out, size_t size,
+                 size_t *len, char *err)
 {
     struct sink s = {out, size, 0, t->add_space_prefix};
 

@@ -2,8 +2,8 @@
  * tokenizer.h: text <-> token ids for the vocabulary a GGUF file carries (tokenizer.* metadata),
  * giving the ids llama.cpp gives. Implemented: SentencePiece ("llama": scores-driven merges,
  * U+2581 for spaces, the leading space, byte fallback); BPE ("gpt2") comes later behind the same
- * interface. Not here: chat templates, sampling, streaming state (see common/utf8.h for the
- * helper a streaming writer needs).
+ * interface. Not here: chat templates, sampling, streaming state (stop_utf8_pending() in
+ * workerd/engine/stop.h holds back split characters).
  *
  * Thread safety: after tokenizer_load() a tokenizer is read-only; any number of threads may
  * encode and decode with it at once. Each call allocates only scratch sized by its input.
@@ -68,7 +68,7 @@ int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, bo
  * <0xXX> byte tokens as that byte, user-defined tokens as their text, control, unknown and
  * unused tokens as nothing (llama.cpp's token_to_piece with special = false). Writes up to size
  * bytes to buf and returns the full length (0 for an id out of range). A byte piece may be part
- * of a UTF-8 character: a streaming writer holds bytes back with utf8_complete().
+ * of a UTF-8 character: a streaming writer holds bytes back with stop_utf8_pending().
  */
 size_t tokenizer_piece(const struct tokenizer *t, int32_t id, char *buf, size_t size);
 

@@ -58,7 +58,8 @@ struct tok_out {
     size_t n;
 };
 
-static inline void tok_out_push(struct tok_out *o, int32_t id)
+static inline void
+tok_out_push(struct tok_out *o, int32_t id)
 {
     if (o->n < o->max)
         o->ids[o->n] = id;

@@ -34,12 +34,14 @@ struct spm_heap {
 };
 
 /* True when a is merged before b: higher score first, then the leftmost. */
-static bool spm_pair_before(const struct spm_pair *a, const struct spm_pair *b)
+static bool
+spm_pair_before(const struct spm_pair *a, const struct spm_pair *b)
 {
     return a->score > b->score || (a->score == b->score && a->left < b->left);
 }
 
-static void spm_heap_push(struct spm_heap *h, struct spm_pair p)
+static void
+spm_heap_push(struct spm_heap *h, struct spm_pair p)
 {
     size_t i = h->n++;
 
@@ -53,7 +55,8 @@ static void spm_heap_push(struct spm_heap *h, struct spm_pair p)
     h->a[i] = p;
 }
 
-static struct spm_pair spm_heap_pop(struct spm_heap *h)
+static struct spm_pair
+spm_heap_pop(struct spm_heap *h)
 {
     struct spm_pair top = h->a[0];
     struct spm_pair last = h->a[--h->n];
@@ -76,8 +79,9 @@ static struct spm_pair spm_heap_pop(struct spm_heap *h)
 }
 
 /* Queues the pair (left, right) when their concatenation is a vocabulary token. */
-static void spm_try_pair(const struct tokenizer *t, const char *text, const struct spm_sym *syms,
-                         struct spm_heap *h, int32_t left, int32_t right)
+static void
+spm_try_pair(const struct tokenizer *t, const char *text, const struct spm_sym *syms,
+             struct spm_heap *h, int32_t left, int32_t right)
 {
     if (left < 0 || right < 0)
         return;
@@ -91,14 +95,16 @@ static void spm_try_pair(const struct tokenizer *t, const char *text, const stru
 }
 
 /* Bytes of the UTF-8 character a first byte announces (1 for stray continuation bytes). */
-static uint32_t spm_char_len(unsigned char b)
+static uint32_t
+spm_char_len(unsigned char b)
 {
     static const uint8_t len_by_high_nibble[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
     return len_by_high_nibble[b >> 4];
 }
 
-int tokenizer_spm_encode(const struct tokenizer *t, const char *text, size_t len, bool space_prefix,
-                         struct tok_out *out, char *err)
+int
+tokenizer_spm_encode(const struct tokenizer *t, const char *text, size_t len, bool space_prefix,
+                     struct tok_out *out, char *err)
 {
     size_t cap = 3 * (len + 1); /* escaped text: every byte a space, plus the prefix */
     struct spm_sym *syms = NULL;
