@@ -286,27 +286,18 @@ done:
     return bad;
 }
 
-static void
-test_vectors_llama_spm(void)
-{
-    int count, bad = run_vectors("models/vocab/ggml-vocab-llama-spm.gguf", &count);
+#define VECTOR_TEST(fn, vocab)                                                                     \
+    static void fn(void)                                                                           \
+    {                                                                                              \
+        int count, bad = run_vectors(vocab, &count);                                               \
+        if (bad < 0)                                                                               \
+            return;                                                                                \
+        CHECKF(bad == 0, "%d of %d texts differ", bad, count);                                     \
+        CHECKF(count == 46, "%d texts", count);                                                    \
+    }
 
-    if (bad < 0)
-        return;
-    CHECKF(bad == 0, "%d of %d texts differ", bad, count);
-    CHECKF(count == 46, "%d texts", count);
-}
-
-static void
-test_vectors_phi3(void)
-{
-    int count, bad = run_vectors("models/vocab/ggml-vocab-phi-3.gguf", &count);
-
-    if (bad < 0)
-        return;
-    CHECKF(bad == 0, "%d of %d texts differ", bad, count);
-    CHECKF(count == 46, "%d texts", count);
-}
+VECTOR_TEST(test_vectors_llama_spm, "models/vocab/ggml-vocab-llama-spm.gguf")
+VECTOR_TEST(test_vectors_phi3, "models/vocab/ggml-vocab-phi-3.gguf")
 
 /* prompt_ids and prompt_text (the pieces joined) of every stories260K reference case. */
 static void
