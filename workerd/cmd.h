@@ -7,6 +7,9 @@
 #ifndef LLORCH_WORKERD_CMD_H
 #define LLORCH_WORKERD_CMD_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 #define CMD_EXIT_OK    0
 #define CMD_EXIT_ERROR 1
 #define CMD_EXIT_FATAL 2
@@ -16,5 +19,10 @@ struct cmd {
     int (*run)(int argc, char **argv);
     const char *usage; /* one line: options and arguments */
 };
+
+int cmd_tokenize(int argc, char **argv);   /* cmd_tokenize.c */
+int cmd_detokenize(int argc, char **argv); /* cmd_tokenize.c */
+/* "1,403,407" -> a malloc'ed array of n ids (caller frees); ERR_BAD_REQUEST naming the item. */
+int cmd_parse_ids(const char *s, int32_t **ids, size_t *n, char *err);
 
 #endif

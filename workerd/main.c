@@ -10,6 +10,8 @@
 #include <string.h>
 
 static const struct cmd commands[] = {
+    {"tokenize", cmd_tokenize, "-m MODEL [--no-bos] [--] TEXT"},
+    {"detokenize", cmd_detokenize, "-m MODEL --ids ID,ID,..."},
     {NULL, NULL, NULL},
 };
 
