@@ -1,0 +1,1125 @@
+/*
+ * sched.c: see sched.h. A request lives on one list of all requests and, while it waits or runs,
+ * on a queue (two FIFO lists, one per priority) or on its worker slot's list. Its stream is an
+ * array of frames, frames[0] having sequence number base_seq; a poll from k drops the frames
+ * before k. The last frame, when it is a tokens frame no poll has delivered yet, absorbs new
+ * tokens; a delivered frame never changes, so a resend or a resume from k gets the same bytes.
+ * Ids and text are released in whole tokens: a token's id goes out with its text, held back while
+ * the text may be the start of a stop string or ends inside a UTF-8 character.
+ */
+#include "orchd/sched.h"
+
+#include "common/err.h"
+#include "common/log.h"
+#include "workerd/engine/sampler.h"
+#include "workerd/engine/stop.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum req_state {
+    REQ_QUEUED,  /* on a queue */
+    REQ_RUNNING, /* on a slot's list (maybe already ended: waiting for the worker to let go) */
+    REQ_IDLE     /* on neither: ended, lingering for late polls */
+};
+
+struct sched_req {
+    struct sched_req *all_prev, *all_next; /* every request */
+    struct sched_req *prev, *next;         /* its queue or its slot's list */
+    char id[PROTO_MAX_ID_BYTES + 1];
+    char *client_id;
+    int tenant;
+    enum req_state state;
+    bool ended; /* the final frame (done or error) is in the stream */
+    enum proto_priority prio;
+    int slot; /* while RUNNING */
+    uint32_t crashes;
+
+    int32_t *prompt;
+    uint32_t n_prompt;
+    struct proto_sampling sampling;
+    uint32_t max_tokens;
+    char **stop;
+    uint32_t n_stop;
+
+    int32_t *gen;    /* ids generated so far (what a replay re-feeds) */
+    size_t *gen_end; /* text offset after each id's piece */
+    uint32_t n_gen, cap_gen;
+    uint32_t n_sent; /* ids released into frames */
+    char *text;      /* the pieces' bytes */
+    size_t text_len, text_cap;
+    size_t text_sent; /* bytes released into frames */
+
+    struct proto_frame *frames;
+    uint32_t n_frames, cap_frames;
+    uint64_t base_seq;      /* sequence number of frames[0] */
+    uint64_t delivered_end; /* frames below this sequence number were delivered */
+    struct sched_waiter *waiters;
+
+    uint64_t submit_ms, dispatch_ms, first_token_ms, last_poll_ms, end_ms;
+};
+
+enum wslot_state { WSLOT_DOWN, WSLOT_STARTING, WSLOT_READY, WSLOT_FATAL };
+
+struct wslot {
+    enum wslot_state state;
+    int pid;
+    uint32_t restarts;
+    uint32_t max_batch;
+    struct sched_req *head, *tail; /* running requests */
+    uint32_t n_running;
+    uint64_t started_ms, progress_ms, progress_tokens;
+    bool kill_sent;
+    char detail[128];
+};
+
+struct queue {
+    struct sched_req *head, *tail;
+    uint32_t n;
+};
+
+struct sched {
+    pthread_mutex_t mu;
+    struct sched_config cfg;
+    struct sched_ops ops;
+    struct wslot slots[SCHED_MAX_SLOTS];
+    struct queue q[2]; /* indexed by enum proto_priority */
+    struct sched_req *all;
+    uint64_t next_id, start_ms;
+    uint32_t n_ctx; /* as the workers report it; 0 until one is ready */
+    bool shutting_down;
+    uint64_t completed, failed, gen_tokens;
+};
+
+void
+sched_config_default(struct sched_config *c)
+{
+    c->n_slots = 1;
+    c->queue_max = 64;
+    c->max_replays = 3;
+    c->retry_after_ms = 1000;
+    c->client_timeout_ms = 30000;
+    c->linger_ms = 60000;
+    c->progress_timeout_ms = 30000;
+    c->start_timeout_ms = 120000;
+}
+
+struct sched *
+sched_new(const struct sched_config *cfg, const struct sched_ops *ops, uint64_t now_ms)
+{
+    struct sched *s;
+
+    if (cfg->n_slots < 1 || cfg->n_slots > SCHED_MAX_SLOTS)
+        return NULL;
+    s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    if (pthread_mutex_init(&s->mu, NULL) != 0) {
+        free(s);
+        return NULL;
+    }
+    s->cfg = *cfg;
+    s->ops = *ops;
+    s->start_ms = now_ms;
+    return s;
+}
+
+/* ---- lists ---- */
+
+static void
+list_push(struct sched_req **head, struct sched_req **tail, struct sched_req *r, bool front)
+{
+    r->prev = front ? NULL : *tail;
+    r->next = front ? *head : NULL;
+    if (r->prev != NULL)
+        r->prev->next = r;
+    else
+        *head = r;
+    if (r->next != NULL)
+        r->next->prev = r;
+    else
+        *tail = r;
+}
+
+static void
+list_remove(struct sched_req **head, struct sched_req **tail, struct sched_req *r)
+{
+    if (r->prev != NULL)
+        r->prev->next = r->next;
+    else
+        *head = r->next;
+    if (r->next != NULL)
+        r->next->prev = r->prev;
+    else
+        *tail = r->prev;
+    r->prev = r->next = NULL;
+}
+
+static void
+queue_push(struct sched *s, struct sched_req *r, bool front)
+{
+    struct queue *q = &s->q[r->prio];
+
+    list_push(&q->head, &q->tail, r, front);
+    q->n++;
+    r->state = REQ_QUEUED;
+}
+
+static void
+queue_remove(struct sched *s, struct sched_req *r)
+{
+    struct queue *q = &s->q[r->prio];
+
+    list_remove(&q->head, &q->tail, r);
+    q->n--;
+    r->state = REQ_IDLE;
+}
+
+static void
+slot_remove(struct sched *s, struct sched_req *r)
+{
+    struct wslot *w = &s->slots[r->slot];
+
+    list_remove(&w->head, &w->tail, r);
+    w->n_running--;
+    r->state = REQ_IDLE;
+    r->slot = -1;
+}
+
+/* 1-based place of a queued request: the interactive queue goes first. */
+static uint32_t
+queue_position(const struct sched *s, const struct sched_req *r)
+{
+    uint32_t pos = 1;
+
+    if (r->prio == PROTO_PRIO_BATCH)
+        pos += s->q[PROTO_PRIO_INTERACTIVE].n;
+    for (const struct sched_req *p = s->q[r->prio].head; p != NULL && p != r; p = p->next)
+        pos++;
+    return pos;
+}
+
+static struct sched_req *
+find_req(const struct sched *s, const char *id)
+{
+    for (struct sched_req *r = s->all; r != NULL; r = r->all_next)
+        if (strcmp(r->id, id) == 0)
+            return r;
+    return NULL;
+}
+
+/* ---- frames ---- */
+
+static void
+frame_clear(struct proto_frame *f)
+{
+    free(f->ids);
+    free(f->text);
+    free(f->msg);
+}
+
+/* Appends a zeroed frame of kind with the next sequence number; NULL when memory runs out. */
+static struct proto_frame *
+frame_push(struct sched_req *r, enum proto_frame_kind kind)
+{
+    struct proto_frame *f;
+
+    if (r->n_frames == r->cap_frames) {
+        uint32_t cap = r->cap_frames ? 2 * r->cap_frames : 4;
+        struct proto_frame *nf = realloc(r->frames, cap * sizeof(*nf));
+
+        if (nf == NULL)
+            return NULL;
+        r->frames = nf;
+        r->cap_frames = cap;
+    }
+    f = &r->frames[r->n_frames];
+    memset(f, 0, sizeof(*f));
+    f->seq = r->base_seq + r->n_frames;
+    f->kind = kind;
+    r->n_frames++;
+    return f;
+}
+
+/* Drops the frames before sequence number k (the client has them). */
+static void
+frames_drop_before(struct sched_req *r, uint64_t k)
+{
+    uint32_t n = 0;
+
+    while (n < r->n_frames && r->frames[n].seq < k)
+        frame_clear(&r->frames[n++]);
+    if (n == 0)
+        return;
+    memmove(r->frames, r->frames + n, (r->n_frames - n) * sizeof(*r->frames));
+    r->n_frames -= n;
+    r->base_seq += n;
+}
+
+static uint64_t
+next_seq(const struct sched_req *r)
+{
+    return r->base_seq + r->n_frames;
+}
+
+/* Hands w the frames from `from` on (at most PROTO_MAX_FRAMES), marking them delivered. */
+static void
+deliver(struct sched_req *r, struct sched_waiter *w, uint64_t from)
+{
+    struct proto_frames f = {r->id, NULL, 0};
+
+    if (from < r->base_seq)
+        from = r->base_seq;
+    if (from < next_seq(r)) {
+        f.frames = &r->frames[from - r->base_seq];
+        f.n_frames = (uint32_t)(next_seq(r) - from);
+        if (f.n_frames > PROTO_MAX_FRAMES)
+            f.n_frames = PROTO_MAX_FRAMES;
+        if (from + f.n_frames > r->delivered_end)
+            r->delivered_end = from + f.n_frames;
+    }
+    w->wake(w, &f);
+}
+
+/* Wakes every parked waiter of r that has frames to take now. */
+static void
+wake_waiters(struct sched_req *r)
+{
+    struct sched_waiter **pp = &r->waiters;
+
+    while (*pp != NULL) {
+        struct sched_waiter *w = *pp;
+
+        if (w->from < next_seq(r) || r->ended) {
+            *pp = w->next;
+            w->req = NULL;
+            deliver(r, w, w->from);
+        } else {
+            pp = &w->next;
+        }
+    }
+}
+
+/* ---- text and ids ---- */
+
+/* Makes room for need ids (and their text offsets) in r. */
+static int
+gen_reserve(struct sched_req *r, uint32_t need)
+{
+    uint32_t cap = r->cap_gen ? r->cap_gen : 64;
+    int32_t *gen;
+    size_t *ends;
+
+    if (need <= r->cap_gen)
+        return ERR_OK;
+    while (cap < need)
+        cap *= 2;
+    if ((gen = realloc(r->gen, cap * sizeof(*gen))) == NULL)
+        return ERR_NOMEM;
+    r->gen = gen;
+    if ((ends = realloc(r->gen_end, cap * sizeof(*ends))) == NULL)
+        return ERR_NOMEM;
+    r->gen_end = ends;
+    r->cap_gen = cap;
+    return ERR_OK;
+}
+
+/* Makes room for need bytes of text in r. */
+static int
+text_reserve(struct sched_req *r, size_t need)
+{
+    size_t cap = r->text_cap ? r->text_cap : 256;
+    char *text;
+
+    if (need <= r->text_cap)
+        return ERR_OK;
+    while (cap < need)
+        cap *= 2;
+    if ((text = realloc(r->text, cap)) == NULL)
+        return ERR_NOMEM;
+    r->text = text;
+    r->text_cap = cap;
+    return ERR_OK;
+}
+
+/*
+ * Moves the ids [n_sent, n_ids) and the text [text_sent, text_end) into the stream: into the last
+ * frame when it is an undelivered tokens frame, else into a new one.
+ */
+static int
+stream_tokens(struct sched_req *r, uint32_t n_ids, size_t text_end)
+{
+    uint32_t add = n_ids - r->n_sent;
+    size_t tlen = text_end - r->text_sent;
+    struct proto_frame *f = NULL;
+    int32_t *ids;
+    char *text;
+
+    if (add == 0)
+        return ERR_OK;
+    if (r->n_frames > 0) {
+        f = &r->frames[r->n_frames - 1];
+        if (f->kind != PROTO_FRAME_TOKENS || f->seq < r->delivered_end)
+            f = NULL;
+    }
+    if (f == NULL && (f = frame_push(r, PROTO_FRAME_TOKENS)) == NULL)
+        return ERR_NOMEM;
+    ids = realloc(f->ids, (f->n_ids + add) * sizeof(*ids));
+    if (ids == NULL)
+        return ERR_NOMEM;
+    f->ids = ids;
+    text = realloc(f->text, f->text_len + tlen + 1);
+    if (text == NULL)
+        return ERR_NOMEM;
+    f->text = text;
+    memcpy(f->ids + f->n_ids, r->gen + r->n_sent, add * sizeof(*ids));
+    f->n_ids += add;
+    memcpy(f->text + f->text_len, r->text + r->text_sent, tlen);
+    f->text_len += tlen;
+    f->text[f->text_len] = '\0';
+    r->n_sent = n_ids;
+    r->text_sent = text_end;
+    return ERR_OK;
+}
+
+/*
+ * Releases what may go out now: whole tokens whose text can no longer be the start of a stop
+ * string nor ends inside a UTF-8 character. Returns true when a stop string was hit: the text is
+ * then cut where it starts and every id goes out.
+ */
+static bool
+release_tokens(struct sched_req *r)
+{
+    bool hit = false;
+    size_t end = stop_scan((const char *const *)r->stop, r->n_stop, r->text, r->text_len,
+                           r->text_sent, &hit);
+    uint32_t n = r->n_sent;
+
+    if (hit) {
+        r->text_len = end;
+        stream_tokens(r, r->n_gen, end);
+        return true;
+    }
+    if (end > r->text_len - stop_utf8_pending(r->text, r->text_len))
+        end = r->text_len - stop_utf8_pending(r->text, r->text_len);
+    while (n < r->n_gen && r->gen_end[n] <= end)
+        n++;
+    stream_tokens(r, n, n > 0 ? r->gen_end[n - 1] : 0);
+    return false;
+}
+
+/* ---- ending a request ---- */
+
+static void
+fill_stats(const struct sched_req *r, struct proto_stats *st, const struct proto_stats *worker,
+           uint64_t now_ms)
+{
+    memset(st, 0, sizeof(*st));
+    st->prompt_tokens = r->n_prompt;
+    st->gen_tokens = r->n_gen;
+    if (r->dispatch_ms != 0)
+        st->queue_ms = (double)(r->dispatch_ms - r->submit_ms);
+    if (worker != NULL) {
+        st->prefill_ms = worker->prefill_ms;
+        st->decode_ms = worker->decode_ms;
+    } else if (r->first_token_ms != 0) {
+        st->prefill_ms = (double)(r->first_token_ms - r->dispatch_ms);
+        st->decode_ms = (double)(now_ms - r->first_token_ms);
+    }
+}
+
+/* Ends r with a done frame: the held-back text goes out first, except after a cancel. */
+static void
+end_done(struct sched *s, struct sched_req *r, enum proto_reason reason,
+         const struct proto_stats *worker, uint64_t now_ms)
+{
+    struct proto_frame *f;
+
+    if (r->ended)
+        return;
+    if (reason != PROTO_REASON_CANCELLED)
+        stream_tokens(r, r->n_gen, r->text_len);
+    f = frame_push(r, PROTO_FRAME_DONE);
+    if (f != NULL) {
+        f->reason = reason;
+        fill_stats(r, &f->stats, worker, now_ms);
+    }
+    r->ended = true;
+    r->end_ms = now_ms;
+    s->completed++;
+    if (r->state == REQ_QUEUED)
+        queue_remove(s, r);
+    log_info("request %s done: %s, %u prompt + %u generated tokens", r->id,
+             proto_reason_name(reason), r->n_prompt, r->n_gen);
+    wake_waiters(r);
+}
+
+static void
+end_error(struct sched *s, struct sched_req *r, int code, const char *msg, uint64_t now_ms)
+{
+    struct proto_frame *f;
+
+    if (r->ended)
+        return;
+    f = frame_push(r, PROTO_FRAME_ERROR);
+    if (f != NULL) {
+        f->code = code;
+        f->msg = strdup(msg != NULL ? msg : "");
+    }
+    r->ended = true;
+    r->end_ms = now_ms;
+    s->failed++;
+    if (r->state == REQ_QUEUED)
+        queue_remove(s, r);
+    log_warn("request %s failed: %s: %s", r->id, err_str(code), msg);
+    wake_waiters(r);
+}
+
+/* Cancels r: a done(cancelled) frame, and its worker told to stop; it stays on the worker's list
+ * until the worker lets go of it. */
+static void
+cancel_req(struct sched *s, struct sched_req *r, uint64_t now_ms)
+{
+    end_done(s, r, PROTO_REASON_CANCELLED, NULL, now_ms);
+    if (r->state == REQ_RUNNING)
+        s->ops.cancel(s->ops.ud, r->slot, r->id);
+}
+
+static void
+req_free(struct sched_req *r)
+{
+    for (uint32_t i = 0; i < r->n_frames; i++)
+        frame_clear(&r->frames[i]);
+    for (uint32_t i = 0; i < r->n_stop; i++)
+        free(r->stop[i]);
+    free(r->stop);
+    free(r->frames);
+    free(r->prompt);
+    free(r->gen);
+    free(r->gen_end);
+    free(r->text);
+    free(r->client_id);
+    free(r);
+}
+
+/* Takes r off the list of all requests and frees it; its waiters get an empty answer. */
+static void
+req_drop(struct sched *s, struct sched_req *r)
+{
+    while (r->waiters != NULL) {
+        struct sched_waiter *w = r->waiters;
+
+        r->waiters = w->next;
+        w->req = NULL;
+        deliver(r, w, next_seq(r)); /* nothing more will come */
+    }
+    if (r->all_prev != NULL)
+        r->all_prev->all_next = r->all_next;
+    else
+        s->all = r->all_next;
+    if (r->all_next != NULL)
+        r->all_next->all_prev = r->all_prev;
+    req_free(r);
+}
+
+void
+sched_free(struct sched *s)
+{
+    if (s == NULL)
+        return;
+    while (s->all != NULL) {
+        s->all->waiters = NULL; /* not woken: the caller has abandoned them */
+        req_drop(s, s->all);
+    }
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+/* ---- dispatch ---- */
+
+/* The ready slot with room and the fewest running requests; -1 if none. */
+static int
+pick_slot(const struct sched *s)
+{
+    int best = -1;
+
+    for (int i = 0; i < s->cfg.n_slots; i++) {
+        const struct wslot *w = &s->slots[i];
+
+        if (w->state != WSLOT_READY || w->kill_sent || w->n_running >= w->max_batch)
+            continue;
+        if (best < 0 || w->n_running < s->slots[best].n_running)
+            best = i;
+    }
+    return best;
+}
+
+static void
+dispatch_locked(struct sched *s, uint64_t now_ms)
+{
+    char err[ERR_MSG_MAX];
+
+    for (;;) {
+        struct sched_req *r = s->q[PROTO_PRIO_INTERACTIVE].head;
+        struct proto_dispatch d;
+        struct wslot *w;
+        int slot;
+
+        if (r == NULL)
+            r = s->q[PROTO_PRIO_BATCH].head;
+        if (r == NULL || (slot = pick_slot(s)) < 0)
+            return;
+        d = (struct proto_dispatch){r->id,       r->prompt,     r->n_prompt, r->gen,   r->n_gen,
+                                    r->sampling, r->max_tokens, r->stop,     r->n_stop};
+        if (s->ops.dispatch(s->ops.ud, slot, &d, err) != 0) {
+            log_error("dispatch of %s to worker %d failed: %s", r->id, slot, err);
+            return; /* it stays first in its queue */
+        }
+        queue_remove(s, r);
+        w = &s->slots[slot];
+        if (w->n_running == 0)
+            w->progress_ms = now_ms; /* the watchdog counts from here */
+        list_push(&w->head, &w->tail, r, false);
+        w->n_running++;
+        r->state = REQ_RUNNING;
+        r->slot = slot;
+        if (r->dispatch_ms == 0) {
+            r->dispatch_ms = now_ms;
+            frame_push(r, PROTO_FRAME_STARTED);
+            wake_waiters(r);
+        }
+        log_debug("request %s -> worker %d (%u replay ids)", r->id, slot, r->n_gen);
+    }
+}
+
+/* ---- admission ---- */
+
+static int
+req_copy_in(struct sched_req *r, const struct sched_submit *in)
+{
+    r->prompt = malloc(in->n_prompt * sizeof(*r->prompt));
+    if (r->prompt == NULL)
+        return ERR_NOMEM;
+    memcpy(r->prompt, in->prompt_ids, in->n_prompt * sizeof(*r->prompt));
+    r->n_prompt = in->n_prompt;
+    if (in->n_stop > 0) {
+        r->stop = calloc(in->n_stop, sizeof(*r->stop));
+        if (r->stop == NULL)
+            return ERR_NOMEM;
+        for (; r->n_stop < in->n_stop; r->n_stop++)
+            if ((r->stop[r->n_stop] = strdup(in->stop[r->n_stop])) == NULL)
+                return ERR_NOMEM;
+    }
+    if (in->client_id != NULL && (r->client_id = strdup(in->client_id)) == NULL)
+        return ERR_NOMEM;
+    return ERR_OK;
+}
+
+static struct sched_req *
+find_client_id(const struct sched *s, const char *client_id, int tenant)
+{
+    for (struct sched_req *r = s->all; r != NULL; r = r->all_next)
+        if (r->client_id != NULL && r->tenant == tenant && strcmp(r->client_id, client_id) == 0)
+            return r;
+    return NULL;
+}
+
+int
+sched_submit(struct sched *s, const struct sched_submit *in, uint64_t now_ms, struct sched_admit *a,
+             char *err)
+{
+    struct sched_req *r;
+    struct proto_frame *f;
+    int rc = ERR_OK;
+
+    memset(a, 0, sizeof(*a));
+    pthread_mutex_lock(&s->mu);
+    if (in->client_id != NULL && (r = find_client_id(s, in->client_id, in->tenant)) != NULL) {
+        snprintf(a->id, sizeof(a->id), "%s", r->id);
+        a->position = r->state == REQ_QUEUED ? queue_position(s, r) : 0;
+        goto out;
+    }
+    if (s->shutting_down) {
+        rc = err_set(err, ERR_SHUTTING_DOWN, "orchd is shutting down");
+        goto out;
+    }
+    if (s->n_ctx != 0 && (uint64_t)in->n_prompt + 1 > s->n_ctx) {
+        rc = err_set(err, ERR_BAD_REQUEST, "prompt has %u tokens, the context holds %u",
+                     in->n_prompt, s->n_ctx);
+        goto out;
+    }
+    if (s->q[0].n + s->q[1].n >= s->cfg.queue_max) {
+        a->retry_after_ms = s->cfg.retry_after_ms;
+        rc = err_set(err, ERR_BUSY, "queue full (%u requests waiting)", s->cfg.queue_max);
+        goto out;
+    }
+    r = calloc(1, sizeof(*r));
+    if (r == NULL || req_copy_in(r, in) != ERR_OK) {
+        if (r != NULL)
+            req_free(r);
+        rc = err_set(err, ERR_NOMEM, "out of memory admitting a request");
+        goto out;
+    }
+    snprintf(r->id, sizeof(r->id), "r%llu", (unsigned long long)++s->next_id);
+    r->tenant = in->tenant;
+    r->prio = in->priority == PROTO_PRIO_BATCH ? PROTO_PRIO_BATCH : PROTO_PRIO_INTERACTIVE;
+    r->slot = -1;
+    r->sampling = in->sampling;
+    if (r->sampling.seed == PROTO_SEED_RANDOM)
+        r->sampling.seed = sampler_seed_random();
+    r->max_tokens = in->max_tokens;
+    r->submit_ms = r->last_poll_ms = now_ms;
+    r->all_next = s->all;
+    if (s->all != NULL)
+        s->all->all_prev = r;
+    s->all = r;
+    queue_push(s, r, false);
+    a->position = queue_position(s, r);
+    f = frame_push(r, PROTO_FRAME_QUEUED);
+    dispatch_locked(s, now_ms);
+    if (r->state != REQ_QUEUED)
+        a->position = 0;
+    if (f != NULL)
+        r->frames[0].position = a->position;
+    snprintf(a->id, sizeof(a->id), "%s", r->id);
+    log_debug("request %s admitted: %u prompt tokens, position %u", r->id, r->n_prompt,
+              a->position);
+out:
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+/* ---- polls and cancels ---- */
+
+int
+sched_poll(struct sched *s, const char *id, uint64_t from, uint32_t wait_ms, uint64_t now_ms,
+           struct sched_waiter *w, char *err)
+{
+    struct sched_req *r;
+
+    pthread_mutex_lock(&s->mu);
+    r = find_req(s, id);
+    if (r == NULL) {
+        pthread_mutex_unlock(&s->mu);
+        return err_set(err, ERR_NOT_FOUND, "no request %s", id);
+    }
+    r->last_poll_ms = now_ms;
+    frames_drop_before(r, from < next_seq(r) ? from : next_seq(r));
+    if (from < next_seq(r) || wait_ms == 0 || r->ended) {
+        w->req = NULL;
+        deliver(r, w, from);
+        /* the client has the final frame and asks past it: nothing is left to keep */
+        if (r->ended && from >= next_seq(r) && r->state == REQ_IDLE && r->waiters == NULL)
+            req_drop(s, r);
+    } else {
+        w->req = r;
+        w->from = from;
+        w->deadline_ms = now_ms + wait_ms;
+        w->next = r->waiters;
+        r->waiters = w;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return ERR_OK;
+}
+
+void
+sched_poll_abandon(struct sched *s, struct sched_waiter *w)
+{
+    pthread_mutex_lock(&s->mu);
+    if (w->req != NULL) {
+        for (struct sched_waiter **pp = &w->req->waiters; *pp != NULL; pp = &(*pp)->next)
+            if (*pp == w) {
+                *pp = w->next;
+                break;
+            }
+        w->req = NULL;
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+int
+sched_cancel(struct sched *s, const char *id, uint64_t now_ms, char *err)
+{
+    struct sched_req *r;
+
+    pthread_mutex_lock(&s->mu);
+    r = find_req(s, id);
+    if (r != NULL)
+        cancel_req(s, r, now_ms);
+    pthread_mutex_unlock(&s->mu);
+    return r == NULL ? err_set(err, ERR_NOT_FOUND, "no request %s", id) : ERR_OK;
+}
+
+/* ---- worker events ---- */
+
+static struct wslot *
+slot_of(struct sched *s, int slot)
+{
+    return slot >= 0 && slot < s->cfg.n_slots ? &s->slots[slot] : NULL;
+}
+
+/* The request id running on slot, or NULL. */
+static struct sched_req *
+running_on(struct sched *s, int slot, const char *id)
+{
+    for (struct sched_req *r = s->slots[slot].head; r != NULL; r = r->next)
+        if (strcmp(r->id, id) == 0)
+            return r;
+    return NULL;
+}
+
+void
+sched_worker_started(struct sched *s, int slot, int pid, uint32_t restarts, uint64_t now_ms)
+{
+    struct wslot *w;
+
+    pthread_mutex_lock(&s->mu);
+    if ((w = slot_of(s, slot)) != NULL) {
+        w->state = WSLOT_STARTING;
+        w->pid = pid;
+        w->restarts = restarts;
+        w->started_ms = now_ms;
+        w->kill_sent = false;
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+void
+sched_worker_ready(struct sched *s, int slot, const struct proto_ready *rd, uint64_t now_ms)
+{
+    struct wslot *w;
+
+    pthread_mutex_lock(&s->mu);
+    if ((w = slot_of(s, slot)) != NULL && w->state == WSLOT_STARTING) {
+        w->state = WSLOT_READY;
+        w->max_batch = rd->max_batch;
+        w->progress_ms = now_ms;
+        w->progress_tokens = 0;
+        w->detail[0] = '\0';
+        s->n_ctx = rd->n_ctx;
+        log_info("worker %d ready (pid %d, context %u, batch %u) after %llu ms", slot, rd->pid,
+                 rd->n_ctx, rd->max_batch, (unsigned long long)(now_ms - w->started_ms));
+        dispatch_locked(s, now_ms);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+void
+sched_worker_heartbeat(struct sched *s, int slot, const struct proto_heartbeat *h, uint64_t now_ms)
+{
+    struct wslot *w;
+
+    pthread_mutex_lock(&s->mu);
+    if ((w = slot_of(s, slot)) != NULL && h->tokens != w->progress_tokens) {
+        w->progress_tokens = h->tokens;
+        w->progress_ms = now_ms;
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Appends a worker's tokens to r; returns true when a stop string ended the request. */
+static bool
+append_tokens(struct sched *s, struct sched_req *r, const struct proto_wtokens *t, uint64_t now_ms)
+{
+    if (gen_reserve(r, r->n_gen + t->n_ids) != ERR_OK ||
+        text_reserve(r, r->text_len + t->text_len + 1) != ERR_OK) {
+        end_error(s, r, ERR_NOMEM, "out of memory storing tokens", now_ms);
+        return false;
+    }
+    memcpy(r->text + r->text_len, t->text, t->text_len);
+    r->text_len += t->text_len;
+    for (uint32_t i = 0; i < t->n_ids; i++) {
+        r->gen[r->n_gen] = t->ids[i];
+        r->gen_end[r->n_gen++] = r->text_len; /* per message: pieces come joined */
+    }
+    s->gen_tokens += t->n_ids;
+    if (r->first_token_ms == 0)
+        r->first_token_ms = now_ms;
+    return release_tokens(r);
+}
+
+void
+sched_worker_tokens(struct sched *s, int slot, const struct proto_wtokens *t, uint64_t now_ms)
+{
+    struct sched_req *r;
+
+    pthread_mutex_lock(&s->mu);
+    if (slot_of(s, slot) == NULL)
+        goto out;
+    s->slots[slot].progress_ms = now_ms;
+    r = running_on(s, slot, t->id);
+    if (r == NULL || r->ended) {
+        s->ops.cancel(s->ops.ud, slot, t->id); /* work nobody waits for */
+        goto out;
+    }
+    if (t->index + t->n_ids <= r->n_gen)
+        goto out; /* already have them (a replay's overlap) */
+    if (t->index != r->n_gen) {
+        log_warn("worker %d sent tokens %u.. of %s, expected %u: ignored", slot, t->index, r->id,
+                 r->n_gen);
+        goto out;
+    }
+    if (append_tokens(s, r, t, now_ms)) {
+        end_done(s, r, PROTO_REASON_STOP, NULL, now_ms);
+        s->ops.cancel(s->ops.ud, slot, r->id);
+    } else {
+        wake_waiters(r);
+    }
+out:
+    pthread_mutex_unlock(&s->mu);
+}
+
+void
+sched_worker_done(struct sched *s, int slot, const struct proto_wdone *d, uint64_t now_ms)
+{
+    struct sched_req *r;
+
+    pthread_mutex_lock(&s->mu);
+    if (slot_of(s, slot) != NULL && (r = running_on(s, slot, d->id)) != NULL) {
+        slot_remove(s, r);
+        end_done(s, r, d->reason, &d->stats, now_ms);
+        dispatch_locked(s, now_ms);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+void
+sched_worker_error(struct sched *s, int slot, const struct proto_error *e, uint64_t now_ms)
+{
+    struct sched_req *r;
+
+    pthread_mutex_lock(&s->mu);
+    if (slot_of(s, slot) == NULL)
+        goto out;
+    if (e->id == NULL) {
+        log_warn("worker %d: %s: %s", slot, err_str(e->code), e->msg);
+        goto out;
+    }
+    if ((r = running_on(s, slot, e->id)) != NULL) {
+        slot_remove(s, r);
+        end_error(s, r, e->code, e->msg, now_ms);
+        dispatch_locked(s, now_ms);
+    }
+out:
+    pthread_mutex_unlock(&s->mu);
+}
+
+void
+sched_worker_exited(struct sched *s, int slot, const char *detail, bool fatal, uint64_t now_ms)
+{
+    struct wslot *w;
+    struct sched_req *r;
+
+    pthread_mutex_lock(&s->mu);
+    if ((w = slot_of(s, slot)) == NULL)
+        goto out;
+    w->state = fatal ? WSLOT_FATAL : WSLOT_DOWN;
+    w->pid = 0;
+    snprintf(w->detail, sizeof(w->detail), "%s%s", fatal ? "fatal: " : "", detail);
+    /* replay in the order they were dispatched: push each to the front, last first */
+    while ((r = w->tail) != NULL) {
+        slot_remove(s, r);
+        if (r->ended)
+            continue;
+        r->crashes++;
+        if (r->crashes > s->cfg.max_replays) {
+            end_error(s, r, ERR_WORKER_CRASHED, "worker crashed; replays exhausted", now_ms);
+        } else if (r->n_gen >= r->max_tokens) {
+            end_done(s, r, PROTO_REASON_LENGTH, NULL, now_ms);
+        } else {
+            log_info("request %s: worker %d %s; replaying %u tokens elsewhere", r->id, slot, detail,
+                     r->n_gen);
+            queue_push(s, r, true);
+        }
+    }
+    dispatch_locked(s, now_ms);
+out:
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- timers ---- */
+
+void
+sched_tick(struct sched *s, uint64_t now_ms)
+{
+    struct sched_req *r, *next;
+
+    pthread_mutex_lock(&s->mu);
+    for (r = s->all; r != NULL; r = next) {
+        struct sched_waiter **pp = &r->waiters;
+
+        next = r->all_next;
+        while (*pp != NULL) {
+            struct sched_waiter *w = *pp;
+
+            if (now_ms >= w->deadline_ms) {
+                *pp = w->next;
+                w->req = NULL;
+                deliver(r, w, w->from);
+            } else {
+                pp = &w->next;
+            }
+        }
+        if (!r->ended && r->waiters == NULL &&
+            now_ms - r->last_poll_ms >= s->cfg.client_timeout_ms) {
+            log_info("request %s: no poll for %llu ms; cancelling", r->id,
+                     (unsigned long long)(now_ms - r->last_poll_ms));
+            cancel_req(s, r, now_ms);
+        }
+        if (r->ended && r->state == REQ_IDLE && now_ms - r->end_ms >= s->cfg.linger_ms)
+            req_drop(s, r);
+    }
+    for (int i = 0; i < s->cfg.n_slots; i++) {
+        struct wslot *w = &s->slots[i];
+
+        if (w->kill_sent)
+            continue;
+        if (w->state == WSLOT_STARTING && now_ms - w->started_ms >= s->cfg.start_timeout_ms) {
+            w->kill_sent = true;
+            s->ops.kill(s->ops.ud, i, "not ready in time");
+        } else if (w->state == WSLOT_READY && w->n_running > 0 &&
+                   now_ms - w->progress_ms >= s->cfg.progress_timeout_ms) {
+            w->kill_sent = true;
+            s->ops.kill(s->ops.ud, i, "no token progress");
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- shutdown ---- */
+
+void
+sched_shutdown(struct sched *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->shutting_down = true;
+    pthread_mutex_unlock(&s->mu);
+}
+
+uint32_t
+sched_active(struct sched *s)
+{
+    uint32_t n = 0;
+
+    pthread_mutex_lock(&s->mu);
+    for (struct sched_req *r = s->all; r != NULL; r = r->all_next)
+        n += !r->ended;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+void
+sched_end_all(struct sched *s, int code, const char *msg, uint64_t now_ms)
+{
+    pthread_mutex_lock(&s->mu);
+    for (struct sched_req *r = s->all; r != NULL; r = r->all_next) {
+        if (r->ended)
+            continue;
+        end_error(s, r, code, msg, now_ms);
+        if (r->state == REQ_RUNNING)
+            s->ops.cancel(s->ops.ud, r->slot, r->id);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- reports ---- */
+
+static uint32_t
+workers_ready(const struct sched *s)
+{
+    uint32_t n = 0;
+
+    for (int i = 0; i < s->cfg.n_slots; i++)
+        n += s->slots[i].state == WSLOT_READY;
+    return n;
+}
+
+void
+sched_status(struct sched *s, uint64_t now_ms,
+             void (*fn)(void *ud, const struct proto_status_info *st), void *ud)
+{
+    struct proto_status_info st = {0};
+    struct proto_tenant_info tenant = {"default", 0, 0, 0};
+
+    pthread_mutex_lock(&s->mu);
+    st.queued_interactive = s->q[PROTO_PRIO_INTERACTIVE].n;
+    st.queued_batch = s->q[PROTO_PRIO_BATCH].n;
+    st.queue_max = s->cfg.queue_max;
+    for (int i = 0; i < s->cfg.n_slots; i++)
+        for (const struct sched_req *r = s->slots[i].head; r != NULL; r = r->next)
+            st.running += !r->ended;
+    st.workers = (uint32_t)s->cfg.n_slots;
+    st.workers_ready = workers_ready(s);
+    st.completed = s->completed;
+    st.failed = s->failed;
+    st.uptime_ms = now_ms - s->start_ms;
+    tenant.queued = st.queued_interactive + st.queued_batch;
+    tenant.running = st.running;
+    tenant.gen_tokens = s->gen_tokens;
+    st.tenants = &tenant;
+    st.n_tenants = 1;
+    fn(ud, &st);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static enum proto_worker_state
+wire_state(const struct sched *s, const struct wslot *w)
+{
+    switch (w->state) {
+    case WSLOT_STARTING:
+        return s->shutting_down ? PROTO_WSTATE_STOPPING : PROTO_WSTATE_STARTING;
+    case WSLOT_READY:
+        if (s->shutting_down)
+            return PROTO_WSTATE_STOPPING;
+        return w->n_running > 0 ? PROTO_WSTATE_BUSY : PROTO_WSTATE_READY;
+    case WSLOT_FATAL:
+        return PROTO_WSTATE_FATAL;
+    case WSLOT_DOWN:
+        break;
+    }
+    return s->shutting_down ? PROTO_WSTATE_STOPPED : PROTO_WSTATE_BACKOFF;
+}
+
+void
+sched_workers(struct sched *s, void (*fn)(void *ud, const struct proto_workers_info *w), void *ud)
+{
+    struct proto_worker_info info[SCHED_MAX_SLOTS];
+    struct proto_workers_info wi = {info, 0};
+    char **ids;
+    uint32_t total = 0, k = 0;
+
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < s->cfg.n_slots; i++)
+        total += s->slots[i].n_running;
+    ids = malloc((total + 1) * sizeof(*ids));
+    for (int i = 0; i < s->cfg.n_slots && ids != NULL; i++) {
+        const struct wslot *w = &s->slots[i];
+
+        info[i] = (struct proto_worker_info){(uint32_t)i, w->pid, wire_state(s, w), w->restarts,
+                                             ids + k,     0,      (char *)w->detail};
+        for (struct sched_req *r = w->head; r != NULL; r = r->next)
+            ids[k++] = r->id;
+        info[i].n_requests = w->n_running;
+        wi.n_workers++;
+    }
+    fn(ud, &wi);
+    pthread_mutex_unlock(&s->mu);
+    free(ids);
+}
+
+void
+sched_health(struct sched *s, struct proto_health_info *h)
+{
+    pthread_mutex_lock(&s->mu);
+    h->workers_ready = workers_ready(s);
+    h->ready = !s->shutting_down && h->workers_ready > 0;
+    if (s->shutting_down)
+        h->detail = "shutting down";
+    else if (h->workers_ready == 0)
+        h->detail = "no worker ready";
+    else
+        h->detail = "";
+    pthread_mutex_unlock(&s->mu);
+}

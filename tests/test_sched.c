@@ -1,0 +1,724 @@
+/*
+ * test_sched.c: orchd's scheduler as pure logic, driven by hand: admission and the bounded queue,
+ * priorities, dispatch choice, frames (sequence numbers, coalescing, resume), long polls, text
+ * hold-back for stop strings and UTF-8, crash replay, cancel, timeouts and the watchdog, reports.
+ * The ops and waiter callbacks record what the scheduler sent; no sockets or processes.
+ */
+#include "common/err.h"
+#include "common/log.h"
+#include "orchd/sched.h"
+#include "tests/harness.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_EVENTS 64
+
+/* What went out through sched_ops. */
+struct sent {
+    char kind; /* 'd' dispatch, 'c' cancel, 'k' kill */
+    int slot;
+    char id[PROTO_MAX_ID_BYTES + 1];
+    uint32_t n_prompt, n_replay;
+    int32_t replay[16];
+    uint64_t seed;
+};
+
+static struct sent sent[MAX_EVENTS];
+static int n_sent;
+static int fail_dispatch;
+
+static int
+rec_dispatch(void *ud, int slot, const struct proto_dispatch *d, char *err)
+{
+    struct sent *e = &sent[n_sent++ % MAX_EVENTS];
+
+    (void)ud;
+    if (fail_dispatch)
+        return err_set(err, ERR_IO, "link down");
+    memset(e, 0, sizeof(*e));
+    e->kind = 'd';
+    e->slot = slot;
+    snprintf(e->id, sizeof(e->id), "%s", d->id);
+    e->n_prompt = d->n_prompt;
+    e->n_replay = d->n_replay;
+    for (uint32_t i = 0; i < d->n_replay && i < 16; i++)
+        e->replay[i] = d->replay_ids[i];
+    e->seed = d->sampling.seed;
+    return 0;
+}
+
+static void
+rec_cancel(void *ud, int slot, const char *id)
+{
+    struct sent *e = &sent[n_sent++ % MAX_EVENTS];
+
+    (void)ud;
+    memset(e, 0, sizeof(*e));
+    e->kind = 'c';
+    e->slot = slot;
+    snprintf(e->id, sizeof(e->id), "%s", id);
+}
+
+static void
+rec_kill(void *ud, int slot, const char *why)
+{
+    struct sent *e = &sent[n_sent++ % MAX_EVENTS];
+
+    (void)ud;
+    memset(e, 0, sizeof(*e));
+    e->kind = 'k';
+    e->slot = slot;
+    snprintf(e->id, sizeof(e->id), "%s", why);
+}
+
+static const struct sched_ops ops = {NULL, rec_dispatch, rec_cancel, rec_kill};
+
+/* A waiter that copies what it is woken with. */
+struct catcher {
+    struct sched_waiter w;
+    int wakes;
+    uint32_t n;
+    struct {
+        uint64_t seq;
+        enum proto_frame_kind kind;
+        uint32_t position, n_ids;
+        int32_t ids[32];
+        char text[128];
+        enum proto_reason reason;
+        struct proto_stats stats;
+        int32_t code;
+    } f[16];
+};
+
+static void
+catch_wake(struct sched_waiter *w, const struct proto_frames *fr)
+{
+    struct catcher *c = (struct catcher *)w;
+
+    c->wakes++;
+    c->n = fr->n_frames;
+    for (uint32_t i = 0; i < fr->n_frames && i < 16; i++) {
+        const struct proto_frame *f = &fr->frames[i];
+
+        c->f[i].seq = f->seq;
+        c->f[i].kind = f->kind;
+        c->f[i].position = f->position;
+        c->f[i].n_ids = f->n_ids;
+        for (uint32_t j = 0; j < f->n_ids && j < 32; j++)
+            c->f[i].ids[j] = f->ids[j];
+        snprintf(c->f[i].text, sizeof(c->f[i].text), "%s", f->text ? f->text : "");
+        c->f[i].reason = f->reason;
+        c->f[i].stats = f->stats;
+        c->f[i].code = f->code;
+    }
+}
+
+static void
+catcher_init(struct catcher *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->w.wake = catch_wake;
+}
+
+/* Polls id from `from` without waiting; the frames land in *c. */
+static int
+poll_now(struct sched *s, const char *id, uint64_t from, struct catcher *c, uint64_t now)
+{
+    char err[ERR_MSG_MAX];
+
+    catcher_init(c);
+    return sched_poll(s, id, from, 0, now, &c->w, err);
+}
+
+static const int32_t prompt[] = {1, 15043, 3186};
+
+static struct sched *
+new_sched(int n_slots, uint32_t queue_max)
+{
+    struct sched_config cfg;
+
+    sched_config_default(&cfg);
+    cfg.n_slots = n_slots;
+    cfg.queue_max = queue_max;
+    n_sent = 0;
+    fail_dispatch = 0;
+    return sched_new(&cfg, &ops, 1000);
+}
+
+static void
+make_ready(struct sched *s, int slot, uint32_t max_batch, uint64_t now)
+{
+    struct proto_ready rd = {7, 100 + slot, 512, 32000, max_batch};
+
+    sched_worker_started(s, slot, 100 + slot, 0, now);
+    sched_worker_ready(s, slot, &rd, now);
+}
+
+static int
+submit(struct sched *s, enum proto_priority prio, const char *client_id, struct sched_admit *a,
+       uint64_t now)
+{
+    struct sched_submit in = {0};
+    char err[ERR_MSG_MAX];
+
+    in.prompt_ids = prompt;
+    in.n_prompt = 3;
+    proto_sampling_default(&in.sampling);
+    in.max_tokens = 8;
+    in.priority = prio;
+    in.client_id = client_id;
+    return sched_submit(s, &in, now, a, err);
+}
+
+static void
+tokens(struct sched *s, int slot, const char *id, uint32_t index, const int32_t *ids, uint32_t n,
+       const char *text, uint64_t now)
+{
+    struct proto_wtokens t = {(char *)id, index, (int32_t *)ids, n, (char *)text, strlen(text)};
+
+    sched_worker_tokens(s, slot, &t, now);
+}
+
+static void
+done(struct sched *s, int slot, const char *id, enum proto_reason reason, uint64_t now)
+{
+    struct proto_wdone d = {(char *)id, reason, {3, 0, 0, 12.5, 40.0}};
+
+    sched_worker_done(s, slot, &d, now);
+}
+
+static void
+test_submit_dispatch_and_stream(void)
+{
+    struct sched *s = new_sched(1, 4);
+    struct sched_admit a;
+    struct catcher c;
+    static const int32_t ids[] = {450};
+
+    CHECK(s != NULL);
+    make_ready(s, 0, 1, 1000);
+    CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 1010) == ERR_OK);
+    CHECK(a.position == 0);
+    CHECK(n_sent == 1 && sent[0].kind == 'd' && sent[0].slot == 0 && strcmp(sent[0].id, a.id) == 0);
+    CHECK(sent[0].n_prompt == 3 && sent[0].n_replay == 0);
+    CHECKF(sent[0].seed != PROTO_SEED_RANDOM, "the seed is resolved before dispatch");
+    CHECK(poll_now(s, a.id, 0, &c, 1020) == ERR_OK);
+    CHECK(c.wakes == 1 && c.n == 2);
+    CHECK(c.f[0].seq == 0 && c.f[0].kind == PROTO_FRAME_QUEUED && c.f[0].position == 0);
+    CHECK(c.f[1].seq == 1 && c.f[1].kind == PROTO_FRAME_STARTED);
+    tokens(s, 0, a.id, 0, ids, 1, " Hi", 1030);
+    done(s, 0, a.id, PROTO_REASON_EOS, 1040);
+    CHECK(poll_now(s, a.id, 2, &c, 1050) == ERR_OK);
+    CHECK(c.n == 2);
+    CHECK(c.f[0].seq == 2 && c.f[0].kind == PROTO_FRAME_TOKENS && c.f[0].n_ids == 1);
+    CHECK(c.f[0].ids[0] == 450 && strcmp(c.f[0].text, " Hi") == 0);
+    CHECK(c.f[1].kind == PROTO_FRAME_DONE && c.f[1].reason == PROTO_REASON_EOS);
+    CHECK(c.f[1].stats.prompt_tokens == 3 && c.f[1].stats.gen_tokens == 1);
+    CHECK(c.f[1].stats.queue_ms == 0 && c.f[1].stats.prefill_ms == 12.5);
+    /* the client asks past the end: the request is gone */
+    CHECK(poll_now(s, a.id, 4, &c, 1060) == ERR_OK && c.n == 0);
+    CHECK(poll_now(s, a.id, 4, &c, 1070) == ERR_NOT_FOUND && c.wakes == 0);
+    sched_free(s);
+}
+
+static void
+test_priorities_fifo(void)
+{
+    struct sched *s = new_sched(1, 8);
+    struct sched_admit a, b, c, d;
+
+    CHECK(submit(s, PROTO_PRIO_BATCH, NULL, &a, 1000) == ERR_OK && a.position == 1);
+    CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &b, 1001) == ERR_OK && b.position == 1);
+    CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &c, 1002) == ERR_OK && c.position == 2);
+    CHECK(submit(s, PROTO_PRIO_BATCH, NULL, &d, 1003) == ERR_OK && d.position == 4);
+    CHECK(n_sent == 0);
+    make_ready(s, 0, 1, 1100);
+    CHECK(n_sent == 1 && strcmp(sent[0].id, b.id) == 0);
+    done(s, 0, b.id, PROTO_REASON_EOS, 1200);
+    CHECK(n_sent == 2 && strcmp(sent[1].id, c.id) == 0);
+    done(s, 0, c.id, PROTO_REASON_EOS, 1300);
+    CHECK(n_sent == 3 && strcmp(sent[2].id, a.id) == 0);
+    done(s, 0, a.id, PROTO_REASON_EOS, 1400);
+    CHECK(n_sent == 4 && strcmp(sent[3].id, d.id) == 0);
+    sched_free(s);
+}
+
+static void
+test_dispatch_spreads_over_slots(void)
+{
+    struct sched *s = new_sched(2, 8);
+    struct sched_admit a;
+
+    make_ready(s, 0, 2, 1000);
+    make_ready(s, 1, 2, 1000);
+    for (int i = 0; i < 5; i++)
+        CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 1000 + i) == ERR_OK);
+    CHECK(n_sent == 4); /* two slots, two seats each; the fifth waits */
+    CHECK(sent[0].slot == 0 && sent[1].slot == 1 && sent[2].slot == 0 && sent[3].slot == 1);
+    CHECK(a.position == 1);
+    done(s, 1, sent[1].id, PROTO_REASON_LENGTH, 1100);
+    CHECK(n_sent == 5 && sent[4].slot == 1 && strcmp(sent[4].id, a.id) == 0);
+    sched_free(s);
+}
+
+static void
+test_queue_full_is_busy(void)
+{
+    struct sched *s = new_sched(1, 2);
+    struct sched_admit a;
+    struct catcher c;
+
+    CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 1000) == ERR_OK);
+    CHECK(submit(s, PROTO_PRIO_BATCH, NULL, &a, 1000) == ERR_OK);
+    CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 1000) == ERR_BUSY);
+    CHECK(a.retry_after_ms == 1000 && a.id[0] == '\0');
+    /* a resend of an admitted submit is not a new request, even with the queue full */
+    CHECK(submit(s, PROTO_PRIO_INTERACTIVE, "client-1", &a, 1000) == ERR_BUSY);
+    sched_free(s);
+
+    s = new_sched(1, 2);
+    CHECK(submit(s, PROTO_PRIO_INTERACTIVE, "client-1", &a, 1000) == ERR_OK);
+    {
+        struct sched_admit again;
+
+        CHECK(submit(s, PROTO_PRIO_INTERACTIVE, "client-1", &again, 1001) == ERR_OK);
+        CHECK(strcmp(again.id, a.id) == 0 && again.position == 1);
+    }
+    CHECK(poll_now(s, a.id, 0, &c, 1002) == ERR_OK && c.n == 1); /* one queued frame only */
+    sched_shutdown(s);
+    CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 1003) == ERR_SHUTTING_DOWN);
+    sched_free(s);
+}
+
+static void
+test_coalescing_and_resume(void)
+{
+    struct sched *s = new_sched(1, 4);
+    struct sched_admit a;
+    struct catcher c, again;
+    static const int32_t t1[] = {10}, t2[] = {11, 12}, t3[] = {13};
+
+    make_ready(s, 0, 1, 1000);
+    CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 1000) == ERR_OK);
+    tokens(s, 0, a.id, 0, t1, 1, "a", 1001);
+    tokens(s, 0, a.id, 1, t2, 2, "bc", 1002);
+    CHECK(poll_now(s, a.id, 2, &c, 1003) == ERR_OK);
+    CHECK(c.n == 1 && c.f[0].seq == 2 && c.f[0].n_ids == 3 && strcmp(c.f[0].text, "abc") == 0);
+    CHECK(c.f[0].ids[0] == 10 && c.f[0].ids[1] == 11 && c.f[0].ids[2] == 12);
+    /* once delivered a frame never changes: new tokens start a new frame */
+    tokens(s, 0, a.id, 3, t3, 1, "d", 1004);
+    CHECK(poll_now(s, a.id, 2, &again, 1005) == ERR_OK); /* a resend of the same poll */
+    CHECK(again.n == 2 && again.f[0].seq == 2 && again.f[0].n_ids == 3);
+    CHECK(strcmp(again.f[0].text, "abc") == 0);
+    CHECK(again.f[1].seq == 3 && again.f[1].n_ids == 1 && strcmp(again.f[1].text, "d") == 0);
+    /* resuming from 3 drops frame 2 for good */
+    CHECK(poll_now(s, a.id, 3, &c, 1006) == ERR_OK && c.n == 1 && c.f[0].seq == 3);
+    CHECK(poll_now(s, a.id, 2, &c, 1007) == ERR_OK && c.n == 1 && c.f[0].seq == 3);
+    sched_free(s);
+}
+
+static void
+test_long_poll(void)
+{
+    struct sched *s = new_sched(1, 4);
+    struct sched_admit a;
+    struct catcher c;
+    char err[ERR_MSG_MAX];
+    static const int32_t t1[] = {10};
+
+    make_ready(s, 0, 1, 1000);
+    CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 1000) == ERR_OK);
+    catcher_init(&c);
+    CHECK(sched_poll(s, a.id, 2, 500, 1001, &c.w, err) == ERR_OK);
+    CHECK(c.wakes == 0); /* parked */
+    tokens(s, 0, a.id, 0, t1, 1, "x", 1002);
+    CHECK(c.wakes == 1 && c.n == 1 && c.f[0].seq == 2 && strcmp(c.f[0].text, "x") == 0);
+    /* nothing arrives: woken empty when the bound passes, not before */
+    catcher_init(&c);
+    CHECK(sched_poll(s, a.id, 3, 500, 1003, &c.w, err) == ERR_OK && c.wakes == 0);
+    sched_tick(s, 1500);
+    CHECK(c.wakes == 0);
+    sched_tick(s, 1503);
+    CHECK(c.wakes == 1 && c.n == 0);
+    /* an abandoned waiter is never woken */
+    catcher_init(&c);
+    CHECK(sched_poll(s, a.id, 3, 500, 1600, &c.w, err) == ERR_OK);
+    sched_poll_abandon(s, &c.w);
+    tokens(s, 0, a.id, 1, t1, 1, "y", 1601);
+    sched_tick(s, 3000);
+    CHECK(c.wakes == 0);
+    /* a parked poll is answered by the done frame */
+    catcher_init(&c);
+    CHECK(sched_poll(s, a.id, 4, 500, 3000, &c.w, err) == ERR_OK && c.wakes == 0);
+    done(s, 0, a.id, PROTO_REASON_LENGTH, 3001);
+    CHECK(c.wakes == 1 && c.n == 1 && c.f[0].kind == PROTO_FRAME_DONE);
+    CHECK(sched_poll(s, "r999", 0, 0, 3002, &c.w, err) == ERR_NOT_FOUND);
+    CHECKF(strstr(err, "r999") != NULL, "%s", err);
+    sched_free(s);
+}
+
+static void
+test_crash_replay(void)
+{
+    struct sched *s = new_sched(2, 4);
+    struct sched_admit a;
+    struct catcher c;
+    static const int32_t t1[] = {21, 22}, t2[] = {23}, t3[] = {24};
+    uint64_t seed;
+
+    make_ready(s, 0, 1, 1000);
+    CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 1000) == ERR_OK);
+    CHECK(n_sent == 1 && sent[0].slot == 0);
+    seed = sent[0].seed;
+    tokens(s, 0, a.id, 0, t1, 2, "ab", 1001);
+    CHECK(poll_now(s, a.id, 0, &c, 1002) == ERR_OK && c.n == 3);
+    sched_worker_exited(s, 0, "killed by signal 9", false, 1003);
+    CHECK(n_sent == 1); /* no other worker ready yet */
+    make_ready(s, 1, 1, 1004);
+    CHECK(n_sent == 2 && sent[1].slot == 1 && strcmp(sent[1].id, a.id) == 0);
+    CHECK(sent[1].seed == seed && sent[1].n_replay == 2);
+    CHECK(sent[1].replay[0] == 21 && sent[1].replay[1] == 22);
+    /* late tokens of the dead worker and a replayed overlap are ignored */
+    tokens(s, 0, a.id, 2, t3, 1, "z", 1005);
+    tokens(s, 1, a.id, 1, t1 + 1, 1, "b", 1006);
+    tokens(s, 1, a.id, 2, t2, 1, "c", 1007);
+    done(s, 1, a.id, PROTO_REASON_EOS, 1008);
+    CHECK(poll_now(s, a.id, 3, &c, 1009) == ERR_OK);
+    CHECK(c.n == 2 && c.f[0].n_ids == 1 && c.f[0].ids[0] == 23 && strcmp(c.f[0].text, "c") == 0);
+    CHECK(c.f[1].kind == PROTO_FRAME_DONE && c.f[1].stats.gen_tokens == 3);
+    /* only one started frame: the client saw one unbroken stream */
+    sched_free(s);
+}
+
+static void
+test_replays_exhausted(void)
+{
+    struct sched *s = new_sched(1, 4);
+    struct sched_admit a;
+    struct catcher c;
+
+    CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 1000) == ERR_OK);
+    for (int i = 0; i < 4; i++) {
+        make_ready(s, 0, 1, 1001 + i);
+        CHECK(n_sent == i + 1 && strcmp(sent[i].id, a.id) == 0);
+        sched_worker_exited(s, 0, "killed by signal 9", false, 1001 + i);
+    }
+    CHECK(poll_now(s, a.id, 0, &c, 1010) == ERR_OK);
+    CHECK(c.n == 3 && c.f[2].kind == PROTO_FRAME_ERROR && c.f[2].code == ERR_WORKER_CRASHED);
+    make_ready(s, 0, 1, 1011);
+    CHECK(n_sent == 4); /* not dispatched again */
+    sched_free(s);
+}
+
+static void
+test_crash_after_last_token_ends_with_length(void)
+{
+    struct sched *s = new_sched(1, 4);
+    struct sched_admit a;
+    struct catcher c;
+    static const int32_t t[] = {1, 2, 3, 4, 5, 6, 7, 8};
+
+    make_ready(s, 0, 1, 1000);
+    CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 1000) == ERR_OK);
+    tokens(s, 0, a.id, 0, t, 8, "abcdefgh", 1001); /* max_tokens is 8 */
+    sched_worker_exited(s, 0, "killed by signal 9", false, 1002);
+    CHECK(poll_now(s, a.id, 2, &c, 1003) == ERR_OK);
+    CHECK(c.n == 2 && c.f[0].n_ids == 8 && c.f[1].kind == PROTO_FRAME_DONE);
+    CHECK(c.f[1].reason == PROTO_REASON_LENGTH);
+    sched_free(s);
+}
+
+static void
+test_cancel(void)
+{
+    struct sched *s = new_sched(1, 4);
+    struct sched_admit a, b;
+    struct catcher c;
+    char err[ERR_MSG_MAX];
+    static const int32_t t1[] = {31}, t2[] = {32};
+
+    make_ready(s, 0, 1, 1000);
+    CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 1000) == ERR_OK);
+    CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &b, 1000) == ERR_OK && b.position == 1);
+    tokens(s, 0, a.id, 0, t1, 1, "p", 1001);
+    CHECK(sched_cancel(s, a.id, 1002, err) == ERR_OK);
+    CHECK(n_sent == 2 && sent[1].kind == 'c' && sent[1].slot == 0 && strcmp(sent[1].id, a.id) == 0);
+    /* tokens after the cancel give no frame, only another cancel */
+    tokens(s, 0, a.id, 1, t2, 1, "q", 1003);
+    CHECK(n_sent == 3 && sent[2].kind == 'c');
+    CHECK(poll_now(s, a.id, 0, &c, 1004) == ERR_OK);
+    CHECK(c.n == 4 && c.f[2].kind == PROTO_FRAME_TOKENS && c.f[2].n_ids == 1);
+    CHECK(c.f[3].kind == PROTO_FRAME_DONE && c.f[3].reason == PROTO_REASON_CANCELLED);
+    /* the seat frees when the worker lets go, not before */
+    CHECK(n_sent == 3);
+    done(s, 0, a.id, PROTO_REASON_CANCELLED, 1005);
+    CHECK(n_sent == 4 && sent[3].kind == 'd' && strcmp(sent[3].id, b.id) == 0);
+    /* a queued request cancels without a worker */
+    CHECK(submit(s, PROTO_PRIO_BATCH, NULL, &a, 1006) == ERR_OK && a.position == 1);
+    CHECK(sched_cancel(s, a.id, 1007, err) == ERR_OK && n_sent == 4);
+    CHECK(poll_now(s, a.id, 0, &c, 1008) == ERR_OK);
+    CHECK(c.n == 2 && c.f[1].reason == PROTO_REASON_CANCELLED);
+    CHECK(sched_cancel(s, a.id, 1009, err) == ERR_OK); /* again: harmless */
+    CHECK(sched_cancel(s, "nope", 1009, err) == ERR_NOT_FOUND);
+    sched_free(s);
+}
+
+static void
+test_stop_string_holdback(void)
+{
+    struct sched *s = new_sched(1, 4);
+    struct sched_admit a;
+    struct sched_submit in = {0};
+    struct catcher c;
+    char err[ERR_MSG_MAX];
+    char *stop[] = {"END"};
+    static const int32_t t[] = {1, 2, 3, 4, 5};
+
+    make_ready(s, 0, 1, 1000);
+    in.prompt_ids = prompt;
+    in.n_prompt = 3;
+    proto_sampling_default(&in.sampling);
+    in.max_tokens = 16;
+    in.stop = stop;
+    in.n_stop = 1;
+    CHECK(sched_submit(s, &in, 1000, &a, err) == ERR_OK);
+    tokens(s, 0, a.id, 0, t, 1, "so E", 1001); /* "E" may start "END": the token waits */
+    CHECK(poll_now(s, a.id, 2, &c, 1002) == ERR_OK && c.n == 0);
+    tokens(s, 0, a.id, 1, t + 1, 1, "X", 1003); /* "EX" is not "END": both go out */
+    CHECK(poll_now(s, a.id, 2, &c, 1004) == ERR_OK && c.n == 1);
+    CHECK(c.f[0].n_ids == 2 && strcmp(c.f[0].text, "so EX") == 0);
+    tokens(s, 0, a.id, 2, t + 2, 1, " EN", 1005);
+    tokens(s, 0, a.id, 3, t + 3, 1, "D and", 1006);
+    CHECK(n_sent == 2 && sent[1].kind == 'c'); /* orchd stops the worker */
+    CHECK(poll_now(s, a.id, 3, &c, 1007) == ERR_OK && c.n == 2);
+    CHECK(c.f[0].n_ids == 2 && strcmp(c.f[0].text, " ") == 0);
+    CHECK(c.f[1].kind == PROTO_FRAME_DONE && c.f[1].reason == PROTO_REASON_STOP);
+    CHECK(c.f[1].stats.gen_tokens == 4);
+    /* the worker's own done(stop) changes nothing */
+    done(s, 0, a.id, PROTO_REASON_STOP, 1008);
+    CHECK(poll_now(s, a.id, 5, &c, 1009) == ERR_OK && c.n == 0);
+    sched_free(s);
+}
+
+static void
+test_utf8_holdback_and_flush(void)
+{
+    struct sched *s = new_sched(1, 4);
+    struct sched_admit a;
+    struct catcher c;
+    static const int32_t t[] = {200, 201, 202};
+
+    make_ready(s, 0, 1, 1000);
+    CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 1000) == ERR_OK);
+    tokens(s, 0, a.id, 0, t, 1, "\xc3", 1001); /* first byte of U+00E9 */
+    CHECK(poll_now(s, a.id, 2, &c, 1002) == ERR_OK && c.n == 0);
+    tokens(s, 0, a.id, 1, t + 1, 1, "\xa9", 1003);
+    CHECK(poll_now(s, a.id, 2, &c, 1004) == ERR_OK && c.n == 1);
+    CHECK(c.f[0].n_ids == 2 && strcmp(c.f[0].text, "\xc3\xa9") == 0);
+    /* an incomplete character at the end goes out with the done frame */
+    tokens(s, 0, a.id, 2, t + 2, 1, "\xe2\x82", 1005);
+    done(s, 0, a.id, PROTO_REASON_LENGTH, 1006);
+    CHECK(poll_now(s, a.id, 3, &c, 1007) == ERR_OK && c.n == 2);
+    CHECK(c.f[0].n_ids == 1 && c.f[0].ids[0] == 202 && strcmp(c.f[0].text, "\xe2\x82") == 0);
+    CHECK(c.f[1].kind == PROTO_FRAME_DONE);
+    sched_free(s);
+}
+
+static void
+test_client_timeout_and_linger(void)
+{
+    struct sched *s = new_sched(1, 4);
+    struct sched_admit a;
+    struct catcher c;
+
+    make_ready(s, 0, 1, 1000);
+    CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 1000) == ERR_OK);
+    tokens(s, 0, a.id, 0, prompt, 1, "t", 20000); /* the worker makes progress */
+    sched_tick(s, 1000 + 29999);
+    CHECK(n_sent == 1);
+    sched_tick(s, 1000 + 30000);
+    CHECK(n_sent == 2 && sent[1].kind == 'c' && strcmp(sent[1].id, a.id) == 0);
+    CHECK(sched_active(s) == 0);
+    done(s, 0, a.id, PROTO_REASON_CANCELLED, 31001);
+    /* it lingers for a late poll, then goes */
+    sched_tick(s, 31000 + 59999);
+    CHECK(poll_now(s, a.id, 0, &c, 31000 + 59999) == ERR_OK && c.n == 4);
+    sched_tick(s, 31001 + 60000);
+    CHECK(poll_now(s, a.id, 0, &c, 31001 + 60000) == ERR_NOT_FOUND);
+    sched_free(s);
+}
+
+static void
+test_watchdog(void)
+{
+    struct sched *s = new_sched(2, 4);
+    struct sched_admit a;
+    struct catcher c;
+    struct proto_heartbeat hb = {1, 5};
+    static const int32_t t1[] = {41};
+
+    make_ready(s, 0, 1, 1000);
+    sched_worker_started(s, 1, 201, 0, 1000);
+    /* an idle worker is never stalled */
+    sched_tick(s, 1000 + 40000);
+    CHECK(n_sent == 0);
+    CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 41000) == ERR_OK && n_sent == 1);
+    sched_worker_heartbeat(s, 0, &hb, 60000); /* progress */
+    CHECK(poll_now(s, a.id, 0, &c, 60000) == ERR_OK);
+    tokens(s, 0, a.id, 0, t1, 1, "w", 70000);
+    CHECK(poll_now(s, a.id, 0, &c, 90000) == ERR_OK);
+    sched_worker_heartbeat(s, 0, &hb, 95000); /* same counter: no progress */
+    sched_tick(s, 99999);
+    CHECK(n_sent == 1);
+    sched_tick(s, 100000);
+    CHECK(n_sent == 2 && sent[1].kind == 'k' && sent[1].slot == 0);
+    sched_tick(s, 100010);
+    CHECK(n_sent == 2); /* once */
+    /* slot 1 never became ready */
+    CHECK(poll_now(s, a.id, 0, &c, 120000) == ERR_OK);
+    sched_tick(s, 121000);
+    CHECK(n_sent == 3 && sent[2].kind == 'k' && sent[2].slot == 1);
+    sched_free(s);
+}
+
+static void
+test_dispatch_failure_keeps_request(void)
+{
+    struct sched *s = new_sched(1, 4);
+    struct sched_admit a;
+
+    fail_dispatch = 1;
+    make_ready(s, 0, 1, 1000);
+    CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 1000) == ERR_OK && a.position == 1);
+    fail_dispatch = 0;
+    make_ready(s, 0, 1, 1001); /* not starting: no effect */
+    sched_worker_exited(s, 0, "exited with status 1", false, 1002);
+    make_ready(s, 0, 1, 1003);
+    CHECK(sent[n_sent - 1].kind == 'd' && strcmp(sent[n_sent - 1].id, a.id) == 0);
+    CHECK(sent[n_sent - 1].n_replay == 0);
+    sched_free(s);
+}
+
+struct report {
+    struct proto_status_info st;
+    struct proto_tenant_info tenant;
+    uint32_t n_workers;
+    enum proto_worker_state state[4];
+    uint32_t n_requests[4];
+    char detail[4][64];
+};
+
+static void
+take_status(void *ud, const struct proto_status_info *st)
+{
+    struct report *r = ud;
+
+    r->st = *st;
+    r->tenant = st->tenants[0];
+}
+
+static void
+take_workers(void *ud, const struct proto_workers_info *w)
+{
+    struct report *r = ud;
+
+    r->n_workers = w->n_workers;
+    for (uint32_t i = 0; i < w->n_workers && i < 4; i++) {
+        r->state[i] = w->workers[i].state;
+        r->n_requests[i] = w->workers[i].n_requests;
+        snprintf(r->detail[i], sizeof(r->detail[i]), "%s", w->workers[i].detail);
+    }
+}
+
+static void
+test_reports(void)
+{
+    struct sched *s = new_sched(3, 4);
+    struct sched_admit a;
+    struct report rep;
+    struct proto_health_info h;
+    char err[ERR_MSG_MAX];
+
+    sched_health(s, &h);
+    CHECK(!h.ready && h.workers_ready == 0);
+    make_ready(s, 0, 1, 1000);
+    sched_worker_started(s, 1, 300, 2, 1000);
+    sched_worker_exited(s, 2, "exited with status 2", true, 1000);
+    CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 1000) == ERR_OK);
+    CHECK(submit(s, PROTO_PRIO_BATCH, NULL, &a, 1000) == ERR_OK);
+    CHECK(sched_cancel(s, a.id, 1001, err) == ERR_OK);
+    CHECK(submit(s, PROTO_PRIO_BATCH, NULL, &a, 1000) == ERR_OK);
+    sched_status(s, 1500, take_status, &rep);
+    CHECK(rep.st.queued_interactive == 0 && rep.st.queued_batch == 1 && rep.st.running == 1);
+    CHECK(rep.st.workers == 3 && rep.st.workers_ready == 1 && rep.st.queue_max == 4);
+    CHECK(rep.st.completed == 1 && rep.st.uptime_ms == 500);
+    CHECK(rep.tenant.queued == 1 && rep.tenant.running == 1);
+    sched_workers(s, take_workers, &rep);
+    CHECK(rep.n_workers == 3);
+    CHECK(rep.state[0] == PROTO_WSTATE_BUSY && rep.n_requests[0] == 1);
+    CHECK(rep.state[1] == PROTO_WSTATE_STARTING && rep.n_requests[1] == 0);
+    CHECK(rep.state[2] == PROTO_WSTATE_FATAL && strstr(rep.detail[2], "status 2") != NULL);
+    sched_health(s, &h);
+    CHECK(h.ready && h.workers_ready == 1);
+    /* shutdown: not ready, and the rest ends with an error frame */
+    sched_shutdown(s);
+    sched_health(s, &h);
+    CHECK(!h.ready);
+    CHECK(sched_active(s) == 2);
+    sched_end_all(s, ERR_SHUTTING_DOWN, "orchd is shutting down", 1600);
+    CHECK(sched_active(s) == 0);
+    sched_status(s, 1600, take_status, &rep);
+    CHECK(rep.st.failed == 2 && rep.st.queued_batch == 0);
+    sched_free(s);
+}
+
+static void
+test_prompt_longer_than_context(void)
+{
+    struct sched *s = new_sched(1, 4);
+    struct sched_admit a;
+    struct sched_submit in = {0};
+    char err[ERR_MSG_MAX];
+    int32_t *ids = calloc(600, sizeof(*ids));
+
+    CHECK(ids != NULL);
+    make_ready(s, 0, 1, 1000); /* context 512 */
+    in.prompt_ids = ids;
+    in.n_prompt = 600;
+    proto_sampling_default(&in.sampling);
+    in.max_tokens = 4;
+    CHECKF(sched_submit(s, &in, 1000, &a, err) == ERR_BAD_REQUEST, "%s", err);
+    CHECKF(strstr(err, "600") != NULL, "%s", err);
+    free(ids);
+    sched_free(s);
+}
+
+int
+main(int argc, char **argv)
+{
+    static const struct test tests[] = {
+        TEST(test_submit_dispatch_and_stream),
+        TEST(test_priorities_fifo),
+        TEST(test_dispatch_spreads_over_slots),
+        TEST(test_queue_full_is_busy),
+        TEST(test_coalescing_and_resume),
+        TEST(test_long_poll),
+        TEST(test_crash_replay),
+        TEST(test_replays_exhausted),
+        TEST(test_crash_after_last_token_ends_with_length),
+        TEST(test_cancel),
+        TEST(test_stop_string_holdback),
+        TEST(test_utf8_holdback_and_flush),
+        TEST(test_client_timeout_and_linger),
+        TEST(test_watchdog),
+        TEST(test_dispatch_failure_keeps_request),
+        TEST(test_reports),
+        TEST(test_prompt_longer_than_context),
+        {0},
+    };
+
+    log_init("test_sched", LOG_ERROR);
+    return harness_run(tests, argc, argv);
+}
