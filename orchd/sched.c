@@ -645,9 +645,10 @@ sched_submit(struct sched *s, const struct sched_submit *in, uint64_t now_ms, st
         rc = err_set(err, ERR_SHUTTING_DOWN, "orchd is shutting down");
         goto out;
     }
-    if (s->n_ctx != 0 && (uint64_t)in->n_prompt + 1 > s->n_ctx) {
-        rc = err_set(err, ERR_BAD_REQUEST, "prompt has %u tokens, the context holds %u",
-                     in->n_prompt, s->n_ctx);
+    if (s->n_ctx != 0 && (uint64_t)in->n_prompt + in->max_tokens > s->n_ctx) {
+        rc = err_set(err, ERR_CONTEXT_FULL,
+                     "prompt (%u tokens) plus max_tokens (%u) exceed the context length (%u)",
+                     in->n_prompt, in->max_tokens, s->n_ctx);
         goto out;
     }
     if (s->q[0].n + s->q[1].n >= s->cfg.queue_max) {

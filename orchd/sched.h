@@ -99,8 +99,8 @@ void sched_free(struct sched *s);
 /*
  * Admits a request: copies everything it needs, resolves a random seed, appends a queued frame
  * and tries to dispatch at once. Returns ERR_OK with a->id and a->position; ERR_BUSY (queue full;
- * a->retry_after_ms set) or ERR_SHUTTING_DOWN at once; ERR_BAD_REQUEST when the prompt does not
- * fit the workers' context; ERR_NOMEM. A client_id seen before returns that request's id.
+ * a->retry_after_ms set) or ERR_SHUTTING_DOWN at once; ERR_CONTEXT_FULL when prompt plus max_tokens
+ * exceed the workers' context length; ERR_NOMEM. A client_id seen before returns that request's id.
  */
 int sched_submit(struct sched *s, const struct sched_submit *in, uint64_t now_ms,
                  struct sched_admit *a, char *err);

@@ -689,8 +689,12 @@ test_prompt_longer_than_context(void)
     in.n_prompt = 600;
     proto_sampling_default(&in.sampling);
     in.max_tokens = 4;
-    CHECKF(sched_submit(s, &in, 1000, &a, err) == ERR_BAD_REQUEST, "%s", err);
+    CHECKF(sched_submit(s, &in, 1000, &a, err) == ERR_CONTEXT_FULL, "%s", err);
     CHECKF(strstr(err, "600") != NULL, "%s", err);
+    in.n_prompt = 508; /* 508 + 4 fits exactly */
+    CHECKF(sched_submit(s, &in, 1000, &a, err) == ERR_OK, "%s", err);
+    in.n_prompt = 509;
+    CHECK(sched_submit(s, &in, 1000, &a, err) == ERR_CONTEXT_FULL);
     free(ids);
     sched_free(s);
 }
