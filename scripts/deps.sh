@@ -17,6 +17,7 @@ PKGS=(
   "make:/usr/bin/make"
   "gcc:/usr/bin/gcc"
   "libjansson-dev:/usr/include/jansson.h"
+  "jq:/usr/bin/jq"
 )
 
 missing=()

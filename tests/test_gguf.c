@@ -114,33 +114,25 @@ test_pyrepr(void)
     CHECK(parse_pyrepr("'a' b", out, sizeof(out)) == -1);
 }
 
-/* Upper-case name of a value type, as gguf-py prints it ("UINT32"). */
-static void
-vtype_upper(enum gguf_vtype t, char *out, size_t cap)
-{
-    const char *s = gguf_vtype_name(t);
-    size_t i;
-
-    for (i = 0; s[i] != '\0' && i + 1 < cap; i++)
-        out[i] = (char)toupper((unsigned char)s[i]);
-    out[i] = '\0';
-}
-
 /* Checks one "  key = value" line of the meta.txt against the KV read; false on mismatch. */
 static bool
 kv_matches(const struct gguf_kv *kv, const char *val, char *why, size_t cap)
 {
     static char decoded[4096];
-    char tname[16], want[64];
+    char tname[16], want[2];
+    unsigned long long count;
     char *end;
+    int used = 0;
     long n;
 
     switch (kv->type) {
     case GGUF_VTYPE_ARRAY:
-        vtype_upper(kv->v.arr.type, tname, sizeof(tname));
-        snprintf(want, sizeof(want), "[ARRAY %s x %llu]", tname, (unsigned long long)kv->v.arr.n);
-        snprintf(why, cap, "read %s", want);
-        return strcmp(val, want) == 0;
+        /* "[ARRAY UINT32 x 5]": the type upper-case */
+        snprintf(why, cap, "read an array of %llu %s", (unsigned long long)kv->v.arr.n,
+                 gguf_vtype_name(kv->v.arr.type));
+        return sscanf(val, "[ARRAY %15[A-Z0-9] x %llu%1[]]%n", tname, &count, want, &used) == 3 &&
+               val[used] == '\0' && strcasecmp(tname, gguf_vtype_name(kv->v.arr.type)) == 0 &&
+               count == kv->v.arr.n;
     case GGUF_VTYPE_STRING:
         n = parse_pyrepr(val, decoded, sizeof(decoded));
         snprintf(why, cap, "read a string of %llu bytes '%.40s'", (unsigned long long)kv->v.str.len,

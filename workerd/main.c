@@ -10,6 +10,7 @@
 #include <string.h>
 
 static const struct cmd commands[] = {
+    {"inspect", cmd_inspect, "-m MODEL [--json]"},
     {"tokenize", cmd_tokenize, "-m MODEL [--no-bos] [--] TEXT"},
     {"detokenize", cmd_detokenize, "-m MODEL --ids ID,ID,..."},
     {NULL, NULL, NULL},
