@@ -1,9 +1,9 @@
 /*
  * fuzz_gguf.c: libFuzzer target for the GGUF reader. Each input is parsed with gguf_open_buffer();
- * when it opens, every KV (array elements and nested arrays included) and every tensor's data is
- * read, so ASan sees any view that points outside the input, and each tensor's size is checked
- * against its shape and type (a mismatch traps). Seeds: tests/fuzz-seeds/fuzz_gguf/. Long runs:
- * see docs/testing.md.
+ * when it opens, every KV (array elements and nested arrays included, and through each typed
+ * getter) and every tensor's data is read, so ASan sees any view that points outside the input, and
+ * each tensor's size is checked against its shape and type (a mismatch traps). Seeds:
+ * tests/fuzz-seeds/fuzz_gguf/. Long runs: see docs/testing.md.
  */
 #include "common/err.h"
 #include "workerd/engine/gguf.h"
@@ -53,7 +53,19 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = 0; i < gguf_n_kv(g); i++) {
         const struct gguf_kv *kv = gguf_kv_at(g, i);
 
+        const struct gguf_arr *a;
+        struct gguf_str str;
+        int64_t n;
+        double x;
+        bool b;
+
         sink += strlen(kv->key) + (gguf_find_kv(g, kv->key) == kv);
+        /* the typed getters on every key: each either fits or says why */
+        sink += (uint64_t)gguf_get_int(g, kv->key, &n, err) +
+                (uint64_t)gguf_get_bool(g, kv->key, &b, err) +
+                (uint64_t)gguf_get_float(g, kv->key, &x, err) +
+                (uint64_t)gguf_get_str(g, kv->key, &str, err) +
+                (uint64_t)gguf_get_arr(g, kv->key, &a, err);
         if (kv->type == GGUF_VTYPE_STRING)
             touch(kv->v.str.data, kv->v.str.len);
         else if (kv->type == GGUF_VTYPE_ARRAY)

@@ -19,15 +19,6 @@ bad() {
   echo "FAIL $*"
 }
 
-# Same numbers, within a relative 1e-6 (the dump prints doubles, inspect 9 digits), or same words.
-same_value() {
-  awk -v a="$1" -v b="$2" 'BEGIN {
-    if (a == b) exit 0
-    if (a !~ /^-?[0-9.e+-]+$/ || b !~ /^-?[0-9.e+-]+$/) exit 1
-    d = a - b; if (d < 0) d = -d; m = (a < 0 ? -a : a)
-    exit !(d <= 1e-6 * m + 1e-30) }'
-}
-
 # "name type [shape] offset" lines of the tensors section of a meta.txt or inspect output.
 tensor_lines() {
   sed -n '/^tensors (/,/^$/p' "$1" | sed -nE 's/^  ([^ ]+) +([^ ]+) +(\[[^]]*\]) off=([0-9]+).*/\1 \L\2\E \3 \4/p'
@@ -75,25 +66,33 @@ check_model() {
   done < <(grep -E '^  [^ ]+ = \[ARRAY ' "$meta")
   [ $arrays_ok = 1 ] && ok
 
-  # hyperparameters: meta label -> inspect label
-  local hp_ok=1 pair ml il mv iv
-  for pair in "n_ctx_train|context length" "n_embd|embedding length" "n_layer|block count" \
-    "n_ff|feed-forward length" "n_head|head count" "n_head_kv|head count kv" \
-    "n_rot (rope.dimension_count)|rope dimensions" "rope.freq_base|rope freq base" \
-    "rms_norm_eps|rms norm epsilon" "vocab size (len tokenizer.ggml.tokens)|vocab size (tokens)"; do
-    ml=${pair%%|*}
-    il=${pair#*|}
-    mv=$(grep -m1 -F "$ml: " "$meta" | sed "s/^[^:]*: //")
-    [ -n "$mv" ] || continue
-    iv=$(sed -n '/^hyperparameters/,/^$/p' "$out" | grep -m1 -F "  $il: " | sed "s/^[^:]*: //")
-    [ "$mv" = "None" ] && mv="(absent)"
-    if [ -z "$iv" ] && [ "$mv" = "(absent)" ]; then continue; fi
-    same_value "$mv" "$iv" || {
-      hp_ok=0
-      bad "$name: $il: inspect '$iv', meta '$mv'"
+  # hyperparameters: meta label -> inspect label; numbers equal within a relative 1e-6 (the dump
+  # prints doubles, inspect 9 digits); "None" and "(absent)" the same
+  local hp
+  hp=$(awk '
+    BEGIN {
+      n = split("n_ctx_train|context length;n_embd|embedding length;n_layer|block count;" \
+        "n_ff|feed-forward length;n_head|head count;n_head_kv|head count kv;" \
+        "n_rot (rope.dimension_count)|rope dimensions;rope.freq_base|rope freq base;" \
+        "rms_norm_eps|rms norm epsilon;vocab size (len tokenizer.ggml.tokens)|vocab size (tokens)", pairs, ";")
     }
-  done
-  [ $hp_ok = 1 ] && ok
+    function num(x) { return x ~ /^-?[0-9.]+(e[-+]?[0-9]+)?$/ }
+    FNR == NR { i = index($0, ": "); if (i) meta[substr($0, 1, i - 1)] = substr($0, i + 2); next }
+    /^hyperparameters/ { h = 1; next }
+    h && /^$/ { h = 0 }
+    h { i = index($0, ": "); got[substr($0, 3, i - 3)] = substr($0, i + 2) }
+    END {
+      for (k = 1; k <= n; k++) {
+        split(pairs[k], p, "|")
+        if (!(p[1] in meta)) continue
+        a = meta[p[1]]; b = (p[2] in got) ? got[p[2]] : "(absent)"
+        if (a == "None") a = "(absent)"
+        if (a == b) continue
+        if (num(a) && num(b)) { d = a - b; if (d < 0) d = -d; m = a < 0 ? -a : a; if (d <= 1e-6 * m) continue }
+        printf "%s: inspect %s, meta %s; ", p[2], b, a
+      }
+    }' "$meta" "$out")
+  if [ -z "$hp" ]; then ok; else bad "$name: $hp"; fi
 
   # the same through --json
   if ! "$W" inspect -m "$m" --json >"$json" 2>"$err"; then

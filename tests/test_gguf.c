@@ -1002,6 +1002,43 @@ test_nesting_and_names(void)
     b = finish(w);
     EXPECT(&b, ERR_FORMAT, "tensor 0 name", "299");
     free(b.p);
+
+    /* depth 4 is the most the reader takes */
+    w = new_writer();
+    for (int d = 0; d < 4; d++)
+        gguf_writer_begin_arr(w, d ? NULL : "deep4", d < 3 ? GGUF_VTYPE_ARRAY : GGUF_VTYPE_UINT8,
+                              1);
+    gguf_writer_val_int(w, GGUF_VTYPE_UINT8, 1);
+    for (int d = 0; d < 4; d++)
+        gguf_writer_end_arr(w);
+    b = finish(w);
+    EXPECT(&b, ERR_OK, NULL, NULL);
+    free(b.p);
+
+    /* keys: at most 65535 bytes */
+    char *key = malloc(65537);
+    CHECK(key != NULL);
+    memset(key, 'k', 65536);
+    key[65536] = '\0';
+    w = new_writer();
+    gguf_writer_add_u8(w, key + 1, 1);
+    b = finish(w);
+    EXPECT(&b, ERR_OK, NULL, NULL);
+    free(b.p);
+    w = new_writer();
+    gguf_writer_add_u8(w, key, 1);
+    free(key);
+    b = finish(w);
+    EXPECT(&b, ERR_FORMAT, "metadata key 0", "65536 bytes");
+    free(b.p);
+
+    /* bools are 0 or 1, in arrays too */
+    w = new_writer();
+    gguf_writer_add_arr(w, "flags", GGUF_VTYPE_UINT8, (uint8_t[]){1, 0, 2}, 3);
+    b = finish(w);
+    b.p[24 + 8 + 5 + 4] = GGUF_VTYPE_BOOL; /* the element type of the first KV */
+    EXPECT(&b, ERR_FORMAT, "'flags'", "bool element 2 is 2");
+    free(b.p);
 }
 
 /* ---- (c) types llorch cannot compute with ---- */
