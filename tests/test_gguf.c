@@ -676,16 +676,17 @@ m_str_len(struct bytes *b, const struct base *s, uint64_t arg)
     put_u64(b, kv_value(s, 0), arg ? arg : b->n - kv_value(s, 0) - 8 + 1);
 }
 
+/* Array counts; 0 stands for one element more than the bytes left could hold. */
 static void
 m_arr_count(struct bytes *b, const struct base *s, uint64_t arg)
 {
-    put_u64(b, kv_value(s, 2) + 4, arg);
+    put_u64(b, kv_value(s, 2) + 4, arg ? arg : (b->n - kv_value(s, 2) - 12) / 8 + 1);
 }
 
 static void
 m_f32_arr_count(struct bytes *b, const struct base *s, uint64_t arg)
 {
-    put_u64(b, kv_value(s, 4) + 4, arg);
+    put_u64(b, kv_value(s, 4) + 4, arg ? arg : (b->n - kv_value(s, 4) - 12) / 4 + 1);
 }
 
 static void
@@ -812,6 +813,10 @@ static const struct mutation mutations[] = {
      "needs more"},
     {"float array count 2^62", m_f32_arr_count, 1ull << 62, ERR_FORMAT, "tokenizer.ggml.scores",
      "needs more"},
+    {"float array count past the end", m_f32_arr_count, 0, ERR_FORMAT, "tokenizer.ggml.scores",
+     "needs more"},
+    {"string array count past the end", m_arr_count, 0, ERR_FORMAT, "tokenizer.ggml.tokens",
+     "cannot fit"},
     {"string in array 2^64-1", m_arr_str_len, HUGE64, ERR_FORMAT, "tokenizer.ggml.tokens",
      "string length"},
     {"string in array 2^63", m_arr_str_len, HUGE63, ERR_FORMAT, "tokenizer.ggml.tokens",
