@@ -123,15 +123,18 @@ put_str(struct gguf_writer *w, struct buf *b, const char *s, uint64_t len)
     return buf_put(w, b, s, (size_t)len);
 }
 
-/* Checks that a KV or tensor may still be added (no header written, no open array). */
+/*
+ * Checks that something may still be added to the sections: no error so far, no header written,
+ * and no array left open unless it is an element of that array (in_array).
+ */
 static int
-can_add(struct gguf_writer *w, const char *what)
+can_add(struct gguf_writer *w, const char *what, bool in_array)
 {
     if (w->error != ERR_OK)
         return w->error;
     if (w->header_done)
         return fail(w, ERR_BAD_REQUEST, "gguf writer: %s added after the header was written", what);
-    if (w->depth > 0 && strcmp(what, "array element") != 0)
+    if (w->depth > 0 && !in_array)
         return fail(w, ERR_BAD_REQUEST, "gguf writer: %s added inside an unfinished array", what);
     return ERR_OK;
 }
@@ -207,7 +210,7 @@ gguf_writer_set_counts(struct gguf_writer *w, uint64_t n_tensors, uint64_t n_kv)
 static int
 kv_begin(struct gguf_writer *w, const char *key, enum gguf_vtype t)
 {
-    if (can_add(w, "KV") != ERR_OK)
+    if (can_add(w, "KV", false) != ERR_OK)
         return w->error;
     if (put_str(w, &w->kv, key, strlen(key)) != ERR_OK || put_le(w, &w->kv, t, 4) != ERR_OK)
         return w->error;
@@ -371,7 +374,7 @@ element(struct gguf_writer *w, enum gguf_vtype t)
 {
     struct nest *n;
 
-    if (can_add(w, "array element") != ERR_OK)
+    if (can_add(w, "array element", true) != ERR_OK)
         return w->error;
     if (w->depth == 0)
         return fail(w, ERR_BAD_REQUEST, "gguf writer: %s value outside an array",
@@ -515,7 +518,7 @@ gguf_writer_kv_copy(struct gguf_writer *w, const struct gguf_kv *kv, const char 
 int
 gguf_writer_add_raw_kv(struct gguf_writer *w, const void *bytes, size_t len, uint64_t n_kv)
 {
-    if (can_add(w, "raw KV") != ERR_OK || buf_put(w, &w->kv, bytes, len) != ERR_OK)
+    if (can_add(w, "raw KV", false) != ERR_OK || buf_put(w, &w->kv, bytes, len) != ERR_OK)
         return w->error;
     w->n_kv += n_kv;
     return ERR_OK;
@@ -550,7 +553,7 @@ gguf_writer_add_tensor(struct gguf_writer *w, const char *name, uint32_t type, u
     uint64_t nbytes, rows = 1;
     struct wtensor *t;
 
-    if (can_add(w, "tensor") != ERR_OK)
+    if (can_add(w, "tensor", false) != ERR_OK)
         return w->error;
     if (type_traits(type) == NULL)
         return fail(w, ERR_BAD_REQUEST, "gguf writer: tensor %s: unknown type id", name);
@@ -592,7 +595,7 @@ int
 gguf_writer_add_tensor_raw(struct gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
                            const uint64_t *ne, uint64_t offset)
 {
-    if (can_add(w, "tensor") != ERR_OK)
+    if (can_add(w, "tensor", false) != ERR_OK)
         return w->error;
     return tensor_info(w, name, type, n_dims, ne, offset);
 }

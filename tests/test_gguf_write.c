@@ -383,6 +383,14 @@ test_write_misuse_is_sticky(void)
     CHECK(gguf_writer_end_arr(w) == ERR_BAD_REQUEST);
     CHECK(gguf_writer_finish(w, err) == ERR_BAD_REQUEST);
     CHECKF(strstr(err, "ended before its count") != NULL, "%s", err);
+    CHECK(gguf_writer_take(w, &size) == NULL && size == 0);
+    gguf_writer_free(w);
+
+    CHECK(gguf_writer_new_mem(&w, err) == ERR_OK);
+    gguf_writer_begin_arr(w, "a", GGUF_VTYPE_UINT8, 1);
+    CHECK(gguf_writer_add_u32(w, "b", 1) == ERR_BAD_REQUEST);
+    CHECK(gguf_writer_finish(w, err) == ERR_BAD_REQUEST);
+    CHECKF(strstr(err, "inside an unfinished array") != NULL, "%s", err);
     buf = gguf_writer_take(w, &size);
     CHECK(buf == NULL && size == 0);
     gguf_writer_free(w);
