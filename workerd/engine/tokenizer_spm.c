@@ -8,7 +8,7 @@
  * highest score is merged (leftmost on equal scores), using a max-heap of candidate pairs and a
  * doubly linked list of symbols; heap entries made stale by an earlier merge are recognised by
  * their recorded length and skipped. Each final symbol that is not a token becomes byte tokens.
- * Scratch is one allocation sized by the text.
+ * Scratch is sized by the text: the escaped text, and 64 bytes per character (symbols and heap).
  */
 #include "workerd/engine/tokenizer_impl.h"
 
@@ -106,7 +106,6 @@ int
 tokenizer_spm_encode(const struct tokenizer *t, const char *text, size_t len, bool space_prefix,
                      struct tok_out *out, char *err)
 {
-    size_t cap = 3 * (len + 1); /* escaped text: every byte a space, plus the prefix */
     struct spm_sym *syms = NULL;
     struct spm_heap heap = {NULL, 0};
     char *esc;
@@ -115,13 +114,9 @@ tokenizer_spm_encode(const struct tokenizer *t, const char *text, size_t len, bo
 
     if (len == 0 && !space_prefix)
         return ERR_OK;
-    /* n symbols give at most n - 1 initial pairs and 2 more per merge (n - 1 merges) */
-    syms = malloc(cap * sizeof(*syms) + 3 * cap * sizeof(*heap.a) + cap);
-    if (syms == NULL)
+    esc = malloc(3 * (len + 1)); /* every byte a space, plus the prefix */
+    if (esc == NULL)
         return err_set(err, ERR_NOMEM, "tokenize: no memory for %zu bytes of text", len);
-    heap.a = (struct spm_pair *)(syms + cap);
-    esc = (char *)(heap.a + 3 * cap);
-
     for (size_t i = 0; i < len + space_prefix; i++) {
         char c = space_prefix ? (i == 0 ? ' ' : text[i - 1]) : text[i];
         if (c == ' ') {
@@ -131,14 +126,22 @@ tokenizer_spm_encode(const struct tokenizer *t, const char *text, size_t len, bo
             esc[n_esc++] = c;
         }
     }
-    for (size_t off = 0; off < n_esc; n_syms++) {
+    for (size_t off = 0; off < n_esc; n_syms++)
+        off += spm_char_len((unsigned char)esc[off]);
+    /* n symbols give at most n - 1 initial pairs and 2 more per merge (n - 1 merges) */
+    syms = malloc(n_syms * (sizeof(*syms) + 3 * sizeof(*heap.a)));
+    if (syms == NULL) {
+        free(esc);
+        return err_set(err, ERR_NOMEM, "tokenize: no memory for %zu characters", n_syms);
+    }
+    heap.a = (struct spm_pair *)(syms + n_syms);
+    for (size_t i = 0, off = 0; i < n_syms; i++) {
         uint32_t n = spm_char_len((unsigned char)esc[off]);
         if (n > n_esc - off)
             n = (uint32_t)(n_esc - off);
-        syms[n_syms] = (struct spm_sym){(int32_t)n_syms - 1, -1, (uint32_t)off, n};
+        syms[i] = (struct spm_sym){(int32_t)i - 1, i + 1 < n_syms ? (int32_t)i + 1 : -1,
+                                   (uint32_t)off, n};
         off += n;
-        if (off < n_esc)
-            syms[n_syms].next = (int32_t)n_syms + 1;
     }
 
     for (size_t i = 1; i < n_syms; i++)
@@ -178,5 +181,6 @@ tokenizer_spm_encode(const struct tokenizer *t, const char *text, size_t len, bo
     }
 done:
     free(syms);
+    free(esc);
     return rc;
 }
