@@ -126,6 +126,13 @@ sched_new(const struct sched_config *cfg, const struct sched_ops *ops, uint64_t 
     return s;
 }
 
+/* Milliseconds from since to now; 0 when since is later (stamped by another thread meanwhile). */
+static uint64_t
+elapsed(uint64_t now_ms, uint64_t since_ms)
+{
+    return now_ms > since_ms ? now_ms - since_ms : 0;
+}
+
 /* ---- lists ---- */
 
 static void
@@ -420,13 +427,13 @@ fill_stats(const struct sched_req *r, struct proto_stats *st, const struct proto
     st->prompt_tokens = r->n_prompt;
     st->gen_tokens = r->n_gen;
     if (r->dispatch_ms != 0)
-        st->queue_ms = (double)(r->dispatch_ms - r->submit_ms);
+        st->queue_ms = (double)elapsed(r->dispatch_ms, r->submit_ms);
     if (worker != NULL) {
         st->prefill_ms = worker->prefill_ms;
         st->decode_ms = worker->decode_ms;
     } else if (r->first_token_ms != 0) {
-        st->prefill_ms = (double)(r->first_token_ms - r->dispatch_ms);
-        st->decode_ms = (double)(now_ms - r->first_token_ms);
+        st->prefill_ms = (double)elapsed(r->first_token_ms, r->dispatch_ms);
+        st->decode_ms = (double)elapsed(now_ms, r->first_token_ms);
     }
 }
 
@@ -801,7 +808,7 @@ sched_worker_ready(struct sched *s, int slot, const struct proto_ready *rd, uint
         w->detail[0] = '\0';
         s->n_ctx = rd->n_ctx;
         log_info("worker %d ready (pid %d, context %u, batch %u) after %llu ms", slot, rd->pid,
-                 rd->n_ctx, rd->max_batch, (unsigned long long)(now_ms - w->started_ms));
+                 rd->n_ctx, rd->max_batch, (unsigned long long)elapsed(now_ms, w->started_ms));
         dispatch_locked(s, now_ms);
     }
     pthread_mutex_unlock(&s->mu);
@@ -964,12 +971,12 @@ sched_tick(struct sched *s, uint64_t now_ms)
             }
         }
         if (!r->ended && r->waiters == NULL &&
-            now_ms - r->last_poll_ms >= s->cfg.client_timeout_ms) {
+            elapsed(now_ms, r->last_poll_ms) >= s->cfg.client_timeout_ms) {
             log_info("request %s: no poll for %llu ms; cancelling", r->id,
-                     (unsigned long long)(now_ms - r->last_poll_ms));
+                     (unsigned long long)elapsed(now_ms, r->last_poll_ms));
             cancel_req(s, r, now_ms);
         }
-        if (r->ended && r->state == REQ_IDLE && now_ms - r->end_ms >= s->cfg.linger_ms)
+        if (r->ended && r->state == REQ_IDLE && elapsed(now_ms, r->end_ms) >= s->cfg.linger_ms)
             req_drop(s, r);
     }
     for (int i = 0; i < s->cfg.n_slots; i++) {
@@ -977,11 +984,12 @@ sched_tick(struct sched *s, uint64_t now_ms)
 
         if (w->kill_sent)
             continue;
-        if (w->state == WSLOT_STARTING && now_ms - w->started_ms >= s->cfg.start_timeout_ms) {
+        if (w->state == WSLOT_STARTING &&
+            elapsed(now_ms, w->started_ms) >= s->cfg.start_timeout_ms) {
             w->kill_sent = true;
             s->ops.kill(s->ops.ud, i, "not ready in time");
         } else if (w->state == WSLOT_READY && w->n_running > 0 &&
-                   now_ms - w->progress_ms >= s->cfg.progress_timeout_ms) {
+                   elapsed(now_ms, w->progress_ms) >= s->cfg.progress_timeout_ms) {
             w->kill_sent = true;
             s->ops.kill(s->ops.ud, i, "no token progress");
         }
@@ -1055,7 +1063,7 @@ sched_status(struct sched *s, uint64_t now_ms,
     st.workers_ready = workers_ready(s);
     st.completed = s->completed;
     st.failed = s->failed;
-    st.uptime_ms = now_ms - s->start_ms;
+    st.uptime_ms = elapsed(now_ms, s->start_ms);
     tenant.queued = st.queued_interactive + st.queued_batch;
     tenant.running = st.running;
     tenant.gen_tokens = s->gen_tokens;
