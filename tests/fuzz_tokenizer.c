@@ -2,7 +2,8 @@
  * fuzz_tokenizer.c: libFuzzer target for tokenizer_encode/decode on real vocabularies from
  * ../shared (stories260K: 512 tokens, mostly byte fallback; phi-3: 32064 tokens with
  * user-defined and control tokens). The first input byte picks the vocabulary, add_bos and
- * parse_special; the rest is the text. Traps when: encoding fails or gives an id out of range,
+ * parse_special; the rest is the text. Traps when: encoding fails, needs more ids than
+ * tokenizer_max_tokens() says, or gives an id out of range,
  * the count differs when the output buffer is too small, decoding fails or its length is not the
  * pieces' minus the leading space, or (stories260K, valid UTF-8 without U+2581, every token
  * printing something) the text does not come back byte for byte. Without ../shared it tests
@@ -56,12 +57,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int k = data[0] & 1;
     bool add_bos = data[0] & 2, parse_special = data[0] & 4;
     const char *text = (const char *)data + 1;
-    size_t len = size - 1, max = 3 * len + 8, n, n2, dlen, plen = 0;
+    size_t len = size - 1, max, n, n2, dlen, plen = 0;
     struct tokenizer *t = vocab(k);
     char err[ERR_MSG_MAX];
 
     if (t == NULL)
         return 0;
+    max = tokenizer_max_tokens(t, len);
     int32_t *ids = malloc(max * sizeof(*ids));
     char *out = malloc(3 * len + 16), *piece = malloc(3 * len + 16);
     check(ids && out && piece);

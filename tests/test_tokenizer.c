@@ -411,10 +411,15 @@ test_invalid_utf8_and_nul(void)
     if (!vocab_open(&v[0], files[0]))
         return;
     int rc = tokenizer_encode(v[0].t, "\xff x", 3, false, false, ids, 16, &n, err);
+    /* so "\xc3 " costs 4 tokens, plus the prefix and BOS: more than len + 2, within the bound */
+    size_t n2;
+    int rc2 = tokenizer_encode(v[0].t, "\xc3 \xc3 ", 4, true, false, NULL, 0, &n2, err);
+    size_t bound = tokenizer_max_tokens(v[0].t, 4);
     vocab_close(&v[0]);
     CHECK(rc == ERR_OK && n >= 5);
     CHECKF(ids[0] == 410 && ids[1] == 258 && ids[2] == 229 && ids[3] == 153 && ids[4] == 132,
            "%d %d %d %d %d", ids[0], ids[1], ids[2], ids[3], ids[4]);
+    CHECKF(rc2 == ERR_BAD_REQUEST && n2 == 10 && n2 <= bound, "n %zu bound %zu", n2, bound);
 }
 
 /* 100 KB of mixed text through the 32000-token vocabulary, in well under a second. */

@@ -167,17 +167,11 @@ cmd_tokenize(int argc, char **argv)
     if ((rc = open_vocab(argv[0], a.model, &g, &t)) != CMD_EXIT_OK)
         return rc;
 
-    size_t len = strlen(a.text), max = len + 16, n = 0;
+    size_t len = strlen(a.text), max = tokenizer_max_tokens(t, len), n = 0;
     bool add_bos = tokenizer_add_bos(t) && !a.no_bos;
     int32_t *ids = malloc(max * sizeof(*ids));
     int erc = ids == NULL ? err_set(err, ERR_NOMEM, "no memory for %zu ids", max)
                           : tokenizer_encode(t, a.text, len, add_bos, false, ids, max, &n, err);
-    if (erc == ERR_BAD_REQUEST && n > max) { /* the first guess was too small: n is exact */
-        int32_t *more = realloc(ids, n * sizeof(*ids));
-        erc = more == NULL ? err_set(err, ERR_NOMEM, "no memory for %zu ids", n)
-                           : tokenizer_encode(t, a.text, len, add_bos, false, more, n, &n, err);
-        ids = more != NULL ? more : ids;
-    }
     if (erc != ERR_OK) {
         fprintf(stderr, "workerd %s: %s\n", argv[0], err);
         rc = CMD_EXIT_ERROR;

@@ -597,6 +597,16 @@ done:
     return rc;
 }
 
+size_t
+tokenizer_max_tokens(const struct tokenizer *t, size_t len)
+{
+    /* every id covers at least one byte of the escaped text, which has at most 3 bytes per
+       input byte plus a 3-byte prefix per plain run; S special tokens cover at least S input
+       bytes and start at most S + 1 runs: 3 (len - S) + 3 (S + 1) + S + BOS + EOS <= 4 len + 5 */
+    (void)t;
+    return 4 * len + 5;
+}
+
 /* Collects output bytes: counts them all, stores what fits, drops one leading space if asked. */
 struct sink {
     char *buf;

@@ -64,6 +64,14 @@ int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, bo
                      bool parse_special, int32_t *ids, size_t max, size_t *n, char *err);
 
 /*
+ * An upper bound on the ids tokenizer_encode() gives for len bytes of any text (BOS and EOS
+ * included), for sizing ids before the call. It is not len + 2: a space can cost up to three
+ * byte tokens (U+2581 split by a preceding invalid lead byte) and each plain run after a special
+ * token gets a space prefix. Currently 4 * len + 5.
+ */
+size_t tokenizer_max_tokens(const struct tokenizer *t, size_t len);
+
+/*
  * The bytes id contributes to output text: normal tokens with U+2581 turned into spaces,
  * <0xXX> byte tokens as that byte, user-defined tokens as their text, control, unknown and
  * unused tokens as nothing (llama.cpp's token_to_piece with special = false). Writes up to size
