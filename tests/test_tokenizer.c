@@ -2,9 +2,9 @@
  * test_tokenizer.c: the SentencePiece tokenizer against llama.cpp's own answers: every line of
  * the ../shared/ref tokenize-*.jsonl files of the SPM vocabularies (ids with and without BOS,
  * token texts, pieces, detokenization), llama.cpp's test-tokenizer-0 vectors (.inp/.out) of the
- * SPM vocab files, and the prompt ids of every stories260K reference case. Then robustness
- * (invalid UTF-8, NUL bytes, 100 KB of text, the empty string, small output buffers) and the
- * load errors, on the real files and on small GGUF files built here in memory.
+ * SPM vocab files, and the prompt ids of every case of every model's reference file. Then
+ * robustness (invalid UTF-8, NUL bytes, 100 KB of text, the empty string, small output buffers) and
+ * the load errors, on the real files and on small GGUF files built here in memory.
  */
 #include "common/err.h"
 #include "tests/gguf_write.h"
@@ -12,11 +12,13 @@
 #include "workerd/engine/gguf.h"
 #include "workerd/engine/tokenizer.h"
 
+#include <glob.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MAX_IDS 4096
 
@@ -187,7 +189,7 @@ run_ref_file(const char *model_rel, const char *jsonl_rel, int *lines)
     f = fopen(path, "r");
     while (f != NULL && getline(&line, &cap, f) > 0) {
         json_error_t jerr;
-        json_t *j = json_loads(line, 0, &jerr);
+        json_t *j = json_loads(line, JSON_ALLOW_NUL, &jerr);
         if (j == NULL) {
             printf("  %s:%d: %s\n", path, jerr.line, jerr.text);
             bad++;
@@ -299,51 +301,102 @@ done:
 VECTOR_TEST(test_vectors_llama_spm, "models/vocab/ggml-vocab-llama-spm.gguf")
 VECTOR_TEST(test_vectors_phi3, "models/vocab/ggml-vocab-phi-3.gguf")
 
-/* prompt_ids and prompt_text (the pieces joined) of every stories260K reference case. */
-static void
-test_stories_prompts(void)
+/*
+ * prompt_ids and prompt_text (the pieces joined) of every case of one <model>.jsonl reference
+ * file, on the model it names (found under models/, models/small/ or models/derived/). Returns
+ * the mismatches (printed), or -1 when the model cannot be opened.
+ */
+static int
+run_prompt_file(const char *path, const char *models, int *cases)
 {
+    static const char *const dirs[] = {"", "small/", "derived/"};
     static int32_t ids[MAX_IDS];
     static char buf[65536];
-    char path[512], err[ERR_MSG_MAX];
-    struct vocab v;
+    char model[1200], err[ERR_MSG_MAX];
+    struct gguf *g = NULL;
+    struct tokenizer *t = NULL;
     char *line = NULL;
     size_t cap = 0, n;
-    int cases = 0, bad = 0;
-    FILE *f;
+    int bad = 0;
+    FILE *f = fopen(path, "r");
 
-    if (!harness_shared(path, sizeof(path), "ref/stories260K.jsonl") ||
-        !vocab_open(&v, "models/stories260K.gguf"))
-        return;
-    f = fopen(path, "r");
+    *cases = 0;
     while (f != NULL && getline(&line, &cap, f) > 0) {
-        json_t *j = json_loads(line, 0, NULL);
+        json_t *j = json_loads(line, JSON_ALLOW_NUL, NULL);
         json_t *prompt = json_object_get(j, "prompt");
+        const char *id = json_string_value(json_object_get(j, "id"));
         const char *want_text = json_string_value(json_object_get(j, "prompt_text"));
         size_t plen = 0;
 
-        if (tokenizer_encode(v.t, json_string_value(prompt), json_string_length(prompt),
+        for (size_t d = 0; t == NULL && d < sizeof(dirs) / sizeof(dirs[0]); d++) {
+            snprintf(model, sizeof(model), "%s/%s%s", models, dirs[d],
+                     json_string_value(json_object_get(j, "model")));
+            if (access(model, R_OK) == 0 &&
+                (gguf_open(&g, model, err) != ERR_OK || tokenizer_load(&t, g, err) != ERR_OK))
+                printf("  %s: %s\n", model, err);
+        }
+        if (t == NULL) {
+            json_decref(j);
+            bad = -1;
+            break;
+        }
+        if (tokenizer_encode(t, json_string_value(prompt), json_string_length(prompt),
                              json_is_true(json_object_get(j, "add_bos")), false, ids, MAX_IDS, &n,
                              err) != ERR_OK ||
             !ids_equal(ids, n, json_object_get(j, "prompt_ids"))) {
-            printf("  %s: prompt_ids differ\n", json_string_value(json_object_get(j, "id")));
+            printf("  %s %s: prompt_ids differ\n", path, id);
             bad++;
         }
         for (size_t i = 0; i < n; i++)
-            plen += tokenizer_piece(v.t, ids[i], buf + plen, sizeof(buf) - plen);
+            plen += tokenizer_piece(t, ids[i], buf + plen, sizeof(buf) - plen);
         if (want_text == NULL || plen != strlen(want_text) || memcmp(buf, want_text, plen) != 0) {
-            printf("  %s: prompt_text differs\n", json_string_value(json_object_get(j, "id")));
+            printf("  %s %s: prompt_text differs\n", path, id);
             bad++;
         }
-        cases++;
+        (*cases)++;
         json_decref(j);
     }
     if (f != NULL)
         fclose(f);
     free(line);
-    vocab_close(&v);
+    tokenizer_free(t);
+    gguf_close(g);
+    return bad;
+}
+
+/* Every reference case of every model in ../shared/ref (llama and qwen2 files, all types). */
+static void
+test_model_prompts(void)
+{
+    char ref[512], models[512], pattern[600];
+    glob_t gl;
+    int files = 0, bad = 0;
+
+    if (!harness_shared(ref, sizeof(ref), "ref") ||
+        !harness_shared(models, sizeof(models), "models"))
+        return;
+    snprintf(pattern, sizeof(pattern), "%s/*.jsonl", ref);
+    CHECK(glob(pattern, 0, NULL, &gl) == 0);
+    for (size_t i = 0; i < gl.gl_pathc; i++) {
+        const char *base = strrchr(gl.gl_pathv[i], '/') + 1;
+        int cases;
+
+        if (strncmp(base, "tokenize-", 9) == 0 || strncmp(base, "tensors-", 8) == 0 ||
+            strcmp(base, "cases.jsonl") == 0)
+            continue;
+        int r = run_prompt_file(gl.gl_pathv[i], models, &cases);
+        if (r < 0 || cases != 8) {
+            printf("  %s: model not opened or %d cases\n", base, cases);
+            bad++;
+        } else {
+            bad += r;
+        }
+        files++;
+    }
+    globfree(&gl);
+    printf("  %d model files\n", files);
     CHECKF(bad == 0, "%d mismatches", bad);
-    CHECKF(cases == 8, "%d cases", cases);
+    CHECKF(files >= 20, "only %d model reference files", files);
 }
 
 /* decode(encode(s)) == s for bytes without U+2581 (which comes back as a space). */
@@ -778,7 +831,7 @@ main(int argc, char **argv)
         TEST(test_ref_baichuan),
         TEST(test_vectors_llama_spm),
         TEST(test_vectors_phi3),
-        TEST(test_stories_prompts),
+        TEST(test_model_prompts),
         TEST(test_invalid_utf8_and_nul),
         TEST(test_big_input_fast),
         TEST(test_empty_and_small_buffers),
