@@ -15,6 +15,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* Where orchd listens unless told otherwise, and where orchctl looks (unless $LLORCH_URL or -u). */
+#define CLIENT_DEFAULT_URL "ipc:///tmp/llorch.sock"
+
 struct client_opts {
     const char *key;     /* tenant key sent with every request, or NULL (copied) */
     uint32_t timeout_ms; /* bound on each call beyond its long-poll wait; 0 = 10000 */
