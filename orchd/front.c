@@ -131,7 +131,9 @@ tokenize_prompt(const struct tokenizer *tok, const struct proto_submit *sub, int
         return err_set(err, ERR_UNSUPPORTED,
                        "messages: chat templates are not supported yet; send a prompt");
     len = strlen(sub->prompt);
-    max = len + 2 < PROTO_MAX_IDS ? len + 2 : PROTO_MAX_IDS;
+    max = tokenizer_max_tokens(tok, len);
+    if (max > PROTO_MAX_IDS)
+        max = PROTO_MAX_IDS;
     *ids = malloc(max * sizeof(**ids));
     if (*ids == NULL)
         return err_set(err, ERR_NOMEM, "prompt: out of memory tokenizing %zu bytes", len);
