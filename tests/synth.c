@@ -2,8 +2,8 @@
  * synth.c: the synthetic model builder of synth.h. It plans the tensors of the architecture (names
  * and shapes as llama.cpp's GGUF files have them), writes the metadata and a tokenizer (copied or
  * built in) through tests/gguf_write.h, then generates each tensor in row chunks from the
- * counter-based generator (tests/synth_rand.h), converts the rows to the requested type
- * (workerd/engine/quant.h) and streams them out.
+ * counter-based generator (tests/synth_rand.h), converts the rows to each tensor's type (the
+ * type table's reference quantizers, workerd/engine/types.h) and streams them out.
  */
 #include "tests/synth.h"
 
@@ -11,7 +11,6 @@
 #include "tests/gguf_write.h"
 #include "tests/synth_rand.h"
 #include "workerd/engine/gguf.h"
-#include "workerd/engine/quant.h"
 #include "workerd/engine/types.h"
 
 #include <errno.h>
@@ -78,22 +77,73 @@ synth_arch_parse(const char *s, enum synth_arch *out)
     return false;
 }
 
-/* llama.cpp's general.file_type for a model whose matrices all have the type. */
+/*
+ * llama.cpp's general.file_type for the model's type: the _M mixes are Q4_K_M 15 / Q5_K_M 17,
+ * plain K types the nearest llama.cpp name (Q4_K_S 14, Q5_K_S 16, Q6_K 18).
+ */
 static uint32_t
-file_type_of(uint32_t type)
+file_type_of(const struct synth_config *c)
 {
-    switch (type) {
+    switch (c->type) {
     case TYPE_F32:
         return 0;
     case TYPE_F16:
         return 1;
     case TYPE_Q4_0:
         return 2;
+    case TYPE_Q4_1:
+        return 3;
     case TYPE_Q8_0:
         return 7;
+    case TYPE_Q5_0:
+        return 8;
+    case TYPE_Q5_1:
+        return 9;
+    case TYPE_Q4_K:
+        return c->mix_m ? 15 : 14;
+    case TYPE_Q5_K:
+        return c->mix_m ? 17 : 16;
+    case TYPE_Q6_K:
+        return 18;
     default: /* TYPE_BF16: the only other type check_config lets through */
         return 32;
     }
+}
+
+/* llama-quantize's rule for the layers whose attn_v and ffn_down the _M mixes keep in Q6_K. */
+static bool
+more_bits_layer(int64_t i, int64_t n)
+{
+    return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2;
+}
+
+/*
+ * The type of a matrix with rows of ne0: the model's type, Q6_K where the _M mix wants more bits
+ * (the output, or the tied embedding; attn_v and ffn_down of more_bits_layer), and for K types a
+ * row not a multiple of 256 falls back as llama-quantize does: Q4_K -> Q5_0, Q5_K -> Q5_1,
+ * Q6_K -> Q8_0, and F16 when the row is not a multiple of 32 either.
+ */
+static uint32_t
+matrix_type(const struct synth_config *c, bool more_bits, int64_t ne0)
+{
+    uint32_t t = c->mix_m && more_bits ? TYPE_Q6_K : c->type;
+
+    if (ne0 % type_traits(t)->blck == 0)
+        return t;
+    switch (t) {
+    case TYPE_Q4_K:
+        t = TYPE_Q5_0;
+        break;
+    case TYPE_Q5_K:
+        t = TYPE_Q5_1;
+        break;
+    case TYPE_Q6_K:
+        t = TYPE_Q8_0;
+        break;
+    default: /* check_config refuses the other types' bad rows */
+        return t;
+    }
+    return ne0 % 32 == 0 ? t : TYPE_F16;
 }
 
 static int
@@ -139,10 +189,14 @@ check_config(const struct synth_config *c, char *err)
     if (!(c->rms_eps > 0.0f) || !isfinite(c->rms_eps))
         return err_set(err, ERR_BAD_REQUEST, "rms eps must be positive, got %g",
                        (double)c->rms_eps);
-    if (tt == NULL || quant_row_fns(c->type) == NULL)
+    if (tt == NULL || tt->from_float == NULL || tt->vec_dot == NULL)
         return err_set(err, ERR_BAD_REQUEST, "type %s: gguf-synth cannot write it",
                        tt != NULL ? tt->name : "(unknown id)");
-    if (c->n_embd % tt->blck != 0 || c->n_ff % tt->blck != 0)
+    if (c->mix_m && c->type != TYPE_Q4_K && c->type != TYPE_Q5_K)
+        return err_set(err, ERR_BAD_REQUEST, "the _M mix needs type q4_k or q5_k, not %s",
+                       tt->name);
+    /* K types fall back where a row does not fit (matrix_type); the others must fit */
+    if (tt->blck < 256 && (c->n_embd % tt->blck != 0 || c->n_ff % tt->blck != 0))
         return err_set(err, ERR_BAD_REQUEST,
                        "n_embd %lld and n_ff %lld must be multiples of %s's block size %u",
                        (long long)c->n_embd, (long long)c->n_ff, tt->name, tt->blck);
@@ -184,32 +238,37 @@ plan_build(const struct synth_config *c, int64_t n_vocab, struct plan *p, char *
     p->t = calloc(3 + (size_t)c->n_layer * per_layer, sizeof(*p->t));
     if (p->t == NULL)
         return err_set(err, ERR_NOMEM, "out of memory for %lld layers", (long long)c->n_layer);
-    plan_add(p, "token_embd.weight", c->n_embd, n_vocab, c->type, 0.0f, c->tied ? s_logit : 1.0f);
+    const int64_t e = c->n_embd, f = c->n_ff;
+
+    plan_add(p, "token_embd.weight", e, n_vocab, matrix_type(c, c->tied, e), 0.0f,
+             c->tied ? s_logit : 1.0f);
     for (int64_t l = 0; l < c->n_layer; l++) {
+        const bool more = more_bits_layer(l, c->n_layer);
+
 #define LAYER(suffix, ne0, ne1, type, mean, std)                                                   \
     do {                                                                                           \
         snprintf(name, sizeof(name), "blk.%lld." suffix, (long long)l);                            \
         plan_add(p, name, ne0, ne1, type, mean, std);                                              \
     } while (0)
-        LAYER("attn_norm.weight", c->n_embd, 0, TYPE_F32, 1.0f, 0.1f);
-        LAYER("attn_q.weight", c->n_embd, c->n_embd, c->type, 0.0f, s_embd);
-        LAYER("attn_k.weight", c->n_embd, n_kv, c->type, 0.0f, s_embd);
-        LAYER("attn_v.weight", c->n_embd, n_kv, c->type, 0.0f, s_embd);
+        LAYER("attn_norm.weight", e, 0, TYPE_F32, 1.0f, 0.1f);
+        LAYER("attn_q.weight", e, e, matrix_type(c, false, e), 0.0f, s_embd);
+        LAYER("attn_k.weight", e, n_kv, matrix_type(c, false, e), 0.0f, s_embd);
+        LAYER("attn_v.weight", e, n_kv, matrix_type(c, more, e), 0.0f, s_embd);
         if (bias) {
             LAYER("attn_q.bias", c->n_embd, 0, TYPE_F32, 0.0f, 0.1f);
             LAYER("attn_k.bias", n_kv, 0, TYPE_F32, 0.0f, 0.1f);
             LAYER("attn_v.bias", n_kv, 0, TYPE_F32, 0.0f, 0.1f);
         }
-        LAYER("attn_output.weight", c->n_embd, c->n_embd, c->type, 0.0f, s_embd);
-        LAYER("ffn_norm.weight", c->n_embd, 0, TYPE_F32, 1.0f, 0.1f);
-        LAYER("ffn_gate.weight", c->n_embd, c->n_ff, c->type, 0.0f, s_embd);
-        LAYER("ffn_up.weight", c->n_embd, c->n_ff, c->type, 0.0f, s_embd);
-        LAYER("ffn_down.weight", c->n_ff, c->n_embd, c->type, 0.0f, s_ff);
+        LAYER("attn_output.weight", e, e, matrix_type(c, false, e), 0.0f, s_embd);
+        LAYER("ffn_norm.weight", e, 0, TYPE_F32, 1.0f, 0.1f);
+        LAYER("ffn_gate.weight", e, f, matrix_type(c, false, e), 0.0f, s_embd);
+        LAYER("ffn_up.weight", e, f, matrix_type(c, false, e), 0.0f, s_embd);
+        LAYER("ffn_down.weight", f, e, matrix_type(c, more, f), 0.0f, s_ff);
 #undef LAYER
     }
     plan_add(p, "output_norm.weight", c->n_embd, 0, TYPE_F32, 1.0f, 0.1f);
     if (!c->tied)
-        plan_add(p, "output.weight", c->n_embd, n_vocab, c->type, 0.0f, s_logit);
+        plan_add(p, "output.weight", e, n_vocab, matrix_type(c, true, e), 0.0f, s_logit);
     return ERR_OK;
 }
 
@@ -355,7 +414,7 @@ add_metadata(struct gguf_writer *w, const struct synth_config *c, int64_t n_voca
     gguf_writer_add_str(w, "general.type", "model");
     gguf_writer_add_str(w, "general.name", "llorch-synth");
     gguf_writer_add_str(w, "general.description", desc);
-    gguf_writer_add_u32(w, "general.file_type", file_type_of(c->type));
+    gguf_writer_add_u32(w, "general.file_type", file_type_of(c));
     if (type_traits(c->type)->blck > 1)
         gguf_writer_add_u32(w, "general.quantization_version", 2);
     gguf_writer_add_u32(w, ARCH_KEY("context_length"), (uint32_t)c->n_ctx);
@@ -378,7 +437,7 @@ static int
 write_tensor(struct gguf_writer *w, const struct synth_config *c, const struct plan_tensor *t,
              float *vals, uint8_t *bytes, char *err)
 {
-    const struct quant_row_fns *fns = quant_row_fns(t->type);
+    const struct type_traits *fns = type_traits(t->type);
     const int64_t ne0 = t->ne[0];
     const int64_t rows_per_chunk = ne0 >= CHUNK_ELEMS ? 1 : CHUNK_ELEMS / ne0;
     const size_t row_bytes = type_row_size(t->type, (uint64_t)ne0);

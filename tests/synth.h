@@ -30,7 +30,11 @@ struct synth_config {
     float rope_base;
     float rms_eps;
     bool tied;     /* no output.weight: the output reuses token_embd.weight */
-    uint32_t type; /* type of the matrices (enum type_id): F32, F16, BF16, Q8_0, Q4_0 */
+    uint32_t type; /* type of the matrices (enum type_id): F32, F16, BF16, Q8_0, Q4_0, Q4_1,
+                      Q5_0, Q5_1, Q4_K, Q5_K, Q6_K (K types: rows not a multiple of 256 fall back
+                      to Q5_0 / Q5_1 / Q8_0, or F16, as llama-quantize does) */
+    bool mix_m;    /* with Q4_K or Q5_K: llama-quantize's _M mix, Q6_K for the output (or the
+                      tied embedding) and for attn_v and ffn_down of about half the layers */
     uint64_t seed;
     const char *vocab_from; /* GGUF whose tokenizer.* keys are copied, or NULL: a built-in vocab */
 };
@@ -48,9 +52,10 @@ bool synth_arch_parse(const char *s, enum synth_arch *out);
 /*
  * Writes the model c describes as GGUF v3 onto f (opened by the caller for writing, at its start;
  * the caller closes it). Checks c first (ERR_BAD_REQUEST naming the field: shapes that do not
- * divide, a type without a quantizer, a row not a multiple of the type's block, a vocab too small
- * for the built-in tokenizer...); ERR_IO / ERR_FORMAT / ERR_NOT_FOUND for vocab_from, ERR_IO for
- * writing. Blocks until the file is written; the same c gives the same bytes.
+ * divide, a type without a quantizer, a row not a multiple of the type's block (but K types fall
+ * back), the _M mix with another type, a vocab too small for the built-in tokenizer...); ERR_IO /
+ * ERR_FORMAT / ERR_NOT_FOUND for vocab_from, ERR_IO for writing. Blocks until the file is written;
+ * the same c gives the same bytes.
  */
 int synth_write(const struct synth_config *c, FILE *f, char *err);
 

@@ -218,9 +218,13 @@ test_qwen2_biases_tied(void)
 static void
 test_every_type_values(void)
 {
-    static const uint32_t types[] = {TYPE_F32, TYPE_F16, TYPE_BF16, TYPE_Q8_0, TYPE_Q4_0};
-    static const uint32_t file_types[] = {0, 1, 32, 7, 2};
-    static const double tol[] = {0.0, 0x1p-11, 0x1p-8, 0.6 / 127, 1.01 / 8}; /* x amax per block */
+    static const uint32_t types[] = {TYPE_F32,  TYPE_F16,  TYPE_BF16, TYPE_Q8_0,
+                                     TYPE_Q4_0, TYPE_Q4_1, TYPE_Q5_0, TYPE_Q5_1,
+                                     TYPE_Q4_K, TYPE_Q5_K, TYPE_Q6_K};
+    static const uint32_t file_types[] = {0, 1, 32, 7, 2, 3, 8, 9, 14, 16, 18};
+    /* x amax per block of 32 (half a step, a step where a quant clips, and the scale codes) */
+    static const double tol[] = {0.0,       0x1p-11,   0x1p-8, 0.6 / 127, 1.01 / 8, 1.01 / 15,
+                                 1.01 / 16, 1.01 / 31, 0.1,    0.05,      0.025};
     enum { N = 256 * 256 };
     static float want[N], got[N];
     char err[ERR_MSG_MAX];
@@ -240,7 +244,7 @@ test_every_type_values(void)
         bool shaped =
             check_layout(g, &c, 512) && kv_int(g, "general.file_type") == (int64_t)file_types[i];
         if (shaped) {
-            quant_row_fns(types[i])->to_float(q->data, got, N);
+            type_traits(types[i])->to_float(q->data, got, N);
             memcpy(want, norm->data, 256 * sizeof(float)); /* the norm, F32, for its mean below */
         }
         gguf_close(g);
@@ -271,6 +275,92 @@ test_every_type_values(void)
         }
         double std = sqrt(sum2 / N);
         CHECKF(fabs(std * 16.0 - 1.0) < 0.02, "attn_q std %g, want 1/sqrt(256)", std);
+    }
+}
+
+/* The type llama-quantize would give each matrix: want[i] for tensor names[i] of the file. */
+static bool
+check_types(const struct gguf *g, const char *const *names, const uint32_t *want, size_t n)
+{
+    bool ok = true;
+
+    for (size_t i = 0; i < n; i++) {
+        const struct gguf_tensor *t = gguf_find_tensor(g, names[i]);
+
+        if (t == NULL || t->type != want[i]) {
+            harness_fail(__FILE__, __LINE__, "%s: type %s, want %s", names[i],
+                         t != NULL ? type_traits(t->type)->name : "(none)",
+                         type_traits(want[i])->name);
+            ok = false;
+        }
+    }
+    return ok;
+}
+
+/*
+ * Q4_K_M over 8 layers: Q6_K for the output and for attn_v and ffn_down of layers 0, 3, 6 and 7
+ * (llama-quantize's rule: i < n/8, i >= 7n/8, (i - n/8) % 3 == 2), Q4_K elsewhere; n_ff 800 is a
+ * multiple of 32 but not of 256, so ffn_down falls back to Q5_0 (Q8_0 where it would be Q6_K).
+ */
+static void
+test_k_mix_and_fallback(void)
+{
+    struct synth_config c;
+    struct gguf *g;
+    static const char *const names[] = {
+        "output.weight",         "token_embd.weight",     "blk.0.attn_v.weight",
+        "blk.1.attn_v.weight",   "blk.3.attn_v.weight",   "blk.6.attn_v.weight",
+        "blk.7.attn_v.weight",   "blk.5.attn_q.weight",   "blk.0.ffn_down.weight",
+        "blk.1.ffn_down.weight", "blk.2.ffn_gate.weight",
+    };
+    static const uint32_t want[] = {TYPE_Q6_K, TYPE_Q4_K, TYPE_Q6_K, TYPE_Q4_K,
+                                    TYPE_Q6_K, TYPE_Q6_K, TYPE_Q6_K, TYPE_Q4_K,
+                                    TYPE_Q8_0, TYPE_Q5_0, TYPE_Q4_K};
+
+    synth_config_default(&c, SYNTH_ARCH_LLAMA);
+    c.n_layer = 8;
+    c.n_ff = 800;
+    c.type = TYPE_Q4_K;
+    c.mix_m = true;
+    g = write_and_open(&c, "q4_k_m.gguf");
+    CHECK(g != NULL);
+    if (g != NULL) {
+        CHECK(check_types(g, names, want, sizeof(names) / sizeof(names[0])));
+        CHECK(kv_int(g, "general.file_type") == 15);
+        gguf_close(g);
+    }
+
+    /* Q5_K_M, tied: the embedding is the output, so Q6_K; n_ff 100 leaves ffn_down in F16 */
+    static const char *const tied_names[] = {"token_embd.weight", "blk.0.ffn_down.weight",
+                                             "blk.1.ffn_down.weight", "blk.1.ffn_up.weight"};
+    static const uint32_t tied_want[] = {TYPE_Q6_K, TYPE_F16, TYPE_F16, TYPE_Q5_K};
+    synth_config_default(&c, SYNTH_ARCH_QWEN2);
+    c.n_ff = 100;
+    c.type = TYPE_Q5_K;
+    c.mix_m = true;
+    g = write_and_open(&c, "q5_k_m.gguf");
+    CHECK(g != NULL);
+    if (g != NULL) {
+        CHECK(check_types(g, tied_names, tied_want, 4));
+        CHECK(kv_int(g, "general.file_type") == 17);
+        gguf_close(g);
+    }
+
+    /* rows of 64 (stories260K's shape): every Q6_K matrix becomes Q8_0 */
+    static const char *const small_names[] = {"token_embd.weight", "blk.0.attn_q.weight",
+                                              "blk.0.ffn_down.weight"};
+    static const uint32_t small_want[] = {TYPE_Q8_0, TYPE_Q8_0, TYPE_Q8_0};
+    synth_config_default(&c, SYNTH_ARCH_LLAMA);
+    c.n_embd = 64;
+    c.n_head = 4;
+    c.n_head_kv = 4;
+    c.n_ff = 192;
+    c.type = TYPE_Q6_K;
+    g = write_and_open(&c, "q6_k.gguf");
+    CHECK(g != NULL);
+    if (g != NULL) {
+        CHECK(check_types(g, small_names, small_want, 3));
+        gguf_close(g);
     }
 }
 
@@ -472,7 +562,8 @@ test_bad_configs_refused(void)
         {"even", 96, 32, 32, 64, 512, TYPE_F16},        /* head size 3 */
         {"n_head_kv", 256, 8, 3, 64, 512, TYPE_F16},    /* 8 not a multiple of 3 */
         {"block size", 256, 8, 8, 100, 512, TYPE_Q8_0}, /* n_ff 100 not a multiple of 32 */
-        {"q4_k", 256, 8, 8, 256, 512, TYPE_Q4_K},       /* no quantizer (yet) */
+        {"q2_k", 256, 8, 8, 256, 512, TYPE_Q2_K},       /* no quantizer */
+        {"q8_k", 256, 8, 8, 256, 512, TYPE_Q8_K},       /* activations only */
         {"vocab", 256, 8, 8, 256, 100, TYPE_F16},       /* too small for the built-in vocab */
         {"n_embd", 0, 8, 8, 256, 512, TYPE_F16},
     };
@@ -495,6 +586,14 @@ test_bad_configs_refused(void)
                cases[i].field);
         CHECKF(access(path, F_OK) != 0, "case %zu left a file", i);
     }
+
+    /* the _M mix is for Q4_K and Q5_K only */
+    struct synth_config c;
+    synth_config_default(&c, SYNTH_ARCH_LLAMA);
+    c.type = TYPE_Q8_0;
+    c.mix_m = true;
+    CHECK(synth_write_file(&c, path, err) == ERR_BAD_REQUEST);
+    CHECKF(strstr(err, "mix") != NULL, "%s", err);
 }
 
 /* Runs build/.../gguf-synth with args (a shell fragment); returns its exit status, -1 if it died.
@@ -567,11 +666,20 @@ test_tool_command_line(void)
     CHECK(run_tool(args, errf) == 0);
     CHECK(same_bytes(api, cli));
 
+    /* a mix by name */
+    c.type = TYPE_Q4_K;
+    c.mix_m = true;
+    CHECKF(synth_write_file(&c, api, err) == ERR_OK, "%s", err);
+    snprintf(args, sizeof(args), "--n-head 4 --type q4_k_m -o %s", cli);
+    CHECK(run_tool(args, errf) == 0);
+    CHECK(same_bytes(api, cli));
+
     CHECK(run_tool("--help", errf) == 0);
     CHECK(run_tool("", errf) != 0); /* no -o */
     static const char *const bad[] = {
         "--n-embd 12x -o",
         "--type q9_9 -o",
+        "--type q8_0_m -o",
         "--arch gpt2 -o",
         "--bogus -o",
         "--n-layer 2 --n-embd",
@@ -598,6 +706,7 @@ main(int argc, char **argv)
         TEST(test_llama_mqa_tied_q8_0),
         TEST(test_qwen2_biases_tied),
         TEST(test_every_type_values),
+        TEST(test_k_mix_and_fallback),
         TEST(test_values_any_order),
         TEST(test_same_seed_same_bytes),
         TEST(test_builtin_vocab),

@@ -30,9 +30,12 @@ static const char usage[] =
     "  --rms-eps F          RMSNorm epsilon (default 1e-5; qwen2 1e-6)\n"
     "  --tied-output        no output.weight: logits use token_embd.weight (qwen2's default)\n"
     "  --untied-output      write output.weight (llama's default)\n"
-    "  --type T             matrices' type: f32, f16 (default), bf16, q8_0, q4_0; norms and "
-    "biases\n"
-    "                       are always f32; quantized types need n-embd and n-ff multiples of 32\n"
+    "  --type T             matrices' type: f32, f16 (default), bf16, q8_0, q4_0, q4_1, q5_0,\n"
+    "                       q5_1, q4_k, q5_k, q6_k, or the llama-quantize mixes q4_k_m, q5_k_m\n"
+    "                       (q6_k for the output and for attn_v and ffn_down of about half the\n"
+    "                       layers); norms and biases are always f32; the 32-element types need\n"
+    "                       n-embd and n-ff multiples of 32; K-type rows not a multiple of 256\n"
+    "                       fall back to q5_0 (q4_k), q5_1 (q5_k), q8_0 (q6_k), or f16\n"
     "  --seed S             weights seed (default 1): same options and seed, same bytes\n"
     "  --vocab-from FILE    copy every tokenizer.* key from this GGUF; without it, a built-in\n"
     "                       SentencePiece vocabulary (<unk> <s> </s>, <0x00>..<0xFF>, letter "
@@ -123,14 +126,22 @@ parse_float(const char *s, float *out)
     return errno == 0 && end != s && *end == '\0';
 }
 
-/* A type by its lower-case name ("q8_0"); false for names not in the type table. */
+/*
+ * A type by its lower-case name ("q8_0"), or a mix ("q4_k_m": the type and *mix_m); false for
+ * names not in the type table.
+ */
 static bool
-parse_type(const char *s, uint32_t *out)
+parse_type(const char *s, uint32_t *out, bool *mix_m)
 {
+    size_t len = strlen(s);
+
+    *mix_m = len > 2 && strcmp(s + len - 2, "_m") == 0;
+    if (*mix_m)
+        len -= 2;
     for (uint32_t t = 0; t < TYPE__COUNT; t++) {
         const struct type_traits *tt = type_traits(t);
 
-        if (tt != NULL && strcmp(tt->name, s) == 0) {
+        if (tt != NULL && strlen(tt->name) == len && strncmp(tt->name, s, len) == 0) {
             *out = t;
             return true;
         }
@@ -213,7 +224,7 @@ main(int argc, char **argv)
             ok = synth_arch_parse(optarg, &arch);
             break;
         case OPT_TYPE:
-            ok = parse_type(optarg, &c.type);
+            ok = parse_type(optarg, &c.type, &c.mix_m);
             break;
         case OPT_SEED:
             ok = parse_u64(optarg, &c.seed);

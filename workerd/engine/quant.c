@@ -1,8 +1,12 @@
 /*
- * quant.c: scalar reference row conversions between F32 and F32/F16/BF16/Q8_0/Q4_0, and the table
- * that finds them by type id. Written for clarity, one element at a time; the quantizers reproduce
- * the rounding of ggml's reference quantizers (llama-quantize without an importance matrix).
- * Not here: dot products and SIMD kernels.
+ * quant.c: scalar reference kernels of every type llorch reads: row conversions between F32 and
+ * F32/F16/BF16, the 32-element block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1) and the K-quants
+ * (Q2_K..Q6_K, Q8_K), and their dot products with quantized activations. Each block type is
+ * unpacked into integer quants plus float scales (one struct for the 32-element types, one for the
+ * K-quants) and everything else works on that, one element at a time: the layouts are written down
+ * once, in the unpack (and pack) functions. The quantizers of the 32-element types reproduce the
+ * rounding of ggml's reference quantizers; those of the K-quants are llorch's own (see quant.h).
+ * Not here: SIMD kernels.
  */
 #include "workerd/engine/quant.h"
 
@@ -10,6 +14,8 @@
 
 #include <math.h>
 #include <string.h>
+
+/* ---- F32, F16, BF16 ---- */
 
 void
 quant_dequantize_row_f32(const void *src, float *dst, int64_t n)
@@ -66,17 +72,268 @@ quant_quantize_row_bf16(const float *src, void *dst, int64_t n)
     float_to_halves(src, dst, n, f32_to_bf16);
 }
 
+float
+quant_vec_dot_f32(const void *x, const void *y, int64_t n)
+{
+    const float *a = x, *b = y;
+    float sum = 0.0f;
+
+    for (int64_t i = 0; i < n; i++)
+        sum += a[i] * b[i];
+    return sum;
+}
+
+static float
+halves_dot(const void *x, const void *y, int64_t n, float (*conv)(uint16_t))
+{
+    const uint16_t *a = x;
+    const float *b = y;
+    float sum = 0.0f;
+
+    for (int64_t i = 0; i < n; i++)
+        sum += conv(a[i]) * b[i];
+    return sum;
+}
+
+float
+quant_vec_dot_f16(const void *x, const void *y, int64_t n)
+{
+    return halves_dot(x, y, n, fp16_to_f32);
+}
+
+float
+quant_vec_dot_bf16(const void *x, const void *y, int64_t n)
+{
+    return halves_dot(x, y, n, bf16_to_f32);
+}
+
+/* ---- the 32-element block types ---- */
+
+/* A block of 32 unpacked: value j = d * q[j] + m. */
+struct b32 {
+    float d, m;
+    int8_t q[32];
+};
+
+typedef void (*unpack32_fn)(const void *blk, struct b32 *u);
+
+/* 4-bit quants: element j < 16 the low nibble of qs[j], element j + 16 its high nibble. */
+static void
+nibbles_get(const uint8_t *qs, int8_t *q)
+{
+    for (int j = 0; j < 16; j++) {
+        q[j] = (int8_t)(qs[j] & 0x0f);
+        q[j + 16] = (int8_t)(qs[j] >> 4);
+    }
+}
+
+static void
+nibbles_set(const int8_t *q, uint8_t *qs)
+{
+    for (int j = 0; j < 16; j++)
+        qs[j] = (uint8_t)((q[j] & 0x0f) | ((q[j + 16] & 0x0f) << 4));
+}
+
+/* 5-bit quants: the low 4 bits as nibbles, the 5th bit of element j is bit j of qh. */
+static void
+fives_get(const uint8_t *qh, const uint8_t *qs, int8_t *q)
+{
+    nibbles_get(qs, q);
+    for (int j = 0; j < 32; j++)
+        q[j] = (int8_t)(q[j] | (((qh[j / 8] >> (j % 8)) & 1) << 4));
+}
+
+static void
+fives_set(const int8_t *q, uint8_t *qh, uint8_t *qs)
+{
+    nibbles_set(q, qs);
+    memset(qh, 0, 4);
+    for (int j = 0; j < 32; j++)
+        qh[j / 8] = (uint8_t)(qh[j / 8] | (((q[j] >> 4) & 1) << (j % 8)));
+}
+
+static void
+unpack_q8_0(const void *blk, struct b32 *u)
+{
+    const struct block_q8_0 *b = blk;
+
+    u->d = fp16_to_f32(b->d);
+    u->m = 0.0f;
+    memcpy(u->q, b->qs, 32);
+}
+
+static void
+unpack_q8_1(const void *blk, struct b32 *u)
+{
+    const struct block_q8_1 *b = blk;
+
+    u->d = fp16_to_f32(b->d);
+    u->m = 0.0f;
+    memcpy(u->q, b->qs, 32);
+}
+
+static void
+unpack_q4_0(const void *blk, struct b32 *u)
+{
+    const struct block_q4_0 *b = blk;
+
+    u->d = fp16_to_f32(b->d);
+    u->m = 0.0f;
+    nibbles_get(b->qs, u->q);
+    for (int j = 0; j < 32; j++)
+        u->q[j] = (int8_t)(u->q[j] - 8);
+}
+
+static void
+unpack_q4_1(const void *blk, struct b32 *u)
+{
+    const struct block_q4_1 *b = blk;
+
+    u->d = fp16_to_f32(b->d);
+    u->m = fp16_to_f32(b->m);
+    nibbles_get(b->qs, u->q);
+}
+
+static void
+unpack_q5_0(const void *blk, struct b32 *u)
+{
+    const struct block_q5_0 *b = blk;
+
+    u->d = fp16_to_f32(b->d);
+    u->m = 0.0f;
+    fives_get(b->qh, b->qs, u->q);
+    for (int j = 0; j < 32; j++)
+        u->q[j] = (int8_t)(u->q[j] - 16);
+}
+
+static void
+unpack_q5_1(const void *blk, struct b32 *u)
+{
+    const struct block_q5_1 *b = blk;
+
+    u->d = fp16_to_f32(b->d);
+    u->m = fp16_to_f32(b->m);
+    fives_get(b->qh, b->qs, u->q);
+}
+
+static void
+dequantize_row_32(const void *src, size_t bsize, unpack32_fn unpack, float *dst, int64_t n)
+{
+    struct b32 u;
+
+    for (int64_t k = 0; k < n / 32; k++) {
+        unpack((const uint8_t *)src + k * bsize, &u);
+        for (int j = 0; j < 32; j++)
+            dst[k * 32 + j] = u.d * (float)u.q[j] + u.m;
+    }
+}
+
+/*
+ * x (32-element blocks of bsize bytes) against y (Q8_0, or Q8_1 when the type has a min m):
+ * per block d_x d_y sum(q_x q_y) + m_x s_y, since s_y = d_y sum(q_y).
+ */
+static float
+vec_dot_32(const void *x, size_t bsize, unpack32_fn unpack, const void *y, int with_min, int64_t n)
+{
+    const struct block_q8_0 *y0 = y;
+    const struct block_q8_1 *y1 = y;
+    struct b32 u;
+    float sum = 0.0f;
+
+    for (int64_t k = 0; k < n / 32; k++) {
+        const int8_t *qy = with_min ? y1[k].qs : y0[k].qs;
+        float dy = fp16_to_f32(with_min ? y1[k].d : y0[k].d);
+        int32_t isum = 0;
+
+        unpack((const uint8_t *)x + k * bsize, &u);
+        for (int j = 0; j < 32; j++)
+            isum += u.q[j] * qy[j];
+        sum += u.d * dy * (float)isum;
+        if (with_min)
+            sum += u.m * fp16_to_f32(y1[k].s);
+    }
+    return sum;
+}
+
+/* Per block: the largest |x| and, with its sign, the first element of that magnitude; min, max. */
+struct extremes {
+    float amax, max_signed, min, max;
+};
+
+static struct extremes
+extremes_of(const float *x, int n)
+{
+    struct extremes e = {0.0f, 0.0f, x[0], x[0]};
+
+    for (int j = 0; j < n; j++) {
+        if (fabsf(x[j]) > e.amax) {
+            e.amax = fabsf(x[j]);
+            e.max_signed = x[j];
+        }
+        e.min = fminf(e.min, x[j]);
+        e.max = fmaxf(e.max, x[j]);
+    }
+    return e;
+}
+
+/*
+ * Symmetric 32-element quantization with an offset (Q4_0: 8, Q5_0: 16): d = m / -offset for m
+ * the signed extreme, q = min(2 offset - 1, (int)(x / d + offset + 0.5)) stored unsigned.
+ */
+static float
+quantize_sym32(const float *x, int offset, int8_t *q)
+{
+    struct extremes e = extremes_of(x, 32);
+    float d = e.max_signed / (float)-offset;
+    float id = d != 0.0f ? 1.0f / d : 0.0f;
+
+    for (int j = 0; j < 32; j++) {
+        /* x/d + offset lies in [0, 2 offset]; +0.5 and truncation round it, the top clips */
+        int v = (int8_t)(x[j] * id + (float)offset + 0.5f);
+
+        q[j] = (int8_t)(v < 2 * offset - 1 ? v : 2 * offset - 1);
+    }
+    return d;
+}
+
+/* Asymmetric: m = min x, d = (max - min) / levels, q = min(levels, (int)((x - m) / d + 0.5)). */
+static float
+quantize_asym32(const float *x, int levels, float *m, int8_t *q)
+{
+    struct extremes e = extremes_of(x, 32);
+    float d = (e.max - e.min) / (float)levels;
+    float id = d != 0.0f ? 1.0f / d : 0.0f;
+
+    *m = e.min;
+    for (int j = 0; j < 32; j++) {
+        int v = (int8_t)((x[j] - e.min) * id + 0.5f);
+
+        q[j] = (int8_t)(v < levels ? v : levels);
+    }
+    return d;
+}
+
 void
 quant_dequantize_row_q8_0(const void *src, float *dst, int64_t n)
 {
-    const struct block_q8_0 *b = src;
+    dequantize_row_32(src, sizeof(struct block_q8_0), unpack_q8_0, dst, n);
+}
 
-    for (int64_t k = 0; k < n / QUANT_QK8_0; k++) {
-        float d = fp16_to_f32(b[k].d);
+/* d = amax / 127 (float; stored as a half), q = round(x / d); returns the sum of the quants. */
+static int
+quantize_q8(const float *x, float *d_out, int8_t *q)
+{
+    struct extremes e = extremes_of(x, 32);
+    float d = e.amax / 127.0f;
+    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    int sum = 0;
 
-        for (int j = 0; j < QUANT_QK8_0; j++)
-            dst[k * QUANT_QK8_0 + j] = (float)b[k].qs[j] * d;
+    for (int j = 0; j < 32; j++) {
+        q[j] = (int8_t)roundf(x[j] * id);
+        sum += q[j];
     }
+    *d_out = d;
+    return sum;
 }
 
 void
@@ -84,84 +341,609 @@ quant_quantize_row_q8_0(const float *src, void *dst, int64_t n)
 {
     struct block_q8_0 *b = dst;
 
-    for (int64_t k = 0; k < n / QUANT_QK8_0; k++) {
-        const float *x = src + k * QUANT_QK8_0;
-        float amax = 0.0f;
+    for (int64_t k = 0; k < n / 32; k++) {
+        float d;
 
-        for (int j = 0; j < QUANT_QK8_0; j++)
-            amax = fmaxf(amax, fabsf(x[j]));
-        /* the quants are computed with the float scale; the stored scale is its half */
-        float d = amax / 127.0f;
-        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        quantize_q8(src + k * 32, &d, b[k].qs);
+        b[k].d = f32_to_fp16(d);
+    }
+}
+
+void
+quant_dequantize_row_q8_1(const void *src, float *dst, int64_t n)
+{
+    dequantize_row_32(src, sizeof(struct block_q8_1), unpack_q8_1, dst, n);
+}
+
+void
+quant_quantize_row_q8_1(const float *src, void *dst, int64_t n)
+{
+    struct block_q8_1 *b = dst;
+
+    for (int64_t k = 0; k < n / 32; k++) {
+        float d;
+        int sum = quantize_q8(src + k * 32, &d, b[k].qs);
 
         b[k].d = f32_to_fp16(d);
-        for (int j = 0; j < QUANT_QK8_0; j++)
-            b[k].qs[j] = (int8_t)roundf(x[j] * id);
+        b[k].s = f32_to_fp16(d * (float)sum);
     }
 }
 
 void
 quant_dequantize_row_q4_0(const void *src, float *dst, int64_t n)
 {
-    const struct block_q4_0 *b = src;
-    const int half = QUANT_QK4_0 / 2;
-
-    for (int64_t k = 0; k < n / QUANT_QK4_0; k++) {
-        float d = fp16_to_f32(b[k].d);
-        float *y = dst + k * QUANT_QK4_0;
-
-        for (int j = 0; j < half; j++) {
-            y[j] = (float)((b[k].qs[j] & 0x0f) - 8) * d;
-            y[j + half] = (float)((b[k].qs[j] >> 4) - 8) * d;
-        }
-    }
+    dequantize_row_32(src, sizeof(struct block_q4_0), unpack_q4_0, dst, n);
 }
 
 void
 quant_quantize_row_q4_0(const float *src, void *dst, int64_t n)
 {
     struct block_q4_0 *b = dst;
-    const int half = QUANT_QK4_0 / 2;
+    int8_t q[32];
 
-    for (int64_t k = 0; k < n / QUANT_QK4_0; k++) {
-        const float *x = src + k * QUANT_QK4_0;
-        float amax = 0.0f, max = 0.0f;
+    for (int64_t k = 0; k < n / 32; k++) {
+        b[k].d = f32_to_fp16(quantize_sym32(src + k * 32, 8, q));
+        nibbles_set(q, b[k].qs);
+    }
+}
 
-        /* the element of largest magnitude, keeping its sign; the first one wins a tie */
-        for (int j = 0; j < QUANT_QK4_0; j++) {
-            if (fabsf(x[j]) > amax) {
-                amax = fabsf(x[j]);
-                max = x[j];
+void
+quant_dequantize_row_q4_1(const void *src, float *dst, int64_t n)
+{
+    dequantize_row_32(src, sizeof(struct block_q4_1), unpack_q4_1, dst, n);
+}
+
+void
+quant_quantize_row_q4_1(const float *src, void *dst, int64_t n)
+{
+    struct block_q4_1 *b = dst;
+    int8_t q[32];
+    float m;
+
+    for (int64_t k = 0; k < n / 32; k++) {
+        b[k].d = f32_to_fp16(quantize_asym32(src + k * 32, 15, &m, q));
+        b[k].m = f32_to_fp16(m);
+        nibbles_set(q, b[k].qs);
+    }
+}
+
+void
+quant_dequantize_row_q5_0(const void *src, float *dst, int64_t n)
+{
+    dequantize_row_32(src, sizeof(struct block_q5_0), unpack_q5_0, dst, n);
+}
+
+void
+quant_quantize_row_q5_0(const float *src, void *dst, int64_t n)
+{
+    struct block_q5_0 *b = dst;
+    int8_t q[32];
+
+    for (int64_t k = 0; k < n / 32; k++) {
+        b[k].d = f32_to_fp16(quantize_sym32(src + k * 32, 16, q));
+        fives_set(q, b[k].qh, b[k].qs);
+    }
+}
+
+void
+quant_dequantize_row_q5_1(const void *src, float *dst, int64_t n)
+{
+    dequantize_row_32(src, sizeof(struct block_q5_1), unpack_q5_1, dst, n);
+}
+
+void
+quant_quantize_row_q5_1(const float *src, void *dst, int64_t n)
+{
+    struct block_q5_1 *b = dst;
+    int8_t q[32];
+    float m;
+
+    for (int64_t k = 0; k < n / 32; k++) {
+        b[k].d = f32_to_fp16(quantize_asym32(src + k * 32, 31, &m, q));
+        b[k].m = f32_to_fp16(m);
+        fives_set(q, b[k].qh, b[k].qs);
+    }
+}
+
+float
+quant_vec_dot_q8_0(const void *x, const void *y, int64_t n)
+{
+    return vec_dot_32(x, sizeof(struct block_q8_0), unpack_q8_0, y, 0, n);
+}
+
+float
+quant_vec_dot_q4_0(const void *x, const void *y, int64_t n)
+{
+    return vec_dot_32(x, sizeof(struct block_q4_0), unpack_q4_0, y, 0, n);
+}
+
+float
+quant_vec_dot_q5_0(const void *x, const void *y, int64_t n)
+{
+    return vec_dot_32(x, sizeof(struct block_q5_0), unpack_q5_0, y, 0, n);
+}
+
+float
+quant_vec_dot_q4_1(const void *x, const void *y, int64_t n)
+{
+    return vec_dot_32(x, sizeof(struct block_q4_1), unpack_q4_1, y, 1, n);
+}
+
+float
+quant_vec_dot_q5_1(const void *x, const void *y, int64_t n)
+{
+    return vec_dot_32(x, sizeof(struct block_q5_1), unpack_q5_1, y, 1, n);
+}
+
+/* ---- the K-quants ---- */
+
+/* A super-block unpacked: value e = d * sc[e / sub] * q[e] - dmin * m[e / sub]. */
+struct bk {
+    float d, dmin;
+    int sub; /* elements per sub-block: 16 or 32 */
+    int8_t q[QUANT_QK_K];
+    int16_t sc[16];
+    int16_t m[16];
+};
+
+typedef void (*unpackk_fn)(const void *blk, struct bk *u);
+
+/* Q2_K / Q3_K 2-bit fields: element 128 h + 32 g + l is bits 2g..2g+1 of qs[32 h + l]. */
+static void
+twos_get(const uint8_t *qs, int8_t *q)
+{
+    for (int h = 0; h < 2; h++)
+        for (int g = 0; g < 4; g++)
+            for (int l = 0; l < 32; l++)
+                q[128 * h + 32 * g + l] = (int8_t)((qs[32 * h + l] >> (2 * g)) & 3);
+}
+
+static void
+unpack_q2_k(const void *blk, struct bk *u)
+{
+    const struct block_q2_k *b = blk;
+
+    u->d = fp16_to_f32(b->d);
+    u->dmin = fp16_to_f32(b->dmin);
+    u->sub = 16;
+    twos_get(b->qs, u->q);
+    for (int j = 0; j < 16; j++) {
+        u->sc[j] = (int16_t)(b->scales[j] & 0x0f);
+        u->m[j] = (int16_t)(b->scales[j] >> 4);
+    }
+}
+
+static void
+unpack_q3_k(const void *blk, struct bk *u)
+{
+    const struct block_q3_k *b = blk;
+
+    u->d = fp16_to_f32(b->d);
+    u->dmin = 0.0f;
+    u->sub = 16;
+    twos_get(b->qs, u->q);
+    for (int h = 0; h < 2; h++)
+        for (int g = 0; g < 4; g++)
+            for (int l = 0; l < 32; l++) {
+                int e = 128 * h + 32 * g + l;
+
+                if (((b->hmask[l] >> (4 * h + g)) & 1) == 0)
+                    u->q[e] = (int8_t)(u->q[e] - 4);
             }
+    for (int j = 0; j < 16; j++) {
+        int lo = j < 8 ? b->scales[j] & 0x0f : b->scales[j - 8] >> 4;
+        int hi = (b->scales[8 + j % 4] >> (2 * (j / 4))) & 3;
+
+        u->sc[j] = (int16_t)((lo | (hi << 4)) - 32);
+        u->m[j] = 0;
+    }
+}
+
+/* Q4_K / Q5_K: 8 scales and 8 mins of 6 bits packed into 12 bytes (layout in quant.h). */
+static void
+scales6_get(const uint8_t *s, int16_t *sc, int16_t *m)
+{
+    for (int j = 0; j < 4; j++) {
+        sc[j] = (int16_t)(s[j] & 63);
+        m[j] = (int16_t)(s[j + 4] & 63);
+        sc[j + 4] = (int16_t)((s[j + 8] & 0x0f) | ((s[j] >> 6) << 4));
+        m[j + 4] = (int16_t)((s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4));
+    }
+}
+
+static void
+scales6_set(const int16_t *sc, const int16_t *m, uint8_t *s)
+{
+    for (int j = 0; j < 4; j++) {
+        s[j] = (uint8_t)(sc[j] | ((sc[j + 4] >> 4) << 6));
+        s[j + 4] = (uint8_t)(m[j] | ((m[j + 4] >> 4) << 6));
+        s[j + 8] = (uint8_t)((sc[j + 4] & 0x0f) | ((m[j + 4] & 0x0f) << 4));
+    }
+}
+
+/* Q4_K / Q5_K nibbles: element 64 c + l the low nibble of qs[32 c + l], 64 c + 32 + l the high. */
+static void
+nibbles_k_get(const uint8_t *qs, int8_t *q)
+{
+    for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 32; l++) {
+            q[64 * c + l] = (int8_t)(qs[32 * c + l] & 0x0f);
+            q[64 * c + 32 + l] = (int8_t)(qs[32 * c + l] >> 4);
         }
-        float d = max / -8.0f;
-        float id = d != 0.0f ? 1.0f / d : 0.0f;
+}
 
-        b[k].d = f32_to_fp16(d);
-        for (int j = 0; j < half; j++) {
-            /* x/d + 8 lies in [0, 16]; +0.5 and truncation round it, 16 clips to 15 */
-            int q0 = (int8_t)(x[j] * id + 8.5f);
-            int q1 = (int8_t)(x[j + half] * id + 8.5f);
+static void
+nibbles_k_set(const int8_t *q, uint8_t *qs)
+{
+    for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 32; l++)
+            qs[32 * c + l] = (uint8_t)((q[64 * c + l] & 0x0f) | ((q[64 * c + 32 + l] & 0x0f) << 4));
+}
 
-            q0 = q0 < 15 ? q0 : 15;
-            q1 = q1 < 15 ? q1 : 15;
-            b[k].qs[j] = (uint8_t)(q0 | (q1 << 4));
+static void
+unpack_q4_k(const void *blk, struct bk *u)
+{
+    const struct block_q4_k *b = blk;
+
+    u->d = fp16_to_f32(b->d);
+    u->dmin = fp16_to_f32(b->dmin);
+    u->sub = 32;
+    scales6_get(b->scales, u->sc, u->m);
+    nibbles_k_get(b->qs, u->q);
+}
+
+static void
+pack_q4_k(const struct bk *u, uint16_t d, uint16_t dmin, void *blk)
+{
+    struct block_q4_k *b = blk;
+
+    b->d = d;
+    b->dmin = dmin;
+    scales6_set(u->sc, u->m, b->scales);
+    nibbles_k_set(u->q, b->qs);
+}
+
+/* The 5th bit of element 64 c + l is bit 2c of qh[l]; of element 64 c + 32 + l bit 2c + 1. */
+static void
+unpack_q5_k(const void *blk, struct bk *u)
+{
+    const struct block_q5_k *b = blk;
+
+    u->d = fp16_to_f32(b->d);
+    u->dmin = fp16_to_f32(b->dmin);
+    u->sub = 32;
+    scales6_get(b->scales, u->sc, u->m);
+    nibbles_k_get(b->qs, u->q);
+    for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 32; l++) {
+            u->q[64 * c + l] = (int8_t)(u->q[64 * c + l] | (((b->qh[l] >> (2 * c)) & 1) << 4));
+            u->q[64 * c + 32 + l] =
+                (int8_t)(u->q[64 * c + 32 + l] | (((b->qh[l] >> (2 * c + 1)) & 1) << 4));
+        }
+}
+
+static void
+pack_q5_k(const struct bk *u, uint16_t d, uint16_t dmin, void *blk)
+{
+    struct block_q5_k *b = blk;
+
+    b->d = d;
+    b->dmin = dmin;
+    scales6_set(u->sc, u->m, b->scales);
+    nibbles_k_set(u->q, b->qs);
+    memset(b->qh, 0, sizeof(b->qh));
+    for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 32; l++)
+            b->qh[l] = (uint8_t)(b->qh[l] | (((u->q[64 * c + l] >> 4) & 1) << (2 * c)) |
+                                 (((u->q[64 * c + 32 + l] >> 4) & 1) << (2 * c + 1)));
+}
+
+/*
+ * Q6_K: in half h, for l < 32, elements l, l + 32, l + 64, l + 96 take the low nibbles of ql[l],
+ * ql[l + 32], then the high nibbles, and bits 0-1, 2-3, 4-5, 6-7 of qh[l]; q is stored + 32.
+ */
+static void
+unpack_q6_k(const void *blk, struct bk *u)
+{
+    const struct block_q6_k *b = blk;
+
+    u->d = fp16_to_f32(b->d);
+    u->dmin = 0.0f;
+    u->sub = 16;
+    for (int h = 0; h < 2; h++) {
+        const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
+        int8_t *q = u->q + 128 * h;
+
+        for (int l = 0; l < 32; l++) {
+            q[l] = (int8_t)(((ql[l] & 0x0f) | ((qh[l] & 3) << 4)) - 32);
+            q[l + 32] = (int8_t)(((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) - 32);
+            q[l + 64] = (int8_t)(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+            q[l + 96] = (int8_t)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+        }
+    }
+    for (int j = 0; j < 16; j++) {
+        u->sc[j] = b->scales[j];
+        u->m[j] = 0;
+    }
+}
+
+static void
+pack_q6_k(const struct bk *u, uint16_t d, void *blk)
+{
+    struct block_q6_k *b = blk;
+
+    b->d = d;
+    for (int h = 0; h < 2; h++) {
+        uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
+        const int8_t *q = u->q + 128 * h;
+
+        for (int l = 0; l < 32; l++) {
+            int q0 = q[l] + 32, q1 = q[l + 32] + 32, q2 = q[l + 64] + 32, q3 = q[l + 96] + 32;
+
+            ql[l] = (uint8_t)((q0 & 0x0f) | ((q2 & 0x0f) << 4));
+            ql[l + 32] = (uint8_t)((q1 & 0x0f) | ((q3 & 0x0f) << 4));
+            qh[l] = (uint8_t)((q0 >> 4) | ((q1 >> 4) << 2) | ((q2 >> 4) << 4) | ((q3 >> 4) << 6));
+        }
+    }
+    for (int j = 0; j < 16; j++)
+        b->scales[j] = (int8_t)u->sc[j];
+}
+
+static void
+dequantize_row_k(const void *src, size_t bsize, unpackk_fn unpack, float *dst, int64_t n)
+{
+    struct bk u;
+
+    for (int64_t k = 0; k < n / QUANT_QK_K; k++) {
+        unpack((const uint8_t *)src + k * bsize, &u);
+        for (int e = 0; e < QUANT_QK_K; e++) {
+            int j = e / u.sub;
+
+            dst[k * QUANT_QK_K + e] = u.d * (float)u.sc[j] * (float)u.q[e] - u.dmin * (float)u.m[j];
         }
     }
 }
 
-static const struct quant_row_fns row_fns[TYPE__COUNT] = {
-    [TYPE_F32] = {quant_dequantize_row_f32, quant_quantize_row_f32},
-    [TYPE_F16] = {quant_dequantize_row_f16, quant_quantize_row_f16},
-    [TYPE_BF16] = {quant_dequantize_row_bf16, quant_quantize_row_bf16},
-    [TYPE_Q8_0] = {quant_dequantize_row_q8_0, quant_quantize_row_q8_0},
-    [TYPE_Q4_0] = {quant_dequantize_row_q4_0, quant_quantize_row_q4_0},
-};
-
-const struct quant_row_fns *
-quant_row_fns(uint32_t type)
+/*
+ * x (super-blocks of bsize bytes) against y (Q8_K), per super-block:
+ * d_y (d sum_j sc_j sum_{e in j} q_e q_y,e - dmin sum_j m_j bsums_y(j)).
+ */
+static float
+vec_dot_k(const void *x, size_t bsize, unpackk_fn unpack, const void *y, int64_t n)
 {
-    if (type >= TYPE__COUNT || row_fns[type].to_float == NULL)
-        return NULL;
-    return &row_fns[type];
+    const struct block_q8_k *yb = y;
+    struct bk u;
+    float sum = 0.0f;
+
+    for (int64_t k = 0; k < n / QUANT_QK_K; k++) {
+        int64_t isum = 0, msum = 0;
+
+        unpack((const uint8_t *)x + k * bsize, &u);
+        for (int j = 0; j < QUANT_QK_K / u.sub; j++) {
+            int32_t s = 0, bsum = 0;
+
+            for (int e = j * u.sub; e < (j + 1) * u.sub; e++)
+                s += u.q[e] * yb[k].qs[e];
+            for (int i = j * u.sub / 16; i < (j + 1) * u.sub / 16; i++)
+                bsum += yb[k].bsums[i];
+            isum += (int64_t)u.sc[j] * s;
+            msum += (int64_t)u.m[j] * bsum;
+        }
+        sum += yb[k].d * (u.d * (float)isum - u.dmin * (float)msum);
+    }
+    return sum;
+}
+
+/* The smallest half not below v >= 0 (so a scale rounded to a half still covers v). */
+static uint16_t
+half_up(float v)
+{
+    uint16_t h = f32_to_fp16(v);
+
+    if (fp16_to_f32(h) < v)
+        h++;
+    return h;
+}
+
+/* ceil(v / d) in [0, max] for v >= 0; 0 when d is 0. */
+static int
+code_up(float v, float d, int max)
+{
+    int c = d > 0.0f ? (int)ceilf(v / d) : 0;
+
+    return c < max ? c : max;
+}
+
+/*
+ * Q4_K / Q5_K (levels 15 / 31) of one super-block: sub-block j gets min_j = -min(0, min x), then
+ * the 6-bit mins are rounded up from dmin = max min_j / 63, and the scales, which must reach the
+ * sub-block's max from the stored min, likewise from d = max need_j / 63. Nothing clips.
+ */
+static void
+quantize_asym_k(const float *x, int levels, struct bk *u, uint16_t *d_h, uint16_t *dmin_h)
+{
+    float mn[8], need[8], max_mn = 0.0f, max_need = 0.0f;
+
+    u->sub = 32;
+    for (int j = 0; j < 8; j++) {
+        struct extremes e = extremes_of(x + 32 * j, 32);
+
+        mn[j] = -fminf(e.min, 0.0f);
+        max_mn = fmaxf(max_mn, mn[j]);
+        need[j] = e.max; /* completed once the min is stored */
+    }
+    *dmin_h = half_up(max_mn / 63.0f);
+    u->dmin = fp16_to_f32(*dmin_h);
+    for (int j = 0; j < 8; j++) {
+        u->m[j] = (int16_t)code_up(mn[j], u->dmin, 63);
+        need[j] = (need[j] + u->dmin * (float)u->m[j]) / (float)levels;
+        max_need = fmaxf(max_need, need[j]);
+    }
+    *d_h = half_up(max_need / 63.0f);
+    u->d = fp16_to_f32(*d_h);
+    for (int j = 0; j < 8; j++) {
+        float step = u->d * (float)(u->sc[j] = (int16_t)code_up(need[j], u->d, 63));
+        float lo = u->dmin * (float)u->m[j];
+
+        for (int e = 32 * j; e < 32 * j + 32; e++) {
+            float v = step > 0.0f ? roundf((x[e] + lo) / step) : 0.0f;
+
+            u->q[e] = (int8_t)fminf(fmaxf(v, 0.0f), (float)levels);
+        }
+    }
+}
+
+/* A row of Q4_K or Q5_K: quantize_asym_k per super-block, then the type's packing. */
+static void
+quantize_row_asym_k(const float *src, void *dst, int64_t n, int levels, size_t bsize,
+                    void (*pack)(const struct bk *u, uint16_t d, uint16_t dmin, void *blk))
+{
+    struct bk u;
+    uint16_t d, dmin;
+
+    for (int64_t k = 0; k < n / QUANT_QK_K; k++) {
+        quantize_asym_k(src + k * QUANT_QK_K, levels, &u, &d, &dmin);
+        pack(&u, d, dmin, (uint8_t *)dst + k * bsize);
+    }
+}
+
+/* Q6_K of one super-block: sub-block scale max|x| / 31 rounded up to d * code, code <= 127. */
+static uint16_t
+quantize_q6_k_block(const float *x, struct bk *u)
+{
+    float need[16], max_need = 0.0f;
+    uint16_t d_h;
+
+    u->sub = 16;
+    for (int j = 0; j < 16; j++) {
+        need[j] = extremes_of(x + 16 * j, 16).amax / 31.0f;
+        max_need = fmaxf(max_need, need[j]);
+    }
+    d_h = half_up(max_need / 127.0f);
+    u->d = fp16_to_f32(d_h);
+    for (int j = 0; j < 16; j++) {
+        float step = u->d * (float)(u->sc[j] = (int16_t)code_up(need[j], u->d, 127));
+
+        for (int e = 16 * j; e < 16 * j + 16; e++) {
+            float v = step > 0.0f ? roundf(x[e] / step) : 0.0f;
+
+            u->q[e] = (int8_t)fminf(fmaxf(v, -32.0f), 31.0f);
+        }
+    }
+    return d_h;
+}
+
+void
+quant_dequantize_row_q2_k(const void *src, float *dst, int64_t n)
+{
+    dequantize_row_k(src, sizeof(struct block_q2_k), unpack_q2_k, dst, n);
+}
+
+void
+quant_dequantize_row_q3_k(const void *src, float *dst, int64_t n)
+{
+    dequantize_row_k(src, sizeof(struct block_q3_k), unpack_q3_k, dst, n);
+}
+
+void
+quant_dequantize_row_q4_k(const void *src, float *dst, int64_t n)
+{
+    dequantize_row_k(src, sizeof(struct block_q4_k), unpack_q4_k, dst, n);
+}
+
+void
+quant_quantize_row_q4_k(const float *src, void *dst, int64_t n)
+{
+    quantize_row_asym_k(src, dst, n, 15, sizeof(struct block_q4_k), pack_q4_k);
+}
+
+void
+quant_dequantize_row_q5_k(const void *src, float *dst, int64_t n)
+{
+    dequantize_row_k(src, sizeof(struct block_q5_k), unpack_q5_k, dst, n);
+}
+
+void
+quant_quantize_row_q5_k(const float *src, void *dst, int64_t n)
+{
+    quantize_row_asym_k(src, dst, n, 31, sizeof(struct block_q5_k), pack_q5_k);
+}
+
+void
+quant_dequantize_row_q6_k(const void *src, float *dst, int64_t n)
+{
+    dequantize_row_k(src, sizeof(struct block_q6_k), unpack_q6_k, dst, n);
+}
+
+void
+quant_quantize_row_q6_k(const float *src, void *dst, int64_t n)
+{
+    struct block_q6_k *b = dst;
+    struct bk u;
+
+    for (int64_t k = 0; k < n / QUANT_QK_K; k++)
+        pack_q6_k(&u, quantize_q6_k_block(src + k * QUANT_QK_K, &u), &b[k]);
+}
+
+void
+quant_dequantize_row_q8_k(const void *src, float *dst, int64_t n)
+{
+    const struct block_q8_k *b = src;
+
+    for (int64_t k = 0; k < n / QUANT_QK_K; k++)
+        for (int e = 0; e < QUANT_QK_K; e++)
+            dst[k * QUANT_QK_K + e] = b[k].d * (float)b[k].qs[e];
+}
+
+void
+quant_quantize_row_q8_k(const float *src, void *dst, int64_t n)
+{
+    struct block_q8_k *b = dst;
+
+    for (int64_t k = 0; k < n / QUANT_QK_K; k++) {
+        const float *x = src + k * QUANT_QK_K;
+        float d = extremes_of(x, QUANT_QK_K).amax / 127.0f;
+        float id = d != 0.0f ? 1.0f / d : 0.0f;
+
+        b[k].d = d;
+        for (int e = 0; e < QUANT_QK_K; e++)
+            b[k].qs[e] = (int8_t)fminf(fmaxf(roundf(x[e] * id), -127.0f), 127.0f);
+        for (int j = 0; j < 16; j++) {
+            int s = 0;
+
+            for (int e = 16 * j; e < 16 * j + 16; e++)
+                s += b[k].qs[e];
+            b[k].bsums[j] = (int16_t)s;
+        }
+    }
+}
+
+float
+quant_vec_dot_q2_k(const void *x, const void *y, int64_t n)
+{
+    return vec_dot_k(x, sizeof(struct block_q2_k), unpack_q2_k, y, n);
+}
+
+float
+quant_vec_dot_q3_k(const void *x, const void *y, int64_t n)
+{
+    return vec_dot_k(x, sizeof(struct block_q3_k), unpack_q3_k, y, n);
+}
+
+float
+quant_vec_dot_q4_k(const void *x, const void *y, int64_t n)
+{
+    return vec_dot_k(x, sizeof(struct block_q4_k), unpack_q4_k, y, n);
+}
+
+float
+quant_vec_dot_q5_k(const void *x, const void *y, int64_t n)
+{
+    return vec_dot_k(x, sizeof(struct block_q5_k), unpack_q5_k, y, n);
+}
+
+float
+quant_vec_dot_q6_k(const void *x, const void *y, int64_t n)
+{
+    return vec_dot_k(x, sizeof(struct block_q6_k), unpack_q6_k, y, n);
 }

@@ -1,26 +1,34 @@
 /*
- * types.c: the type table (ids and block layouts as GGUF defines them) and the F16/BF16 scalar
- * conversions. Kernels for each type live elsewhere; this file only knows shapes and sizes.
+ * types.c: the type table (ids and block layouts as GGUF defines them, and each type's scalar
+ * reference kernels from quant.c) and the F16/BF16 scalar conversions.
  */
 #include "workerd/engine/types.h"
 
+#include "workerd/engine/quant.h"
+
 #include <string.h>
 
+/* The scalar reference kernels of a type: to_float, from_float, vec_dot, vec_dot_type. */
+#define KERNELS(t, dot_type)                                                                       \
+    quant_dequantize_row_##t, quant_quantize_row_##t, quant_vec_dot_##t, TYPE_##dot_type
+#define READ_ONLY(t, dot_type) quant_dequantize_row_##t, NULL, quant_vec_dot_##t, TYPE_##dot_type
+#define ACTIVATION(t)          quant_dequantize_row_##t, quant_quantize_row_##t, NULL, 0
+
 static const struct type_traits traits[TYPE__COUNT] = {
-    [TYPE_F32] = {"f32", 1, 4, true},
-    [TYPE_F16] = {"f16", 1, 2, true},
-    [TYPE_Q4_0] = {"q4_0", 32, 18, false},
-    [TYPE_Q4_1] = {"q4_1", 32, 20, false},
-    [TYPE_Q5_0] = {"q5_0", 32, 22, false},
-    [TYPE_Q5_1] = {"q5_1", 32, 24, false},
-    [TYPE_Q8_0] = {"q8_0", 32, 34, false},
-    [TYPE_Q8_1] = {"q8_1", 32, 36, false},
-    [TYPE_Q2_K] = {"q2_k", 256, 84, false},
-    [TYPE_Q3_K] = {"q3_k", 256, 110, false},
-    [TYPE_Q4_K] = {"q4_k", 256, 144, false},
-    [TYPE_Q5_K] = {"q5_k", 256, 176, false},
-    [TYPE_Q6_K] = {"q6_k", 256, 210, false},
-    [TYPE_Q8_K] = {"q8_k", 256, 292, false},
+    [TYPE_F32] = {"f32", 1, 4, true, KERNELS(f32, F32)},
+    [TYPE_F16] = {"f16", 1, 2, true, KERNELS(f16, F32)},
+    [TYPE_Q4_0] = {"q4_0", 32, 18, false, KERNELS(q4_0, Q8_0)},
+    [TYPE_Q4_1] = {"q4_1", 32, 20, false, KERNELS(q4_1, Q8_1)},
+    [TYPE_Q5_0] = {"q5_0", 32, 22, false, KERNELS(q5_0, Q8_0)},
+    [TYPE_Q5_1] = {"q5_1", 32, 24, false, KERNELS(q5_1, Q8_1)},
+    [TYPE_Q8_0] = {"q8_0", 32, 34, false, KERNELS(q8_0, Q8_0)},
+    [TYPE_Q8_1] = {"q8_1", 32, 36, false, ACTIVATION(q8_1)},
+    [TYPE_Q2_K] = {"q2_k", 256, 84, false, READ_ONLY(q2_k, Q8_K)},
+    [TYPE_Q3_K] = {"q3_k", 256, 110, false, READ_ONLY(q3_k, Q8_K)},
+    [TYPE_Q4_K] = {"q4_k", 256, 144, false, KERNELS(q4_k, Q8_K)},
+    [TYPE_Q5_K] = {"q5_k", 256, 176, false, KERNELS(q5_k, Q8_K)},
+    [TYPE_Q6_K] = {"q6_k", 256, 210, false, KERNELS(q6_k, Q8_K)},
+    [TYPE_Q8_K] = {"q8_k", 256, 292, false, ACTIVATION(q8_k)},
     [TYPE_IQ2_XXS] = {"iq2_xxs", 256, 66, false},
     [TYPE_IQ2_XS] = {"iq2_xs", 256, 74, false},
     [TYPE_IQ3_XXS] = {"iq3_xxs", 256, 98, false},
@@ -35,20 +43,22 @@ static const struct type_traits traits[TYPE__COUNT] = {
     [TYPE_I64] = {"i64", 1, 8, false},
     [TYPE_F64] = {"f64", 1, 8, false},
     [TYPE_IQ1_M] = {"iq1_m", 256, 56, false},
-    [TYPE_BF16] = {"bf16", 1, 2, true},
+    [TYPE_BF16] = {"bf16", 1, 2, true, KERNELS(bf16, F32)},
     [TYPE_TQ1_0] = {"tq1_0", 256, 54, false},
     [TYPE_TQ2_0] = {"tq2_0", 256, 66, false},
     [TYPE_MXFP4] = {"mxfp4", 32, 17, false},
 };
 
-const struct type_traits *type_traits(uint32_t type)
+const struct type_traits *
+type_traits(uint32_t type)
 {
     if (type >= TYPE__COUNT || traits[type].name == NULL)
         return NULL;
     return &traits[type];
 }
 
-size_t type_row_size(uint32_t type, uint64_t n)
+size_t
+type_row_size(uint32_t type, uint64_t n)
 {
     const struct type_traits *t = type_traits(type);
 
@@ -57,7 +67,8 @@ size_t type_row_size(uint32_t type, uint64_t n)
     return (size_t)(n / t->blck) * t->size;
 }
 
-static uint32_t f32_bits(float f)
+static uint32_t
+f32_bits(float f)
 {
     uint32_t u;
 
@@ -65,7 +76,8 @@ static uint32_t f32_bits(float f)
     return u;
 }
 
-static float bits_f32(uint32_t u)
+static float
+bits_f32(uint32_t u)
 {
     float f;
 
@@ -73,7 +85,8 @@ static float bits_f32(uint32_t u)
     return f;
 }
 
-float fp16_to_f32(uint16_t h)
+float
+fp16_to_f32(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t exp = (h >> 10) & 0x1f;
@@ -91,7 +104,8 @@ float fp16_to_f32(uint16_t h)
     return bits_f32(sign | ((exp + 112) << 23) | (man << 13));
 }
 
-uint16_t f32_to_fp16(float f)
+uint16_t
+f32_to_fp16(float f)
 {
     uint32_t u = f32_bits(f);
     uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
@@ -112,12 +126,14 @@ uint16_t f32_to_fp16(float f)
     return sign | (uint16_t)((rounded - 0x38000000u) >> 13);
 }
 
-float bf16_to_f32(uint16_t h)
+float
+bf16_to_f32(uint16_t h)
 {
     return bits_f32((uint32_t)h << 16);
 }
 
-uint16_t f32_to_bf16(float f)
+uint16_t
+f32_to_bf16(float f)
 {
     uint32_t u = f32_bits(f);
 

@@ -2,8 +2,9 @@
  * types.h: every tensor type id GGUF defines, and what llorch knows of each: name, block size
  * (elements per block) and bytes per block. The ids are ggml's on-disk enum; ids ggml removed
  * (4, 5, 31-33, 36-38) have no entry. A type in the table but not `supported` can still be listed
- * by `workerd inspect`; the model loader refuses it by tensor name. Also the scalar conversions
- * between F32 and F16 / BF16 that readers and writers share.
+ * by `workerd inspect`; the model loader refuses it by tensor name. Each entry also points at the
+ * type's scalar reference kernels (workerd/engine/quant.h): row conversions and the dot product.
+ * Also the scalar conversions between F32 and F16 / BF16 that readers and writers share.
  */
 #ifndef LLORCH_TYPES_H
 #define LLORCH_TYPES_H
@@ -48,11 +49,31 @@ enum type_id {
     TYPE__COUNT = 40
 };
 
+/* Converts n elements of a row of the type at src into floats at dst. Never fails. */
+typedef void (*type_to_float_fn)(const void *src, float *dst, int64_t n);
+
+/*
+ * Converts n finite floats at src into a row of the type at dst (type_row_size(type, n) bytes).
+ * Never fails.
+ */
+typedef void (*type_from_float_fn)(const float *src, void *dst, int64_t n);
+
+/*
+ * The dot product of n elements: x a row of the type, y a row of the type's vec_dot_type (the
+ * activations, quantized once per matrix with that type's from_float). Never fails. The table
+ * holds the scalar references; faster kernels of the same shape are held to them.
+ */
+typedef float (*type_vec_dot_fn)(const void *x, const void *y, int64_t n);
+
 struct type_traits {
-    const char *name; /* lower case, as llama.cpp prints it: "q4_k", "bf16" */
-    uint32_t blck;    /* elements per block */
-    uint32_t size;    /* bytes per block */
-    bool supported;   /* llorch can compute with it (set as kernels land) */
+    const char *name;              /* lower case, as llama.cpp prints it: "q4_k", "bf16" */
+    uint32_t blck;                 /* elements per block */
+    uint32_t size;                 /* bytes per block */
+    bool supported;                /* the model can compute with it (set as its matmul lands) */
+    type_to_float_fn to_float;     /* NULL: llorch cannot read the type */
+    type_from_float_fn from_float; /* NULL: llorch cannot write the type */
+    type_vec_dot_fn vec_dot;       /* NULL: no dot product */
+    uint32_t vec_dot_type;         /* the type of vec_dot's y (F32, Q8_0, Q8_1 or Q8_K) */
 };
 
 /* The traits of a type id, or NULL when GGUF defines no such id. */
