@@ -25,5 +25,6 @@ int cmd_detokenize(int argc, char **argv); /* cmd_tokenize.c */
 /* "1,403,407" -> a malloc'ed array of n ids (caller frees); ERR_BAD_REQUEST naming the item. */
 int cmd_parse_ids(const char *s, int32_t **ids, size_t *n, char *err);
 int cmd_inspect(int argc, char **argv); /* cmd_inspect.c */
+int cmd_logits(int argc, char **argv);
 
 #endif

@@ -13,6 +13,7 @@ static const struct cmd commands[] = {
     {"inspect", cmd_inspect, "-m MODEL [--json]"},
     {"tokenize", cmd_tokenize, "-m MODEL [--no-bos] [--] TEXT"},
     {"detokenize", cmd_detokenize, "-m MODEL --ids ID,ID,..."},
+    {"logits", cmd_logits, "-m MODEL --ids 1,403,407 [--top K] [-t THREADS]"},
     {NULL, NULL, NULL},
 };
 

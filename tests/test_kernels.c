@@ -1,0 +1,219 @@
+/*
+ * test_kernels.c: the dot-product kernels and the thread pool. The AVX2 kernels must give the same
+ * bits as the scalar reference (both follow the canonical reduction order) for every weight type,
+ * shape and batch size, and a product must not depend on how its rows and tokens were grouped.
+ */
+#include "common/err.h"
+#include "tests/harness.h"
+#include "tests/synth_rand.h"
+#include "workerd/engine/kernels.h"
+#include "workerd/engine/threadpool.h"
+#include "workerd/engine/types.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A rows x cols matrix of the given type with values in [-1, 1). */
+static void *
+make_matrix(uint32_t type, uint32_t rows, uint32_t cols, uint64_t seed, struct kernel_matrix *m)
+{
+    size_t rb = type_row_size(type, cols);
+    uint8_t *data = malloc(rb * rows);
+
+    for (uint32_t r = 0; r < rows; r++)
+        for (uint32_t k = 0; k < cols; k++) {
+            float v = synth_rand_uniform(seed, 1, (uint64_t)r * cols + k) * 2.0f - 1.0f;
+            if (type == TYPE_F32) {
+                memcpy(data + r * rb + k * 4, &v, 4);
+            } else {
+                uint16_t h = type == TYPE_F16 ? f32_to_fp16(v) : f32_to_bf16(v);
+                memcpy(data + r * rb + k * 2, &h, 2);
+            }
+        }
+    *m = (struct kernel_matrix){data, type, rows, cols, rb};
+    return data;
+}
+
+static float *
+make_vector(size_t n, uint64_t seed)
+{
+    float *x = malloc(n * sizeof(float));
+
+    for (size_t i = 0; i < n; i++)
+        x[i] = synth_rand_uniform(seed, 2, i) * 2.0f - 1.0f;
+    return x;
+}
+
+static void
+test_simd_equals_scalar(void)
+{
+    static const uint32_t types[] = {TYPE_F32, TYPE_F16, TYPE_BF16};
+    static const uint32_t shapes[][3] = {{7, 3, 1},    {9, 8, 2},    {13, 64, 5},
+                                         {33, 172, 7}, {4, 300, 40}, {5, 17, 3}};
+
+    if (!kernel_simd_active()) {
+        printf("  skip: no AVX2/FMA/F16C on this CPU\n");
+        return;
+    }
+    for (size_t ti = 0; ti < 3; ti++)
+        for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+            uint32_t rows = shapes[s][0], cols = shapes[s][1], ntok = shapes[s][2];
+            struct kernel_matrix m;
+            void *data = make_matrix(types[ti], rows, cols, 11 + s, &m);
+            float *x = make_vector((size_t)ntok * cols, 99 + s);
+            float *y1 = calloc((size_t)ntok * rows, sizeof(float));
+            float *y2 = calloc((size_t)ntok * rows, sizeof(float));
+            float *scratch = malloc(kernel_scratch_floats(cols) * sizeof(float));
+
+            kernel_matmul_rows(&m, 0, rows, x, cols, ntok, y1, rows, scratch);
+            kernel_force_scalar(true);
+            kernel_matmul_rows(&m, 0, rows, x, cols, ntok, y2, rows, scratch);
+            kernel_force_scalar(false);
+            bool same = memcmp(y1, y2, (size_t)ntok * rows * sizeof(float)) == 0;
+            free(data), free(x), free(y1), free(y2), free(scratch);
+            CHECKF(same, "type %u, %ux%u, %u tokens: AVX2 and scalar differ", types[ti], rows, cols,
+                   ntok);
+        }
+}
+
+/* One token at a time over any split of the rows, or all at once: the same bits. */
+static void
+test_grouping_invariant(void)
+{
+    static const uint32_t types[] = {TYPE_F32, TYPE_F16, TYPE_BF16};
+
+    for (size_t ti = 0; ti < 3; ti++) {
+        uint32_t rows = 23, cols = 100, ntok = 37;
+        struct kernel_matrix m;
+        void *data = make_matrix(types[ti], rows, cols, 5, &m);
+        float *x = make_vector((size_t)ntok * cols, 6);
+        float *y1 = calloc((size_t)ntok * rows, sizeof(float));
+        float *y2 = calloc((size_t)ntok * rows, sizeof(float));
+        float *row = malloc(cols * sizeof(float));
+        float *scratch = malloc(kernel_scratch_floats(cols) * sizeof(float));
+        double worst = 0;
+
+        kernel_matmul_rows(&m, 0, rows, x, cols, ntok, y1, rows, scratch);
+        for (uint32_t t = 0; t < ntok; t++) {
+            const float *xt = x + t * cols;
+            kernel_matmul_rows(&m, 0, 8, xt, cols, 1, y2 + t * rows, rows, scratch);
+            kernel_matmul_rows(&m, 8, 21, xt, cols, 1, y2 + t * rows, rows, scratch);
+            kernel_matmul_rows(&m, 21, rows, xt, cols, 1, y2 + t * rows, rows, scratch);
+        }
+        bool same = memcmp(y1, y2, (size_t)ntok * rows * sizeof(float)) == 0;
+        for (uint32_t r = 0; r < rows; r++) { /* and close to the exact product */
+            kernel_row_to_f32(&m, r, row);
+            for (uint32_t t = 0; t < ntok; t++) {
+                double exact = 0;
+                for (uint32_t k = 0; k < cols; k++)
+                    exact += (double)row[k] * x[t * cols + k];
+                worst = fmax(worst, fabs(exact - y1[t * rows + r]));
+            }
+        }
+        free(data), free(x), free(y1), free(y2), free(row), free(scratch);
+        CHECKF(same, "type %u: batched and one-token products differ", types[ti]);
+        CHECKF(worst < 1e-4, "type %u: off the exact product by %g", types[ti], worst);
+    }
+}
+
+static void
+test_dot_canonical_order(void)
+{
+    float a[16] = {1e8f, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, -1e8f, 1, 1, 1};
+    float b[16];
+
+    for (int i = 0; i < 16; i++)
+        b[i] = 1.0f;
+    /* lanes: l0 = 1e8 + 1 = 1e8, l4 = 1 - 1e8 = -1e8, others 2:
+     * ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)) = (0 + 4) + (4 + 4) = 12 */
+    float v = kernel_dot(a, b, 16);
+    CHECKF(v == 12.0f, "got %g", v);
+    kernel_force_scalar(true);
+    v = kernel_dot(a, b, 16);
+    kernel_force_scalar(false);
+    CHECKF(v == 12.0f, "scalar got %g", v);
+}
+
+static void
+test_elementwise(void)
+{
+    float x[4] = {1, 2, 3, 4}, y[4];
+    float sm[3] = {0, 1000, 1000};
+    float q[4] = {1, 2, 3, 4}, r[4] = {1, 2, 3, 4};
+    float cs[4] = {0, 1, 1, 0}; /* pair 0 by 90 degrees, pair 1 by 0 */
+    float g[2] = {0, 1};
+
+    kernel_rmsnorm(y, x, 4, 0.0f);
+    CHECKF(fabsf(y[3] - 4.0f / sqrtf(7.5f)) < 1e-6f, "rmsnorm %g", y[3]);
+    kernel_softmax(sm, 3);
+    CHECKF(sm[0] == 0.0f && fabsf(sm[1] - 0.5f) < 1e-7f, "softmax %g %g", sm[0], sm[1]);
+    kernel_rope(q, cs, 4, 0);
+    CHECKF(q[0] == -2 && q[1] == 1 && q[2] == 3 && q[3] == 4, "rope norm %g %g", q[0], q[1]);
+    kernel_rope(r, cs, 4, 2); /* NeoX: pairs (0, 2) by 90 degrees and (1, 3) by 0 */
+    CHECKF(r[0] == -3 && r[2] == 1 && r[1] == 2 && r[3] == 4, "rope neox %g %g", r[0], r[2]);
+    kernel_silu(g, 2);
+    CHECKF(g[0] == 0 && fabsf(g[1] - 1 / (1 + expf(-1))) < 1e-7f, "silu %g", g[1]);
+}
+
+static void
+test_types_supported(void)
+{
+    CHECK(kernel_type_supported(TYPE_F32));
+    CHECK(kernel_type_supported(TYPE_F16));
+    CHECK(kernel_type_supported(TYPE_BF16));
+    CHECK(!kernel_type_supported(TYPE_IQ2_XS));
+    CHECK(!kernel_type_supported(TYPE__COUNT + 3));
+}
+
+static atomic_int parts_seen[8];
+
+static void
+count_part(void *arg, uint32_t ith, uint32_t nth)
+{
+    atomic_int *calls = arg;
+
+    atomic_fetch_add(&parts_seen[ith], 1);
+    atomic_fetch_add(calls, (int)nth);
+}
+
+static void
+test_threadpool_runs_every_part(void)
+{
+    struct threadpool *p;
+    char err[ERR_MSG_MAX];
+
+    for (uint32_t n = 1; n <= 4; n++) {
+        atomic_int calls = 0;
+
+        for (int i = 0; i < 8; i++)
+            atomic_store(&parts_seen[i], 0);
+        CHECK(threadpool_new(&p, n, err) == ERR_OK);
+        CHECK(threadpool_size(p) == n);
+        for (int k = 0; k < 500; k++)
+            threadpool_run(p, count_part, &calls);
+        threadpool_free(p);
+        CHECKF(atomic_load(&calls) == 500 * (int)(n * n), "n %u: %d calls", n, atomic_load(&calls));
+        for (uint32_t i = 0; i < n; i++)
+            CHECKF(atomic_load(&parts_seen[i]) == 500, "n %u part %u ran %d times", n, i,
+                   atomic_load(&parts_seen[i]));
+    }
+    CHECK(threadpool_new(&p, 0, err) == ERR_BAD_REQUEST && p == NULL);
+}
+
+int
+main(int argc, char **argv)
+{
+    static const struct test tests[] = {
+        TEST(test_simd_equals_scalar),
+        TEST(test_grouping_invariant),
+        TEST(test_dot_canonical_order),
+        TEST(test_elementwise),
+        TEST(test_types_supported),
+        TEST(test_threadpool_runs_every_part),
+        {0},
+    };
+    return harness_run(tests, argc, argv);
+}

@@ -1,0 +1,444 @@
+/*
+ * kernels.c: see kernels.h. Two implementations of every dot product: AVX2+FMA+F16C (chosen at run
+ * time by CPUID, compiled with per-function target attributes so the rest of the build stays
+ * baseline x86-64) and the scalar reference, which follows the same canonical order with fmaf() so
+ * that the two agree bit for bit. Not the fast kernels of the performance issue: no AVX-512, no
+ * quantized activations; correctness and a fixed reduction order first.
+ */
+#include "workerd/engine/kernels.h"
+
+#include "workerd/engine/types.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+#define KERNEL_X86 1
+#endif
+
+#define LANES      8
+#define TOK_TILE   2  /* tokens per tile */
+#define TOK_BLOCK  32 /* tokens that share one conversion of a weight tile */
+#define DIRECT_MAX 2  /* up to this many tokens, F16/BF16 rows are converted inside the dot loop */
+
+/* How a weight row's elements are read: LOAD_NONE types go through their row conversion. */
+enum load_kind { LOAD_NONE = 0, LOAD_F32, LOAD_F16, LOAD_BF16 };
+
+/* The direct read of each type's elements in the dot loop, if any (else: row conversion). */
+static enum load_kind
+direct_kind(uint32_t type)
+{
+    switch (type) {
+    case TYPE_F32:
+        return LOAD_F32;
+    case TYPE_F16:
+        return LOAD_F16;
+    case TYPE_BF16:
+        return LOAD_BF16;
+    default:
+        return LOAD_NONE;
+    }
+}
+
+bool
+kernel_type_supported(uint32_t type)
+{
+    const struct type_traits *t = type_traits(type);
+
+    return t != NULL && t->supported && t->to_float != NULL;
+}
+
+size_t
+kernel_scratch_floats(uint32_t cols)
+{
+    return (size_t)KERNEL_TILE_ROWS * cols;
+}
+
+void
+kernel_row_to_f32(const struct kernel_matrix *w, uint32_t r, float *out)
+{
+    type_traits(w->type)->to_float((const char *)w->data + (size_t)r * w->row_bytes, out, w->cols);
+}
+
+/* ---- scalar reference ---- */
+
+static inline float
+load1(enum load_kind kind, const void *p, size_t k)
+{
+    switch (kind) {
+    case LOAD_F16:
+        return fp16_to_f32(((const uint16_t *)p)[k]);
+    case LOAD_BF16:
+        return bf16_to_f32(((const uint16_t *)p)[k]);
+    default:
+        return ((const float *)p)[k];
+    }
+}
+
+static inline float
+lane_sum(const float l[LANES])
+{
+    return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+}
+
+static float
+dot_scalar(enum load_kind kind, const void *w, const float *x, size_t n)
+{
+    float l[LANES] = {0};
+    size_t k;
+
+    for (k = 0; k < n; k++)
+        l[k % LANES] = fmaf(load1(kind, w, k), x[k], l[k % LANES]);
+    for (; k % LANES != 0; k++) /* the zero padding of the last block */
+        l[k % LANES] = fmaf(0.0f, 0.0f, l[k % LANES]);
+    return lane_sum(l);
+}
+
+/* y[j*ys + i] = w[i] . x[j] for i < nr, j < nt. */
+static void
+tile_scalar(enum load_kind kind, int nr, int nt, const void *const *w, const float *const *x,
+            size_t n, float *y, size_t ys)
+{
+    for (int i = 0; i < nr; i++)
+        for (int j = 0; j < nt; j++)
+            y[j * ys + i] = dot_scalar(kind, w[i], x[j], n);
+}
+
+/* ---- AVX2 + FMA + F16C ---- */
+
+#ifdef KERNEL_X86
+#define AVX2          __attribute__((target("avx2,fma,f16c")))
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+AVX2 static ALWAYS_INLINE __m256
+load8(enum load_kind kind, const void *p, size_t k)
+{
+    if (kind == LOAD_F16)
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + k)));
+    if (kind == LOAD_BF16) {
+        __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)p + k));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    }
+    return _mm256_loadu_ps((const float *)p + k);
+}
+
+/* ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)), as lane_sum(). */
+AVX2 static ALWAYS_INLINE float
+hsum8(__m256 v)
+{
+    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    __m128 b = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    return _mm_cvtss_f32(_mm_add_ss(b, _mm_shuffle_ps(b, b, 1)));
+}
+
+/* Copies the last, short block of each of nr rows (or tokens) as f32 into zero-padded lanes. */
+static inline void
+pad_tail(enum load_kind kind, int nr, const void *const *src, size_t n8, size_t n,
+         float dst[][LANES])
+{
+    for (int i = 0; i < nr; i++) {
+        memset(dst[i], 0, sizeof(dst[i]));
+        for (size_t k = n8; k < n; k++)
+            dst[i][k - n8] = load1(kind, src[i], k);
+    }
+}
+
+/* One block of 8 columns of a 4-row x 2-token tile: a<row><token> += w<row> * x<token>. */
+#define STEP_4X2(kind, w, x, k)                                                                    \
+    do {                                                                                           \
+        __m256 x0_ = _mm256_loadu_ps((x)[0] + (k)), x1_ = _mm256_loadu_ps((x)[1] + (k)), w_;       \
+        w_ = load8(kind, (w)[0], k);                                                               \
+        a00 = _mm256_fmadd_ps(w_, x0_, a00);                                                       \
+        a01 = _mm256_fmadd_ps(w_, x1_, a01);                                                       \
+        w_ = load8(kind, (w)[1], k);                                                               \
+        a10 = _mm256_fmadd_ps(w_, x0_, a10);                                                       \
+        a11 = _mm256_fmadd_ps(w_, x1_, a11);                                                       \
+        w_ = load8(kind, (w)[2], k);                                                               \
+        a20 = _mm256_fmadd_ps(w_, x0_, a20);                                                       \
+        a21 = _mm256_fmadd_ps(w_, x1_, a21);                                                       \
+        w_ = load8(kind, (w)[3], k);                                                               \
+        a30 = _mm256_fmadd_ps(w_, x0_, a30);                                                       \
+        a31 = _mm256_fmadd_ps(w_, x1_, a31);                                                       \
+    } while (0)
+
+/* One block of 8 columns of a 4-row x 1-token tile. */
+#define STEP_4X1(kind, w, x, k)                                                                    \
+    do {                                                                                           \
+        __m256 x0_ = _mm256_loadu_ps((x)[0] + (k));                                                \
+        a00 = _mm256_fmadd_ps(load8(kind, (w)[0], k), x0_, a00);                                   \
+        a10 = _mm256_fmadd_ps(load8(kind, (w)[1], k), x0_, a10);                                   \
+        a20 = _mm256_fmadd_ps(load8(kind, (w)[2], k), x0_, a20);                                   \
+        a30 = _mm256_fmadd_ps(load8(kind, (w)[3], k), x0_, a30);                                   \
+    } while (0)
+
+/* One block of 8 columns of one row and one token. */
+#define STEP_1X1(kind, w, x, k)                                                                    \
+    do {                                                                                           \
+        a00 = _mm256_fmadd_ps(load8(kind, (w)[0], k), _mm256_loadu_ps((x)[0] + (k)), a00);         \
+    } while (0)
+
+/*
+ * The tile kernels: y[j*ys + i] = w[i] . x[j] for i < nr rows, j < nt tokens, accumulators in
+ * registers (named: compilers keep arrays of vectors in memory). The main loop runs over whole
+ * blocks of 8; the short last block, if any, runs the same step on zero-padded f32 copies.
+ */
+#define TILE_BODY(nr, nt, STEP)                                                                    \
+    float wt[KERNEL_TILE_ROWS][LANES], xt[TOK_TILE][LANES];                                        \
+    const float *wp[KERNEL_TILE_ROWS] = {wt[0], wt[1], wt[2], wt[3]};                              \
+    const float *xp[TOK_TILE] = {xt[0], xt[1]};                                                    \
+    size_t n8 = n & ~(size_t)(LANES - 1);                                                          \
+    if (n8 < n) { /* before the loop: a call here would spill the accumulators */                  \
+        pad_tail(kind, nr, w, n8, n, wt);                                                          \
+        pad_tail(LOAD_F32, nt, (const void *const *)x, n8, n, xt);                                 \
+    }                                                                                              \
+    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00;                             \
+    __m256 a20 = a00, a21 = a00, a30 = a00, a31 = a00;                                             \
+    for (size_t k = 0; k < n8; k += LANES)                                                         \
+        STEP(kind, w, x, k);                                                                       \
+    if (n8 < n)                                                                                    \
+        STEP(LOAD_F32, wp, xp, 0);                                                                 \
+    __m256 acc_[KERNEL_TILE_ROWS][TOK_TILE] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};    \
+    for (int i = 0; i < nr; i++)                                                                   \
+        for (int j = 0; j < nt; j++)                                                               \
+            y[j * ys + i] = hsum8(acc_[i][j]);
+
+AVX2 static ALWAYS_INLINE void
+tile_4x2(enum load_kind kind, const void *const *w, const float *const *x, size_t n, float *y,
+         size_t ys){TILE_BODY(KERNEL_TILE_ROWS, 2, STEP_4X2)}
+
+AVX2 static ALWAYS_INLINE
+    void tile_4x1(enum load_kind kind, const void *const *w, const float *const *x, size_t n,
+                  float *y, size_t ys){TILE_BODY(KERNEL_TILE_ROWS, 1, STEP_4X1)}
+
+AVX2 static ALWAYS_INLINE void tile_1x1(enum load_kind kind, const void *const *w,
+                                        const float *const *x, size_t n, float *y, size_t ys)
+{
+    TILE_BODY(1, 1, STEP_1X1)
+}
+
+typedef void (*tile_fn)(const void *const *w, const float *const *x, size_t n, float *y, size_t ys);
+
+#define TILE_FNS(sfx, kind)                                                                        \
+    AVX2 static void tile_##sfx##_4x2(const void *const *w, const float *const *x, size_t n,       \
+                                      float *y, size_t ys)                                         \
+    {                                                                                              \
+        tile_4x2(kind, w, x, n, y, ys);                                                            \
+    }                                                                                              \
+    AVX2 static void tile_##sfx##_4x1(const void *const *w, const float *const *x, size_t n,       \
+                                      float *y, size_t ys)                                         \
+    {                                                                                              \
+        tile_4x1(kind, w, x, n, y, ys);                                                            \
+    }                                                                                              \
+    AVX2 static void tile_##sfx##_1x1(const void *const *w, const float *const *x, size_t n,       \
+                                      float *y, size_t ys)                                         \
+    {                                                                                              \
+        tile_1x1(kind, w, x, n, y, ys);                                                            \
+    }
+TILE_FNS(f32, LOAD_F32)
+TILE_FNS(f16, LOAD_F16)
+TILE_FNS(bf16, LOAD_BF16)
+
+/* [kind][shape]: shape 0 = 4 rows x 2 tokens, 1 = 4 x 1, 2 = 1 x 1. */
+static const tile_fn tiles_avx2[][3] = {
+    [LOAD_F32] = {tile_f32_4x2, tile_f32_4x1, tile_f32_1x1},
+    [LOAD_F16] = {tile_f16_4x2, tile_f16_4x1, tile_f16_1x1},
+    [LOAD_BF16] = {tile_bf16_4x2, tile_bf16_4x1, tile_bf16_1x1},
+};
+
+/* AVX, AVX2, FMA and F16C present and the OS saves the YMM registers. */
+static bool
+cpu_has_avx2(void)
+{
+    unsigned a, b, c, d;
+    unsigned lo, hi;
+
+    if (!__get_cpuid(1, &a, &b, &c, &d))
+        return false;
+    if (!(c & (1u << 12)) || !(c & (1u << 27)) || !(c & (1u << 28)) || !(c & (1u << 29)))
+        return false;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    (void)hi;
+    if ((lo & 6) != 6)
+        return false;
+    if (__get_cpuid_max(0, NULL) < 7)
+        return false;
+    __cpuid_count(7, 0, a, b, c, d);
+    return (b & (1u << 5)) != 0;
+}
+#endif /* KERNEL_X86 */
+
+/* 0 = not yet decided, 1 = AVX2, 2 = scalar. */
+static atomic_int simd_mode;
+
+bool
+kernel_simd_active(void)
+{
+    int m = atomic_load(&simd_mode);
+
+    if (m == 0) {
+#ifdef KERNEL_X86
+        m = cpu_has_avx2() ? 1 : 2;
+#else
+        m = 2;
+#endif
+        atomic_store(&simd_mode, m);
+    }
+    return m == 1;
+}
+
+void
+kernel_force_scalar(bool scalar)
+{
+    atomic_store(&simd_mode, 0);
+    if (scalar)
+        atomic_store(&simd_mode, 2);
+}
+
+/* Shapes: 0 = 4 rows x TOK_TILE tokens, 1 = 4 x 1, 2 = 1 x 1. */
+static void
+tile(bool simd, enum load_kind kind, int shape, const void *const *w, const float *const *x,
+     size_t n, float *y, size_t ys)
+{
+    static const int nr[3] = {KERNEL_TILE_ROWS, KERNEL_TILE_ROWS, 1}, nt[3] = {TOK_TILE, 1, 1};
+
+#ifdef KERNEL_X86
+    if (simd) {
+        tiles_avx2[kind][shape](w, x, n, y, ys);
+        return;
+    }
+#else
+    (void)simd;
+#endif
+    tile_scalar(kind, nr[shape], nt[shape], w, x, n, y, ys);
+}
+
+void
+kernel_matmul_rows(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, const float *x,
+                   size_t xs, uint32_t ntok, float *y, size_t ys, float *scratch)
+{
+    type_to_float_fn to_f32 = type_traits(w->type)->to_float;
+    enum load_kind dk = direct_kind(w->type);
+    bool direct = dk == LOAD_F32 || (dk != LOAD_NONE && ntok <= DIRECT_MAX);
+    enum load_kind kind = direct ? dk : LOAD_F32;
+    bool simd = kernel_simd_active();
+    size_t cols = w->cols;
+
+    for (uint32_t t0 = 0; t0 < ntok; t0 += TOK_BLOCK) {
+        uint32_t t1 = ntok - t0 < TOK_BLOCK ? ntok : t0 + TOK_BLOCK;
+
+        for (uint32_t r = r0; r < r1; r += KERNEL_TILE_ROWS) {
+            uint32_t nr = r1 - r < KERNEL_TILE_ROWS ? r1 - r : KERNEL_TILE_ROWS;
+            const void *wr[KERNEL_TILE_ROWS];
+
+            for (uint32_t i = 0; i < nr; i++) {
+                const void *src = (const char *)w->data + (size_t)(r + i) * w->row_bytes;
+                if (direct) {
+                    wr[i] = src;
+                } else {
+                    to_f32(src, scratch + i * cols, cols);
+                    wr[i] = scratch + i * cols;
+                }
+            }
+            for (uint32_t t = t0; t < t1;) {
+                const float *xr[TOK_TILE];
+                if (nr == KERNEL_TILE_ROWS && t1 - t >= TOK_TILE) {
+                    for (int j = 0; j < TOK_TILE; j++)
+                        xr[j] = x + (t + j) * xs;
+                    tile(simd, kind, 0, wr, xr, cols, y + t * ys + r, ys);
+                    t += TOK_TILE;
+                    continue;
+                }
+                xr[0] = x + t * xs;
+                if (nr == KERNEL_TILE_ROWS)
+                    tile(simd, kind, 1, wr, xr, cols, y + t * ys + r, ys);
+                else
+                    for (uint32_t i = 0; i < nr; i++)
+                        tile(simd, kind, 2, &wr[i], xr, cols, y + t * ys + r + i, ys);
+                t++;
+            }
+        }
+    }
+}
+
+float
+kernel_dot(const float *a, const float *b, size_t n)
+{
+    const void *w[1] = {a};
+    const float *x[1] = {b};
+    float y;
+
+    tile(kernel_simd_active(), LOAD_F32, 2, w, x, n, &y, 1);
+    return y;
+}
+
+/* ---- element-wise stages ---- */
+
+void
+kernel_rmsnorm(float *y, const float *x, size_t n, float eps)
+{
+    double ss = 0.0;
+
+    for (size_t i = 0; i < n; i++)
+        ss += (double)(x[i] * x[i]);
+    float mean = (float)(ss / (double)n);
+    float scale = 1.0f / sqrtf(mean + eps);
+    for (size_t i = 0; i < n; i++)
+        y[i] = x[i] * scale;
+}
+
+void
+kernel_rope(float *x, const float *cs, uint32_t n_rot, int rope_type)
+{
+    uint32_t half = n_rot / 2;
+
+    for (uint32_t i = 0; i < half; i++) {
+        float c = cs[2 * i], s = cs[2 * i + 1];
+        uint32_t a = rope_type == 2 ? i : 2 * i;
+        uint32_t b = rope_type == 2 ? i + half : 2 * i + 1;
+        float x0 = x[a], x1 = x[b];
+
+        x[a] = x0 * c - x1 * s;
+        x[b] = x0 * s + x1 * c;
+    }
+}
+
+void
+kernel_softmax(float *x, size_t n)
+{
+    float max = -INFINITY;
+    double sum = 0.0;
+
+    for (size_t i = 0; i < n; i++)
+        max = x[i] > max ? x[i] : max;
+    for (size_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += x[i];
+    }
+    float inv = (float)(1.0 / sum);
+    for (size_t i = 0; i < n; i++)
+        x[i] *= inv;
+}
+
+void
+kernel_silu(float *g, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        g[i] = g[i] / (1.0f + expf(-g[i]));
+}
+
+void
+kernel_mul(float *y, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        y[i] *= x[i];
+}
+
+void
+kernel_add(float *y, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        y[i] += x[i];
+}

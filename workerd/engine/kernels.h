@@ -1,0 +1,80 @@
+/*
+ * kernels.h: the arithmetic of the forward pass: matrix x activations (the weights in their file
+ * type, used in place), dot products, RMSNorm, RoPE, softmax, SiLU.
+ *
+ * Every dot product, whatever the kernel, the batch size or the thread that runs it, is reduced in
+ * one canonical order: 8 lanes, element k accumulated into lane k % 8 with a fused multiply-add in
+ * increasing k (a short last block is padded with zeros), then the lanes summed as
+ * ((l0+l4)+(l2+l6))+((l1+l5)+(l3+l7)). The AVX2 kernels and the scalar reference both follow it,
+ * so they give bit-identical results, and so do 1 or 2 threads, one token or a batch.
+ * Weight types plug in through a row conversion (kernel_type_supported() says which): F32, F16 and
+ * BF16 are read directly in the dot loop; a type with only a conversion goes through f32 tiles.
+ */
+#ifndef LLORCH_KERNELS_H
+#define LLORCH_KERNELS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A 2-D weight in the mapping: rows x cols (cols = ne[0], contiguous), row_bytes apart. */
+struct kernel_matrix {
+    const void *data;
+    uint32_t type; /* enum type_id */
+    uint32_t rows, cols;
+    size_t row_bytes;
+};
+
+/* Rows converted at once by kernel_matmul_rows(); its scratch holds this many rows of f32. */
+#define KERNEL_TILE_ROWS 4
+
+/* Floats of per-thread scratch kernel_matmul_rows() needs for matrices of up to cols columns. */
+size_t kernel_scratch_floats(uint32_t cols);
+
+/* Whether matrices of this type can be multiplied (and rows read as f32). */
+bool kernel_type_supported(uint32_t type);
+
+/* Whether the AVX2/FMA/F16C kernels are in use (decided once by CPUID, see kernel_force_scalar). */
+bool kernel_simd_active(void);
+
+/* Tests: force the scalar reference kernels (true) or go back to the CPUID choice (false). */
+void kernel_force_scalar(bool scalar);
+
+/*
+ * y[t*ys + r] = W[r] . x[t*xs ...] for rows r in [r0, r1) and tokens t in [0, ntok), in the
+ * canonical order. scratch: kernel_scratch_floats(w->cols) floats owned by the calling thread.
+ * The type must be supported (checked by the caller when the model is loaded).
+ */
+void kernel_matmul_rows(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, const float *x,
+                        size_t xs, uint32_t ntok, float *y, size_t ys, float *scratch);
+
+/* Row r of w as n = w->cols floats (the embedding lookup). */
+void kernel_row_to_f32(const struct kernel_matrix *w, uint32_t r, float *out);
+
+/* a . b over n floats, in the canonical order. */
+float kernel_dot(const float *a, const float *b, size_t n);
+
+/* y = x / sqrt(mean(x^2) + eps) over n floats (the sum of squares in double). y may equal x.
+ * The weight is applied apart (kernel_mul), as llama.cpp does: the same roundings. */
+void kernel_rmsnorm(float *y, const float *x, size_t n, float eps);
+
+/*
+ * Rotates one head of n_rot <= head_dim leading dims in place by the angles of one position:
+ * cs[2i], cs[2i+1] = cos, sin of pos * base^(-2i/n_rot). rope_type 0 rotates adjacent pairs
+ * (x[2i], x[2i+1]), rope_type 2 (NeoX) the pairs (x[i], x[i + n_rot/2]).
+ */
+void kernel_rope(float *x, const float *cs, uint32_t n_rot, int rope_type);
+
+/* In place softmax over n floats (max subtracted, sum in double). */
+void kernel_softmax(float *x, size_t n);
+
+/* g = silu(g) = g / (1 + exp(-g)) over n floats, in place. */
+void kernel_silu(float *g, size_t n);
+
+/* y = y * x (element-wise) over n floats. */
+void kernel_mul(float *y, const float *x, size_t n);
+
+/* y = y + x (element-wise) over n floats. */
+void kernel_add(float *y, const float *x, size_t n);
+
+#endif

@@ -1,0 +1,794 @@
+/*
+ * model.c: see model.h. Laid out as llama2.c's run.c: the hyperparameters (struct model_config),
+ * the weights (struct model: views into the mapping, each with its shape), the run state (struct
+ * context: every buffer, allocated once), and forward() reading top to bottom like the paper.
+ * Matrix products and attention are split over the context's threads by output rows (or by
+ * (token, head) pairs), so each output element is computed whole by one thread in a fixed order.
+ */
+#include "workerd/engine/model.h"
+
+#include "common/err.h"
+#include "workerd/engine/gguf.h"
+#include "workerd/engine/kernels.h"
+#include "workerd/engine/threadpool.h"
+#include "workerd/engine/types.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Tokens evaluated together; a longer call is split into batches of this size (same results). */
+#define MODEL_UBATCH 128
+/* Below this many multiply-adds a job runs on the calling thread alone: waking the pool costs more
+ * (and the result is the same bits either way). */
+#define MODEL_PARALLEL_MIN (1u << 18)
+/* Sanity bounds on hyperparameters, far above any real model. */
+#define MODEL_MAX_DIM    (1u << 20)
+#define MODEL_MAX_LAYERS 4096
+
+/* An architecture llorch runs, and what differs between them. */
+struct arch {
+    const char *name;
+    int rope_type;
+    bool qkv_bias; /* attn_{q,k,v}.bias present */
+};
+
+static const struct arch arches[] = {
+    {"llama", MODEL_ROPE_NORM, false},
+};
+
+struct layer {
+    const float *attn_norm;            /* (n_embd) */
+    struct kernel_matrix wq;           /* (n_head * head_dim, n_embd) */
+    struct kernel_matrix wk, wv;       /* (n_head_kv * head_dim, n_embd) */
+    const float *bq, *bk, *bv;         /* biases of the above, or NULL (llama) */
+    struct kernel_matrix wo;           /* (n_embd, n_head * head_dim) */
+    const float *ffn_norm;             /* (n_embd) */
+    struct kernel_matrix w_gate, w_up; /* (n_ff, n_embd) */
+    struct kernel_matrix w_down;       /* (n_embd, n_ff) */
+};
+
+struct model {
+    struct model_config cfg;
+    struct kernel_matrix tok_embd; /* (n_vocab, n_embd) */
+    struct layer *layers;          /* n_layer */
+    const float *output_norm;      /* (n_embd) */
+    struct kernel_matrix output;   /* (n_vocab, n_embd); token_embd when tied */
+};
+
+struct context {
+    const struct model *m;
+    uint32_t n_ctx, pos;
+    struct threadpool *pool;
+    float *k_cache, *v_cache; /* (n_layer, n_ctx, n_head_kv * head_dim) */
+    float *rope;              /* (n_ctx, n_rot): cos, sin of each pair's angle */
+    float *x;                 /* (MODEL_UBATCH, n_embd) residual stream */
+    float *xb;                /* (MODEL_UBATCH, n_embd) normed input / projection output */
+    float *q;                 /* (MODEL_UBATCH, n_head * head_dim) */
+    float *att;               /* (MODEL_UBATCH, n_head * head_dim) attention output */
+    float *hb, *hb2;          /* (MODEL_UBATCH, n_ff) gate, up */
+    float *scratch;           /* (n_threads, scratch_stride): tiles, attention scores */
+    size_t scratch_stride;
+    const atomic_bool *abort;
+    context_trace_fn trace;
+    void *trace_ud;
+};
+
+/* ---- loading ---- */
+
+static int
+cfg_u32(const struct gguf *g, const char *arch, const char *suffix, bool required, uint32_t dflt,
+        uint32_t *out, char *err)
+{
+    char key[128];
+    int64_t v;
+    int rc;
+
+    snprintf(key, sizeof(key), "%s.%s", arch, suffix);
+    rc = gguf_get_int(g, key, &v, err);
+    if (rc == ERR_NOT_FOUND) {
+        if (required)
+            return err_set(err, ERR_FORMAT, "metadata key %s is missing", key);
+        *out = dflt;
+        return ERR_OK;
+    }
+    if (rc != ERR_OK)
+        return rc;
+    if (v <= 0 || v > MODEL_MAX_DIM)
+        return err_set(err, ERR_FORMAT, "metadata key %s is %" PRId64 ", expected 1..%u", key, v,
+                       MODEL_MAX_DIM);
+    *out = (uint32_t)v;
+    return ERR_OK;
+}
+
+static int
+cfg_float(const struct gguf *g, const char *arch, const char *suffix, float dflt, float *out,
+          char *err)
+{
+    char key[128];
+    double v;
+    int rc;
+
+    snprintf(key, sizeof(key), "%s.%s", arch, suffix);
+    rc = gguf_get_float(g, key, &v, err);
+    if (rc == ERR_NOT_FOUND) {
+        *out = dflt;
+        return ERR_OK;
+    }
+    if (rc != ERR_OK)
+        return rc;
+    if (!(v > 0.0) || !isfinite(v))
+        return err_set(err, ERR_FORMAT, "metadata key %s is %g, expected a positive number", key,
+                       v);
+    *out = (float)v;
+    return ERR_OK;
+}
+
+static int
+read_config(struct model_config *c, const struct arch **arch_out, const struct gguf *g, char *err)
+{
+    struct gguf_str name;
+    const struct arch *arch = NULL;
+    int rc;
+
+    rc = gguf_get_str(g, "general.architecture", &name, err);
+    if (rc == ERR_NOT_FOUND)
+        return err_set(err, ERR_FORMAT, "metadata key general.architecture is missing");
+    if (rc != ERR_OK)
+        return rc;
+    for (size_t i = 0; i < sizeof(arches) / sizeof(arches[0]); i++)
+        if (strlen(arches[i].name) == name.len && memcmp(arches[i].name, name.data, name.len) == 0)
+            arch = &arches[i];
+    if (arch == NULL)
+        return err_set(err, ERR_UNSUPPORTED,
+                       "architecture '%.*s' is not supported (llorch runs: "
+                       "llama)",
+                       (int)(name.len > 64 ? 64 : name.len), name.data);
+    *arch_out = arch;
+    memset(c, 0, sizeof(*c));
+    snprintf(c->arch, sizeof(c->arch), "%s", arch->name);
+    c->rope_type = arch->rope_type;
+
+    if ((rc = cfg_u32(g, arch->name, "embedding_length", true, 0, &c->n_embd, err)) ||
+        (rc = cfg_u32(g, arch->name, "block_count", true, 0, &c->n_layer, err)) ||
+        (rc = cfg_u32(g, arch->name, "attention.head_count", true, 0, &c->n_head, err)) ||
+        (rc = cfg_u32(g, arch->name, "attention.head_count_kv", false, c->n_head, &c->n_head_kv,
+                      err)) ||
+        (rc = cfg_u32(g, arch->name, "feed_forward_length", true, 0, &c->n_ff, err)) ||
+        (rc = cfg_u32(g, arch->name, "context_length", true, 0, &c->n_ctx_train, err)))
+        return rc;
+    if (c->n_layer > MODEL_MAX_LAYERS)
+        return err_set(err, ERR_FORMAT, "%s.block_count is %u, more than %u", arch->name,
+                       c->n_layer, MODEL_MAX_LAYERS);
+    if (c->n_head % c->n_head_kv != 0)
+        return err_set(err, ERR_FORMAT,
+                       "%s.attention.head_count %u is not a multiple of "
+                       "head_count_kv %u",
+                       arch->name, c->n_head, c->n_head_kv);
+    if ((rc = cfg_u32(g, arch->name, "attention.key_length", false, 0, &c->head_dim, err)))
+        return rc;
+    if (c->head_dim == 0 && c->n_embd % c->n_head != 0)
+        return err_set(err, ERR_FORMAT,
+                       "%s.embedding_length %u is not a multiple of "
+                       "attention.head_count %u",
+                       arch->name, c->n_embd, c->n_head);
+    if (c->head_dim == 0)
+        c->head_dim = c->n_embd / c->n_head;
+    if ((rc = cfg_u32(g, arch->name, "rope.dimension_count", false, c->head_dim, &c->n_rot, err)))
+        return rc;
+    if ((uint64_t)c->n_head * c->head_dim > MODEL_MAX_DIM)
+        return err_set(err, ERR_FORMAT, "%s: head_count x key_length is too large", arch->name);
+    if (c->n_rot > c->head_dim || c->n_rot % 2 != 0)
+        return err_set(err, ERR_FORMAT,
+                       "%s.rope.dimension_count %u must be even and at most the "
+                       "head size %u",
+                       arch->name, c->n_rot, c->head_dim);
+    if ((rc = cfg_float(g, arch->name, "rope.freq_base", 10000.0f, &c->rope_base, err)) ||
+        (rc =
+             cfg_float(g, arch->name, "attention.layer_norm_rms_epsilon", 1e-5f, &c->rms_eps, err)))
+        return rc;
+    return ERR_OK;
+}
+
+static const struct gguf_tensor *
+find_tensor(const struct gguf *g, const char *name, bool required, char *err, int *rc)
+{
+    const struct gguf_tensor *t = gguf_find_tensor(g, name);
+
+    *rc = ERR_OK;
+    if (t == NULL && required)
+        *rc = err_set(err, ERR_FORMAT, "tensor %s is missing", name);
+    return t;
+}
+
+/* Binds a (rows, cols) matrix: ne = [cols, rows]. */
+static int
+bind_matrix(struct kernel_matrix *mx, const struct gguf *g, const char *name, uint32_t rows,
+            uint32_t cols, char *err)
+{
+    int rc;
+    const struct gguf_tensor *t = find_tensor(g, name, true, err, &rc);
+    const struct type_traits *tt;
+
+    if (t == NULL)
+        return rc;
+    if (t->n_dims != 2 || t->ne[0] != cols || t->ne[1] != rows)
+        return err_set(err, ERR_FORMAT,
+                       "tensor %s has shape [%" PRId64 ", %" PRId64 "], expected "
+                       "[%u, %u]",
+                       name, t->ne[0], t->ne[1], cols, rows);
+    tt = type_traits(t->type);
+    if (!kernel_type_supported(t->type))
+        return err_set(err, ERR_UNSUPPORTED, "%s has type %s, which llorch does not support", name,
+                       tt ? tt->name : "unknown");
+    mx->data = t->data;
+    mx->type = t->type;
+    mx->rows = rows;
+    mx->cols = cols;
+    mx->row_bytes = type_row_size(t->type, cols);
+    if (mx->row_bytes == 0)
+        return err_set(err, ERR_FORMAT, "tensor %s: rows of %u are not whole %s blocks", name, cols,
+                       tt->name);
+    return ERR_OK;
+}
+
+/* Binds an F32 vector of n (a norm weight or a bias); absent and optional gives NULL. */
+static int
+bind_vector(const float **out, const struct gguf *g, const char *name, uint32_t n, bool required,
+            char *err)
+{
+    int rc;
+    const struct gguf_tensor *t = find_tensor(g, name, required, err, &rc);
+
+    *out = NULL;
+    if (t == NULL)
+        return rc;
+    if (t->n_dims != 1 || t->ne[0] != n)
+        return err_set(err, ERR_FORMAT,
+                       "tensor %s has %u dims and %" PRId64 " elements, expected "
+                       "a vector of %u",
+                       name, t->n_dims, t->ne[0], n);
+    if (t->type != TYPE_F32) {
+        const struct type_traits *tt = type_traits(t->type);
+        return err_set(err, ERR_UNSUPPORTED,
+                       "%s has type %s, which llorch does not support for "
+                       "vectors (f32 only)",
+                       name, tt ? tt->name : "unknown");
+    }
+    *out = t->data;
+    return ERR_OK;
+}
+
+static int
+bind_layer(struct layer *ly, const struct gguf *g, const struct model_config *c,
+           const struct arch *arch, uint32_t l, char *err)
+{
+    uint32_t q_dim = c->n_head * c->head_dim, kv_dim = c->n_head_kv * c->head_dim;
+    char n[9][64];
+    int rc;
+
+    static const char *const names[9] = {"attn_norm", "attn_q",      "attn_k",
+                                         "attn_v",    "attn_output", "ffn_norm",
+                                         "ffn_gate",  "ffn_up",      "ffn_down"};
+    for (int i = 0; i < 9; i++)
+        snprintf(n[i], sizeof(n[i]), "blk.%u.%s.weight", l, names[i]);
+    if ((rc = bind_vector(&ly->attn_norm, g, n[0], c->n_embd, true, err)) ||
+        (rc = bind_matrix(&ly->wq, g, n[1], q_dim, c->n_embd, err)) ||
+        (rc = bind_matrix(&ly->wk, g, n[2], kv_dim, c->n_embd, err)) ||
+        (rc = bind_matrix(&ly->wv, g, n[3], kv_dim, c->n_embd, err)) ||
+        (rc = bind_matrix(&ly->wo, g, n[4], c->n_embd, q_dim, err)) ||
+        (rc = bind_vector(&ly->ffn_norm, g, n[5], c->n_embd, true, err)) ||
+        (rc = bind_matrix(&ly->w_gate, g, n[6], c->n_ff, c->n_embd, err)) ||
+        (rc = bind_matrix(&ly->w_up, g, n[7], c->n_ff, c->n_embd, err)) ||
+        (rc = bind_matrix(&ly->w_down, g, n[8], c->n_embd, c->n_ff, err)))
+        return rc;
+    if (arch->qkv_bias) {
+        char b[3][64];
+        for (int i = 0; i < 3; i++)
+            snprintf(b[i], sizeof(b[i]), "blk.%u.%s.bias", l, names[1 + i]);
+        if ((rc = bind_vector(&ly->bq, g, b[0], q_dim, true, err)) ||
+            (rc = bind_vector(&ly->bk, g, b[1], kv_dim, true, err)) ||
+            (rc = bind_vector(&ly->bv, g, b[2], kv_dim, true, err)))
+            return rc;
+    }
+    return ERR_OK;
+}
+
+int
+model_load(struct model **out, const struct gguf *g, char *err)
+{
+    struct model *m;
+    const struct arch *arch = NULL;
+    const struct gguf_tensor *te;
+    const struct gguf_arr *tokens;
+    int rc;
+
+    *out = NULL;
+    m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        return err_set(err, ERR_NOMEM, "model: out of memory");
+    if ((rc = read_config(&m->cfg, &arch, g, err)) != ERR_OK)
+        goto fail;
+    te = find_tensor(g, "token_embd.weight", true, err, &rc);
+    if (te == NULL)
+        goto fail;
+    if (te->n_dims != 2 || te->ne[1] < 1 || te->ne[1] > MODEL_MAX_DIM) {
+        rc = err_set(err, ERR_FORMAT,
+                     "tensor token_embd.weight has %u dims and %" PRId64
+                     " rows, expected [n_embd, n_vocab]",
+                     te->n_dims, te->ne[1]);
+        goto fail;
+    }
+    m->cfg.n_vocab = (uint32_t)te->ne[1];
+    if (gguf_get_arr(g, "tokenizer.ggml.tokens", &tokens, err) == ERR_OK &&
+        tokens->n != m->cfg.n_vocab) {
+        rc = err_set(err, ERR_FORMAT,
+                     "tokenizer.ggml.tokens has %" PRIu64 " entries but "
+                     "token_embd.weight has %u rows",
+                     tokens->n, m->cfg.n_vocab);
+        goto fail;
+    }
+    if ((rc = bind_matrix(&m->tok_embd, g, "token_embd.weight", m->cfg.n_vocab, m->cfg.n_embd,
+                          err)) != ERR_OK ||
+        (rc = bind_vector(&m->output_norm, g, "output_norm.weight", m->cfg.n_embd, true, err)))
+        goto fail;
+    if (gguf_find_tensor(g, "output.weight") == NULL) {
+        m->cfg.tied_output = true;
+        m->output = m->tok_embd;
+    } else if ((rc = bind_matrix(&m->output, g, "output.weight", m->cfg.n_vocab, m->cfg.n_embd,
+                                 err)) != ERR_OK) {
+        goto fail;
+    }
+    m->layers = calloc(m->cfg.n_layer, sizeof(*m->layers));
+    if (m->layers == NULL) {
+        rc = err_set(err, ERR_NOMEM, "model: out of memory");
+        goto fail;
+    }
+    for (uint32_t l = 0; l < m->cfg.n_layer; l++)
+        if ((rc = bind_layer(&m->layers[l], g, &m->cfg, arch, l, err)) != ERR_OK)
+            goto fail;
+    *out = m;
+    return ERR_OK;
+fail:
+    model_free(m);
+    return rc;
+}
+
+void
+model_free(struct model *m)
+{
+    if (m == NULL)
+        return;
+    free(m->layers);
+    free(m);
+}
+
+const struct model_config *
+model_config(const struct model *m)
+{
+    return &m->cfg;
+}
+
+/* ---- context ---- */
+
+/* n floats, 64-byte aligned (cache lines: no false sharing between threads' slices). */
+static float *
+alloc_floats(size_t n)
+{
+    void *p = NULL;
+
+    if (n > SIZE_MAX / sizeof(float) - 16)
+        return NULL;
+    if (posix_memalign(&p, 64, (n * sizeof(float) + 63) & ~(size_t)63) != 0)
+        return NULL;
+    return p;
+}
+
+int
+context_new(struct context **out, const struct model *m, uint32_t n_ctx, uint32_t n_threads,
+            char *err)
+{
+    const struct model_config *cf = &m->cfg;
+    size_t kv_dim = (size_t)cf->n_head_kv * cf->head_dim, q_dim = (size_t)cf->n_head * cf->head_dim;
+    size_t max_cols = cf->n_embd > cf->n_ff ? cf->n_embd : cf->n_ff;
+    struct context *c;
+    int rc;
+
+    *out = NULL;
+    if (n_threads == 0)
+        return err_set(err, ERR_BAD_REQUEST, "thread count must be at least 1");
+    if (n_ctx == 0)
+        n_ctx = cf->n_ctx_train;
+    if (n_ctx > MODEL_MAX_DIM)
+        return err_set(err, ERR_BAD_REQUEST, "context length %u is above %u", n_ctx, MODEL_MAX_DIM);
+    max_cols = max_cols > q_dim ? max_cols : q_dim;
+    c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return err_set(err, ERR_NOMEM, "context: out of memory");
+    c->m = m;
+    c->n_ctx = n_ctx;
+    c->scratch_stride = kernel_scratch_floats((uint32_t)max_cols);
+    if (c->scratch_stride < n_ctx)
+        c->scratch_stride = n_ctx;
+    c->scratch_stride = (c->scratch_stride + 15) & ~(size_t)15;
+    c->k_cache = alloc_floats((size_t)cf->n_layer * n_ctx * kv_dim);
+    c->v_cache = alloc_floats((size_t)cf->n_layer * n_ctx * kv_dim);
+    c->rope = alloc_floats((size_t)n_ctx * cf->n_rot);
+    c->x = alloc_floats((size_t)MODEL_UBATCH * cf->n_embd);
+    c->xb = alloc_floats((size_t)MODEL_UBATCH * cf->n_embd);
+    c->q = alloc_floats((size_t)MODEL_UBATCH * q_dim);
+    c->att = alloc_floats((size_t)MODEL_UBATCH * q_dim);
+    c->hb = alloc_floats((size_t)MODEL_UBATCH * cf->n_ff);
+    c->hb2 = alloc_floats((size_t)MODEL_UBATCH * cf->n_ff);
+    c->scratch = alloc_floats(c->scratch_stride * n_threads);
+    if (!c->k_cache || !c->v_cache || !c->rope || !c->x || !c->xb || !c->q || !c->att || !c->hb ||
+        !c->hb2 || !c->scratch) {
+        rc = err_set(err, ERR_NOMEM, "context of %u positions: out of memory", n_ctx);
+        goto fail;
+    }
+    /* RoPE angles in double: theta = pos * base^(-2i / n_rot) */
+    for (uint32_t p = 0; p < n_ctx; p++)
+        for (uint32_t i = 0; i < cf->n_rot / 2; i++) {
+            double theta = p * pow(cf->rope_base, -2.0 * i / cf->n_rot);
+            c->rope[(size_t)p * cf->n_rot + 2 * i] = (float)cos(theta);
+            c->rope[(size_t)p * cf->n_rot + 2 * i + 1] = (float)sin(theta);
+        }
+    if ((rc = threadpool_new(&c->pool, n_threads, err)) != ERR_OK)
+        goto fail;
+    *out = c;
+    return ERR_OK;
+fail:
+    context_free(c);
+    return rc;
+}
+
+void
+context_free(struct context *c)
+{
+    if (c == NULL)
+        return;
+    threadpool_free(c->pool);
+    free(c->k_cache);
+    free(c->v_cache);
+    free(c->rope);
+    free(c->x);
+    free(c->xb);
+    free(c->q);
+    free(c->att);
+    free(c->hb);
+    free(c->hb2);
+    free(c->scratch);
+    free(c);
+}
+
+uint32_t
+context_pos(const struct context *c)
+{
+    return c->pos;
+}
+
+uint32_t
+context_n_ctx(const struct context *c)
+{
+    return c->n_ctx;
+}
+
+void
+context_truncate(struct context *c, uint32_t pos)
+{
+    if (pos < c->pos)
+        c->pos = pos;
+}
+
+void
+context_set_abort(struct context *c, const atomic_bool *flag)
+{
+    c->abort = flag;
+}
+
+void
+context_set_trace(struct context *c, context_trace_fn fn, void *ud)
+{
+    c->trace = fn;
+    c->trace_ud = ud;
+}
+
+/* ---- parallel jobs ---- */
+
+/* Up to three products with the same input, one pool job: y_i[t*ys_i + r] = W_i[r] . x[t]. */
+struct matmul_job {
+    struct context *c;
+    const float *x;
+    size_t xs;
+    uint32_t ntok;
+    int n;
+    const struct kernel_matrix *w[3];
+    float *y[3];
+    size_t ys[3];
+};
+
+/* Each thread takes a contiguous share of every matrix's row tiles. */
+static void
+matmul_part(void *arg, uint32_t ith, uint32_t nth)
+{
+    struct matmul_job *j = arg;
+    float *scratch = j->c->scratch + ith * j->c->scratch_stride;
+
+    for (int i = 0; i < j->n; i++) {
+        const struct kernel_matrix *w = j->w[i];
+        uint64_t tiles = (w->rows + KERNEL_TILE_ROWS - 1) / KERNEL_TILE_ROWS;
+        uint32_t r0 = (uint32_t)(tiles * ith / nth) * KERNEL_TILE_ROWS;
+        uint32_t r1 = (uint32_t)(tiles * (ith + 1) / nth) * KERNEL_TILE_ROWS;
+
+        if (r1 > w->rows)
+            r1 = w->rows;
+        if (r0 < r1)
+            kernel_matmul_rows(w, r0, r1, j->x, j->xs, j->ntok, j->y[i], j->ys[i], scratch);
+    }
+}
+
+static void
+matmul(struct context *c, const float *x, size_t xs, uint32_t ntok, int n,
+       const struct kernel_matrix *const *w, float *const *y, const size_t *ys)
+{
+    struct matmul_job j = {.c = c, .x = x, .xs = xs, .ntok = ntok, .n = n};
+    uint64_t work = 0;
+
+    for (int i = 0; i < n; i++) {
+        j.w[i] = w[i];
+        j.y[i] = y[i];
+        j.ys[i] = ys[i];
+        work += (uint64_t)w[i]->rows * w[i]->cols * ntok;
+    }
+    if (work < MODEL_PARALLEL_MIN)
+        matmul_part(&j, 0, 1);
+    else
+        threadpool_run(c->pool, matmul_part, &j);
+}
+
+struct attn_job {
+    struct context *c;
+    uint32_t layer, pos0, ntok, tok0;
+};
+
+static void
+trace(struct context *c, const char *stage, int layer, uint32_t token, uint32_t head, uint32_t rows,
+      uint32_t cols, const float *data)
+{
+    struct context_trace t = {stage, layer, token, head, rows, cols, data};
+
+    if (c->trace != NULL)
+        c->trace(c->trace_ud, &t);
+}
+
+/* Causal attention of (token, head) pairs: a contiguous share of the ntok * n_head pairs. */
+static void
+attn_part(void *arg, uint32_t ith, uint32_t nth)
+{
+    struct attn_job *j = arg;
+    struct context *c = j->c;
+    const struct model_config *cf = &c->m->cfg;
+    uint32_t hd = cf->head_dim, q_dim = cf->n_head * hd, kv_dim = cf->n_head_kv * hd;
+    uint32_t group = cf->n_head / cf->n_head_kv;
+    uint64_t pairs = (uint64_t)j->ntok * cf->n_head;
+    const float *kc = c->k_cache + (size_t)j->layer * c->n_ctx * kv_dim;
+    const float *vc = c->v_cache + (size_t)j->layer * c->n_ctx * kv_dim;
+    float *sc = c->scratch + ith * c->scratch_stride;
+    float scale = 1.0f / sqrtf((float)hd);
+
+    for (uint64_t i = pairs * ith / nth; i < pairs * (ith + 1) / nth; i++) {
+        uint32_t t = (uint32_t)(i / cf->n_head), h = (uint32_t)(i % cf->n_head);
+        uint32_t n = j->pos0 + t + 1; /* positions 0..pos0+t are visible */
+        uint32_t kvo = (h / group) * hd;
+        const float *q = c->q + (size_t)t * q_dim + (size_t)h * hd;
+        float *o = c->att + (size_t)t * q_dim + (size_t)h * hd;
+
+        /* scores: q . k_p for every visible position p */
+        for (uint32_t p = 0; p < n; p++)
+            sc[p] = kernel_dot(q, kc + (size_t)p * kv_dim + kvo, hd);
+        trace(c, "kq", (int)j->layer, j->tok0 + t, h, 1, n, sc);
+        /* softmax(scores / sqrt(head_dim)) */
+        for (uint32_t p = 0; p < n; p++)
+            sc[p] *= scale;
+        kernel_softmax(sc, n);
+        trace(c, "kq_softmax", (int)j->layer, j->tok0 + t, h, 1, n, sc);
+        /* o = sum_p softmax_p * v_p, in increasing p */
+        memset(o, 0, hd * sizeof(float));
+        for (uint32_t p = 0; p < n; p++) {
+            const float *v = vc + (size_t)p * kv_dim + kvo;
+            for (uint32_t d = 0; d < hd; d++)
+                o[d] += sc[p] * v[d];
+        }
+        trace(c, "kqv", (int)j->layer, j->tok0 + t, h, 1, hd, o);
+    }
+}
+
+/* ---- forward ---- */
+
+static bool
+aborted(const struct context *c)
+{
+    return c->abort != NULL && atomic_load(c->abort);
+}
+
+/* rows of x (n floats each, row-major) = rmsnorm(rows of x) * w, traced as <rms> and <norm>. */
+static void
+norm_rows(struct context *c, float *y, const float *x, const float *w, uint32_t rows, uint32_t tok0,
+          int layer, const char *rms, const char *norm)
+{
+    uint32_t n = c->m->cfg.n_embd;
+
+    for (uint32_t t = 0; t < rows; t++)
+        kernel_rmsnorm(y + (size_t)t * n, x + (size_t)t * n, n, c->m->cfg.rms_eps);
+    trace(c, rms, layer, tok0, 0, rows, n, y);
+    for (uint32_t t = 0; t < rows; t++)
+        kernel_mul(y + (size_t)t * n, w, n);
+    trace(c, norm, layer, tok0, 0, rows, n, y);
+}
+
+/*
+ * One transformer block over the ntok tokens in c->x at positions pos0.., tok0 the index of the
+ * first one in the caller's batch. Returns false if cancelled midway.
+ */
+static bool
+block(struct context *c, uint32_t l, uint32_t pos0, uint32_t ntok, uint32_t tok0)
+{
+    const struct model_config *cf = &c->m->cfg;
+    const struct layer *ly = &c->m->layers[l];
+    uint32_t hd = cf->head_dim, q_dim = cf->n_head * hd, kv_dim = cf->n_head_kv * hd;
+    uint32_t n_embd = cf->n_embd, n_ff = cf->n_ff;
+    float *kc = c->k_cache + ((size_t)l * c->n_ctx + pos0) * kv_dim;
+    float *vc = c->v_cache + ((size_t)l * c->n_ctx + pos0) * kv_dim;
+    int li = (int)l;
+
+    /* attention: xb = RMSNorm(x) * w; q, k, v = Wq xb, Wk xb, Wv xb (k, v straight into the cache)
+     */
+    norm_rows(c, c->xb, c->x, ly->attn_norm, ntok, tok0, li, "attn_rms", "attn_norm");
+    {
+        const struct kernel_matrix *w[3] = {&ly->wq, &ly->wk, &ly->wv};
+        float *y[3] = {c->q, kc, vc};
+        size_t ys[3] = {q_dim, kv_dim, kv_dim};
+        matmul(c, c->xb, n_embd, ntok, 3, w, y, ys);
+    }
+    for (uint32_t t = 0; ly->bq != NULL && t < ntok; t++) {
+        kernel_add(c->q + (size_t)t * q_dim, ly->bq, q_dim);
+        kernel_add(kc + (size_t)t * kv_dim, ly->bk, kv_dim);
+        kernel_add(vc + (size_t)t * kv_dim, ly->bv, kv_dim);
+    }
+    trace(c, "q", li, tok0, 0, ntok, q_dim, c->q);
+    trace(c, "k", li, tok0, 0, ntok, kv_dim, kc);
+    trace(c, "v", li, tok0, 0, ntok, kv_dim, vc);
+    /* RoPE on every head of q and k, by position */
+    for (uint32_t t = 0; t < ntok; t++) {
+        const float *cs = c->rope + (size_t)(pos0 + t) * cf->n_rot;
+        for (uint32_t h = 0; h < cf->n_head; h++)
+            kernel_rope(c->q + (size_t)t * q_dim + h * hd, cs, cf->n_rot, cf->rope_type);
+        for (uint32_t h = 0; h < cf->n_head_kv; h++)
+            kernel_rope(kc + (size_t)t * kv_dim + h * hd, cs, cf->n_rot, cf->rope_type);
+    }
+    trace(c, "q_rope", li, tok0, 0, ntok, q_dim, c->q);
+    trace(c, "k_rope", li, tok0, 0, ntok, kv_dim, kc);
+    /* att = softmax(q k^T / sqrt(hd)) v per head, causal */
+    {
+        struct attn_job j = {c, l, pos0, ntok, tok0};
+        uint64_t work = (uint64_t)ntok * (pos0 + ntok) * q_dim * 2;
+        if (c->trace != NULL || work < MODEL_PARALLEL_MIN)
+            attn_part(&j, 0, 1);
+        else
+            threadpool_run(c->pool, attn_part, &j);
+    }
+    trace(c, "attn_out", li, tok0, 0, ntok, q_dim, c->att);
+    /* x += Wo att */
+    {
+        const struct kernel_matrix *w[1] = {&ly->wo};
+        float *y[1] = {c->xb};
+        size_t ys[1] = {n_embd};
+        matmul(c, c->att, q_dim, ntok, 1, w, y, ys);
+    }
+    trace(c, "attn_proj", li, tok0, 0, ntok, n_embd, c->xb);
+    kernel_add(c->x, c->xb, (size_t)ntok * n_embd);
+    trace(c, "ffn_inp", li, tok0, 0, ntok, n_embd, c->x);
+    if (aborted(c))
+        return false;
+
+    /* FFN: xb = RMSNorm(x) * w; x += W_down (silu(W_gate xb) * (W_up xb)) */
+    norm_rows(c, c->xb, c->x, ly->ffn_norm, ntok, tok0, li, "ffn_rms", "ffn_norm");
+    {
+        const struct kernel_matrix *w[2] = {&ly->w_gate, &ly->w_up};
+        float *y[2] = {c->hb, c->hb2};
+        size_t ys[2] = {n_ff, n_ff};
+        matmul(c, c->xb, n_embd, ntok, 2, w, y, ys);
+    }
+    trace(c, "ffn_gate", li, tok0, 0, ntok, n_ff, c->hb);
+    trace(c, "ffn_up", li, tok0, 0, ntok, n_ff, c->hb2);
+    kernel_silu(c->hb, (size_t)ntok * n_ff);
+    trace(c, "ffn_silu", li, tok0, 0, ntok, n_ff, c->hb);
+    kernel_mul(c->hb, c->hb2, (size_t)ntok * n_ff);
+    trace(c, "ffn_swiglu", li, tok0, 0, ntok, n_ff, c->hb);
+    {
+        const struct kernel_matrix *w[1] = {&ly->w_down};
+        float *y[1] = {c->xb};
+        size_t ys[1] = {n_embd};
+        matmul(c, c->hb, n_ff, ntok, 1, w, y, ys);
+    }
+    trace(c, "ffn_out", li, tok0, 0, ntok, n_embd, c->xb);
+    kernel_add(c->x, c->xb, (size_t)ntok * n_embd);
+    trace(c, "l_out", li, tok0, 0, ntok, n_embd, c->x);
+    return true;
+}
+
+/*
+ * Evaluates ntok <= MODEL_UBATCH tokens at c->pos. logits: where the rows from `first` on go
+ * (n_vocab apart), or NULL for none. Returns false if cancelled.
+ */
+static bool
+forward(struct context *c, const int32_t *ids, uint32_t ntok, uint32_t tok0, uint32_t first,
+        float *logits)
+{
+    const struct model *m = c->m;
+    const struct model_config *cf = &m->cfg;
+    uint32_t n_embd = cf->n_embd;
+
+    for (uint32_t t = 0; t < ntok; t++)
+        kernel_row_to_f32(&m->tok_embd, (uint32_t)ids[t], c->x + (size_t)t * n_embd);
+    trace(c, "inp_embd", -1, tok0, 0, ntok, n_embd, c->x);
+    for (uint32_t l = 0; l < cf->n_layer; l++)
+        if (aborted(c) || !block(c, l, c->pos, ntok, tok0))
+            return false;
+    c->pos += ntok;
+    if (logits == NULL || first >= ntok)
+        return true;
+    /* logits = W_out RMSNorm(x) * w for the rows asked for */
+    uint32_t rows = ntok - first;
+    norm_rows(c, c->xb, c->x + (size_t)first * n_embd, m->output_norm, rows, tok0 + first, -1,
+              "out_rms", "out_norm");
+    {
+        const struct kernel_matrix *w[1] = {&m->output};
+        float *y[1] = {logits};
+        size_t ys[1] = {cf->n_vocab};
+        matmul(c, c->xb, n_embd, rows, 1, w, y, ys);
+    }
+    trace(c, "logits", -1, tok0 + first, 0, rows, cf->n_vocab, logits);
+    return true;
+}
+
+int
+context_eval(struct context *c, const int32_t *ids, size_t n, bool all_logits, float *logits,
+             char *err)
+{
+    const struct model_config *cf = &c->m->cfg;
+    uint32_t start = c->pos;
+
+    if (n == 0)
+        return err_set(err, ERR_BAD_REQUEST, "no tokens to evaluate");
+    if (n > c->n_ctx - c->pos)
+        return err_set(err, ERR_CONTEXT_FULL, "position %zu is past the context length %u",
+                       (size_t)c->pos + n - 1, c->n_ctx);
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || (uint32_t)ids[i] >= cf->n_vocab)
+            return err_set(err, ERR_BAD_REQUEST,
+                           "token id %d at index %zu is outside the "
+                           "vocabulary [0, %u)",
+                           ids[i], i, cf->n_vocab);
+    for (size_t t0 = 0; t0 < n; t0 += MODEL_UBATCH) {
+        uint32_t ntok = (uint32_t)(n - t0 < MODEL_UBATCH ? n - t0 : MODEL_UBATCH);
+        bool last = t0 + ntok == n;
+        float *out = NULL;
+        uint32_t first = 0;
+
+        if (all_logits) {
+            out = logits + t0 * cf->n_vocab;
+        } else if (last) {
+            out = logits;
+            first = ntok - 1;
+        }
+        if (!forward(c, ids + t0, ntok, (uint32_t)t0, first, out)) {
+            c->pos = start;
+            return err_set(err, ERR_CANCELLED, "evaluation cancelled at position %u",
+                           c->pos + (uint32_t)t0);
+        }
+    }
+    return ERR_OK;
+}
