@@ -13,6 +13,7 @@
     quant_dequantize_row_##t, quant_quantize_row_##t, quant_vec_dot_##t, TYPE_##dot_type
 #define READ_ONLY(t, dot_type) quant_dequantize_row_##t, NULL, quant_vec_dot_##t, TYPE_##dot_type
 #define ACTIVATION(t)          quant_dequantize_row_##t, quant_quantize_row_##t, NULL, 0
+#define NO_KERNELS             NULL, NULL, NULL, 0
 
 static const struct type_traits traits[TYPE__COUNT] = {
     [TYPE_F32] = {"f32", 1, 4, true, KERNELS(f32, F32)},
@@ -29,24 +30,24 @@ static const struct type_traits traits[TYPE__COUNT] = {
     [TYPE_Q5_K] = {"q5_k", 256, 176, false, KERNELS(q5_k, Q8_K)},
     [TYPE_Q6_K] = {"q6_k", 256, 210, false, KERNELS(q6_k, Q8_K)},
     [TYPE_Q8_K] = {"q8_k", 256, 292, false, ACTIVATION(q8_k)},
-    [TYPE_IQ2_XXS] = {"iq2_xxs", 256, 66, false},
-    [TYPE_IQ2_XS] = {"iq2_xs", 256, 74, false},
-    [TYPE_IQ3_XXS] = {"iq3_xxs", 256, 98, false},
-    [TYPE_IQ1_S] = {"iq1_s", 256, 50, false},
-    [TYPE_IQ4_NL] = {"iq4_nl", 32, 18, false},
-    [TYPE_IQ3_S] = {"iq3_s", 256, 110, false},
-    [TYPE_IQ2_S] = {"iq2_s", 256, 82, false},
-    [TYPE_IQ4_XS] = {"iq4_xs", 256, 136, false},
-    [TYPE_I8] = {"i8", 1, 1, false},
-    [TYPE_I16] = {"i16", 1, 2, false},
-    [TYPE_I32] = {"i32", 1, 4, false},
-    [TYPE_I64] = {"i64", 1, 8, false},
-    [TYPE_F64] = {"f64", 1, 8, false},
-    [TYPE_IQ1_M] = {"iq1_m", 256, 56, false},
+    [TYPE_IQ2_XXS] = {"iq2_xxs", 256, 66, false, NO_KERNELS},
+    [TYPE_IQ2_XS] = {"iq2_xs", 256, 74, false, NO_KERNELS},
+    [TYPE_IQ3_XXS] = {"iq3_xxs", 256, 98, false, NO_KERNELS},
+    [TYPE_IQ1_S] = {"iq1_s", 256, 50, false, NO_KERNELS},
+    [TYPE_IQ4_NL] = {"iq4_nl", 32, 18, false, NO_KERNELS},
+    [TYPE_IQ3_S] = {"iq3_s", 256, 110, false, NO_KERNELS},
+    [TYPE_IQ2_S] = {"iq2_s", 256, 82, false, NO_KERNELS},
+    [TYPE_IQ4_XS] = {"iq4_xs", 256, 136, false, NO_KERNELS},
+    [TYPE_I8] = {"i8", 1, 1, false, NO_KERNELS},
+    [TYPE_I16] = {"i16", 1, 2, false, NO_KERNELS},
+    [TYPE_I32] = {"i32", 1, 4, false, NO_KERNELS},
+    [TYPE_I64] = {"i64", 1, 8, false, NO_KERNELS},
+    [TYPE_F64] = {"f64", 1, 8, false, NO_KERNELS},
+    [TYPE_IQ1_M] = {"iq1_m", 256, 56, false, NO_KERNELS},
     [TYPE_BF16] = {"bf16", 1, 2, true, KERNELS(bf16, F32)},
-    [TYPE_TQ1_0] = {"tq1_0", 256, 54, false},
-    [TYPE_TQ2_0] = {"tq2_0", 256, 66, false},
-    [TYPE_MXFP4] = {"mxfp4", 32, 17, false},
+    [TYPE_TQ1_0] = {"tq1_0", 256, 54, false, NO_KERNELS},
+    [TYPE_TQ2_0] = {"tq2_0", 256, 66, false, NO_KERNELS},
+    [TYPE_MXFP4] = {"mxfp4", 32, 17, false, NO_KERNELS},
 };
 
 const struct type_traits *
