@@ -5,7 +5,7 @@
  * corpus of broken files made here with the writer (tests/gguf_write.h): truncations at every byte,
  * huge counts and lengths, bad magic and versions, bad alignments, dims, types and offsets; each
  * must give the right error code and a message naming the key or tensor at fault. (c) Types llorch
- * cannot compute with still open and list.
+ * cannot compute with still open and list. Also the typed lookups and gguf_open's own errors.
  */
 #include "common/err.h"
 #include "tests/gguf_write.h"
@@ -1075,6 +1075,62 @@ test_unsupported_types_open_and_list(void)
     free(b.p);
 }
 
+/* ---- typed lookups ---- */
+
+static void
+test_typed_getters(void)
+{
+    static const uint16_t u16s[] = {1, 65535};
+    static const double f64s[] = {0.5, -3};
+    struct gguf_writer *w = new_writer();
+    const struct gguf_arr *a;
+    char err[ERR_MSG_MAX];
+    struct gguf_str str;
+    struct gguf *g;
+    struct bytes b;
+    int64_t n = 42;
+    double x;
+    bool flag;
+    int rv;
+
+    gguf_writer_add_i8(w, "i8", -5);
+    gguf_writer_add_u64(w, "u64.big", UINT64_MAX);
+    gguf_writer_add_u64(w, "u64.small", 7);
+    gguf_writer_add_f32(w, "f32", 0.25f);
+    gguf_writer_add_bool(w, "bool", true);
+    gguf_writer_add_str(w, "str", "llama");
+    gguf_writer_add_arr(w, "u16s", GGUF_VTYPE_UINT16, u16s, 2);
+    gguf_writer_add_arr(w, "f64s", GGUF_VTYPE_FLOAT64, f64s, 2);
+    b = finish(w);
+    rv = gguf_open_buffer(&g, b.p, b.n, err);
+    CHECKF(rv == ERR_OK, "%s", err);
+
+    CHECK(gguf_get_int(g, "i8", &n, err) == ERR_OK && n == -5);
+    CHECK(gguf_get_int(g, "u64.small", &n, err) == ERR_OK && n == 7);
+    n = 42;
+    CHECK(gguf_get_int(g, "u64.big", &n, err) == ERR_FORMAT && n == 42);
+    CHECKF(strstr(err, "u64.big") != NULL, "%s", err);
+    CHECK(gguf_get_int(g, "str", &n, err) == ERR_FORMAT);
+    CHECKF(strstr(err, "'str'") != NULL && strstr(err, "string") != NULL, "%s", err);
+    CHECK(gguf_get_int(g, "absent", &n, err) == ERR_NOT_FOUND && n == 42);
+    CHECK(gguf_get_float(g, "f32", &x, err) == ERR_OK && x == 0.25);
+    CHECK(gguf_get_float(g, "i8", &x, err) == ERR_OK && x == -5);
+    CHECK(gguf_get_float(g, "bool", &x, err) == ERR_FORMAT);
+    CHECK(gguf_get_bool(g, "bool", &flag, err) == ERR_OK && flag);
+    CHECK(gguf_get_bool(g, "i8", &flag, err) == ERR_FORMAT);
+    CHECK(gguf_get_str(g, "str", &str, err) == ERR_OK && str.len == 5);
+    CHECK(memcmp(str.data, "llama", 5) == 0);
+    CHECK(gguf_get_str(g, "f32", &str, err) == ERR_FORMAT);
+    CHECK(gguf_get_arr(g, "u16s", &a, err) == ERR_OK && a->n == 2);
+    CHECK(gguf_arr_get_int(a, 1) == 65535 && gguf_arr_get_float(a, 1) == 65535);
+    CHECK(gguf_get_arr(g, "f64s", &a, err) == ERR_OK);
+    CHECK(gguf_arr_get_float(a, 0) == 0.5 && gguf_arr_get_int(a, 1) == -3);
+    CHECK(gguf_get_arr(g, "str", &a, err) == ERR_FORMAT);
+    CHECK(gguf_get_arr(g, "absent", &a, err) == ERR_NOT_FOUND);
+    gguf_close(g);
+    free(b.p);
+}
+
 /* ---- errors from gguf_open itself ---- */
 
 static void
@@ -1112,6 +1168,7 @@ main(int argc, char **argv)
         TEST(test_raw_tensor_infos),
         TEST(test_nesting_and_names),
         TEST(test_unsupported_types_open_and_list),
+        TEST(test_typed_getters),
         TEST(test_open_errors),
         {0},
     };
