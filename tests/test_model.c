@@ -446,11 +446,11 @@ test_determinism_scalar_kernels(void)
     char err[ERR_MSG_MAX];
     struct loaded l;
     size_t n;
-    int32_t *ids = case_ids("ref/p-llama-gqa-BF16.jsonl", "p02_once_upon", &n);
+    int32_t *ids = case_ids("ref/stories260K-F16.jsonl", "p02_once_upon", &n);
 
     if (ids == NULL)
         return;
-    if (!kernel_simd_active() || !load("models/small/p-llama-gqa-BF16.gguf", &l, err)) {
+    if (!kernel_simd_active() || !load("models/derived/stories260K-F16.gguf", &l, err)) {
         free(ids);
         CHECKF(err[0] == '\0' || !kernel_simd_active(), "%s", err);
         return;
@@ -461,10 +461,221 @@ test_determinism_scalar_kernels(void)
     float *b = eval_chunks(l.m, ids, n, n, 2, err);
     kernel_force_scalar(false);
     bool same = a && b && memcmp(a, b, bytes) == 0;
-    record_determinism("models/small/p-llama-gqa-BF16.gguf", "AVX2 vs scalar kernels", n, same);
+    record_determinism("models/derived/stories260K-F16.gguf", "AVX2 vs scalar kernels", n, same);
     free(a), free(b), free(ids);
     unload(&l);
     CHECK(same);
+}
+
+/* ---- synthetic shapes against a naive forward pass ---- */
+
+/* A weight of the file as doubles (rows x cols, row-major). */
+static double *
+weight(const struct gguf *g, const char *name)
+{
+    const struct gguf_tensor *t = gguf_find_tensor(g, name);
+    const struct type_traits *tt = type_traits(t->type);
+    size_t cols = (size_t)t->ne[0], rows = (size_t)(t->n_elements / cols);
+    float *row = malloc(cols * sizeof(float));
+    double *w = malloc(t->n_elements * sizeof(double));
+
+    for (size_t r = 0; r < rows; r++) {
+        tt->to_float((const char *)t->data + r * type_row_size(t->type, cols), row, (int64_t)cols);
+        for (size_t i = 0; i < cols; i++)
+            w[r * cols + i] = row[i];
+    }
+    free(row);
+    return w;
+}
+
+static double *
+layer_weight(const struct gguf *g, int l, const char *what)
+{
+    char name[64];
+
+    snprintf(name, sizeof(name), "blk.%d.%s.weight", l, what);
+    return weight(g, name);
+}
+
+/* y (rows) = W (rows x cols) x */
+static void
+naive_matvec(double *y, const double *w, const double *x, size_t rows, size_t cols)
+{
+    for (size_t r = 0; r < rows; r++) {
+        double s = 0;
+        for (size_t i = 0; i < cols; i++)
+            s += w[r * cols + i] * x[i];
+        y[r] = s;
+    }
+}
+
+static void
+naive_rmsnorm(double *y, const double *x, const double *w, size_t n, double eps)
+{
+    double ss = 0;
+
+    for (size_t i = 0; i < n; i++)
+        ss += x[i] * x[i];
+    for (size_t i = 0; i < n; i++)
+        y[i] = x[i] / sqrt(ss / n + eps) * w[i];
+}
+
+/*
+ * The Llama forward pass in double precision, written as plainly as possible, with no code in
+ * common with model.c: logits (n x n_vocab) of ids evaluated at positions 0..n-1.
+ */
+static double *
+naive_forward(const struct gguf *g, const struct model_config *c, const int32_t *ids, size_t n)
+{
+    size_t d = c->n_embd, hd = c->head_dim, qd = c->n_head * hd, kvd = c->n_head_kv * hd;
+    size_t ff = c->n_ff, nv = c->n_vocab;
+    double *x = calloc(n * d, sizeof(double)), *xn = malloc(d * sizeof(double));
+    double *q = malloc(n * qd * sizeof(double)), *k = malloc(n * kvd * sizeof(double));
+    double *v = malloc(n * kvd * sizeof(double)), *att = malloc(qd * sizeof(double));
+    double *o = malloc(d * sizeof(double)), *gt = malloc(ff * sizeof(double));
+    double *up = malloc(ff * sizeof(double)), *sc = malloc(n * sizeof(double));
+    double *emb = weight(g, "token_embd.weight");
+    double *logits = malloc(n * nv * sizeof(double));
+
+    for (size_t t = 0; t < n; t++)
+        memcpy(x + t * d, emb + (size_t)ids[t] * d, d * sizeof(double));
+    for (uint32_t l = 0; l < c->n_layer; l++) {
+        double *an = layer_weight(g, (int)l, "attn_norm"), *wq = layer_weight(g, (int)l, "attn_q");
+        double *wk = layer_weight(g, (int)l, "attn_k"), *wv = layer_weight(g, (int)l, "attn_v");
+        double *wo = layer_weight(g, (int)l, "attn_output");
+        double *fn = layer_weight(g, (int)l, "ffn_norm"), *wg = layer_weight(g, (int)l, "ffn_gate");
+        double *wu = layer_weight(g, (int)l, "ffn_up"), *wd = layer_weight(g, (int)l, "ffn_down");
+
+        for (size_t t = 0; t < n; t++) {
+            naive_rmsnorm(xn, x + t * d, an, d, c->rms_eps);
+            naive_matvec(q + t * qd, wq, xn, qd, d);
+            naive_matvec(k + t * kvd, wk, xn, kvd, d);
+            naive_matvec(v + t * kvd, wv, xn, kvd, d);
+            for (size_t h = 0; h < qd / hd + kvd / hd; h++) { /* rotate adjacent pairs */
+                double *p = h < qd / hd ? q + t * qd + h * hd : k + t * kvd + (h - qd / hd) * hd;
+                for (size_t i = 0; i < c->n_rot / 2; i++) {
+                    double th = t * pow(c->rope_base, -2.0 * i / c->n_rot);
+                    double a = p[2 * i], b = p[2 * i + 1];
+                    p[2 * i] = a * cos(th) - b * sin(th);
+                    p[2 * i + 1] = a * sin(th) + b * cos(th);
+                }
+            }
+        }
+        for (size_t t = 0; t < n; t++) {
+            for (size_t h = 0; h < c->n_head; h++) {
+                size_t kh = h / (c->n_head / c->n_head_kv);
+                double max = -INFINITY, sum = 0;
+                for (size_t p = 0; p <= t; p++) {
+                    double s = 0;
+                    for (size_t i = 0; i < hd; i++)
+                        s += q[t * qd + h * hd + i] * k[p * kvd + kh * hd + i];
+                    sc[p] = s / sqrt((double)hd);
+                    max = fmax(max, sc[p]);
+                }
+                for (size_t p = 0; p <= t; p++)
+                    sum += (sc[p] = exp(sc[p] - max));
+                for (size_t i = 0; i < hd; i++) {
+                    double a = 0;
+                    for (size_t p = 0; p <= t; p++)
+                        a += sc[p] / sum * v[p * kvd + kh * hd + i];
+                    att[h * hd + i] = a;
+                }
+            }
+            naive_matvec(o, wo, att, d, qd);
+            for (size_t i = 0; i < d; i++)
+                x[t * d + i] += o[i];
+            naive_rmsnorm(xn, x + t * d, fn, d, c->rms_eps);
+            naive_matvec(gt, wg, xn, ff, d);
+            naive_matvec(up, wu, xn, ff, d);
+            for (size_t i = 0; i < ff; i++)
+                gt[i] = gt[i] / (1 + exp(-gt[i])) * up[i];
+            naive_matvec(o, wd, gt, d, ff);
+            for (size_t i = 0; i < d; i++)
+                x[t * d + i] += o[i];
+        }
+        free(an), free(wq), free(wk), free(wv), free(wo), free(fn), free(wg), free(wu), free(wd);
+    }
+    double *on = weight(g, "output_norm.weight");
+    double *out = c->tied_output ? emb : weight(g, "output.weight");
+    for (size_t t = 0; t < n; t++) {
+        naive_rmsnorm(xn, x + t * d, on, d, c->rms_eps);
+        naive_matvec(logits + t * nv, out, xn, nv, d);
+    }
+    if (out != emb)
+        free(out);
+    free(on), free(emb), free(x), free(xn), free(q), free(k), free(v), free(att), free(o);
+    free(gt), free(up), free(sc);
+    return logits;
+}
+
+/* Tokens per synthetic case: past the engine's internal batch of 128. */
+#define SYNTH_TOKENS 140
+
+struct synth_case {
+    const char *name;
+    int64_t n_embd, n_head, n_head_kv, n_ff;
+    float rope_base;
+    bool tied;
+    uint32_t type;
+};
+
+static const struct synth_case synth_cases[] = {
+    {"gqa-f32", 128, 8, 2, 320, 10000.0f, false, TYPE_F32},
+    {"mqa-f16", 96, 6, 1, 200, 10000.0f, false, TYPE_F16},
+    {"tied-rope1e6-bf16", 128, 4, 4, 256, 1e6f, true, TYPE_BF16},
+    {"head24-rope5e5-f32", 72, 3, 3, 100, 500000.0f, true, TYPE_F32},
+};
+
+/* Each shape: logits within 1e-3 of the naive forward pass (both use the same rounded weights),
+ * one batch = one token at a time = 1 thread (bit for bit), the config read back. */
+static void
+test_synthetic_shapes(void)
+{
+    for (size_t i = 0; i < sizeof(synth_cases) / sizeof(synth_cases[0]); i++) {
+        const struct synth_case *sc = &synth_cases[i];
+        struct synth_config cfg;
+        char path[600], err[ERR_MSG_MAX];
+        struct gguf *g;
+        struct model *m;
+        int32_t ids[SYNTH_TOKENS];
+
+        synth_config_default(&cfg, SYNTH_ARCH_LLAMA);
+        cfg.n_embd = sc->n_embd, cfg.n_head = sc->n_head, cfg.n_head_kv = sc->n_head_kv;
+        cfg.n_ff = sc->n_ff, cfg.rope_base = sc->rope_base, cfg.tied = sc->tied;
+        cfg.type = sc->type, cfg.n_layer = 2, cfg.seed = 7 + i;
+        snprintf(path, sizeof(path), "%s/%s.gguf", harness_tmpdir(), sc->name);
+        CHECKF(synth_write_file(&cfg, path, err) == ERR_OK, "%s: %s", sc->name, err);
+        CHECKF(gguf_open(&g, path, err) == ERR_OK, "%s: %s", sc->name, err);
+        CHECKF(model_load(&m, g, err) == ERR_OK, "%s: %s", sc->name, err);
+        const struct model_config *c = model_config(m);
+        CHECK(c->n_head_kv == (uint32_t)sc->n_head_kv && c->tied_output == sc->tied);
+        CHECK(c->rope_base == sc->rope_base && c->head_dim == sc->n_embd / sc->n_head);
+        for (int t = 0; t < SYNTH_TOKENS; t++)
+            ids[t] = (int32_t)((t * 7919 + 13 * i) % c->n_vocab);
+        size_t bytes = SYNTH_TOKENS * c->n_vocab * sizeof(float);
+        float *a = eval_chunks(m, ids, SYNTH_TOKENS, SYNTH_TOKENS, 2, err);
+        float *b = eval_chunks(m, ids, SYNTH_TOKENS, 1, 1, err);
+        double *ref = naive_forward(g, c, ids, SYNTH_TOKENS);
+        double worst = 0, scale = 0;
+        for (size_t k = 0; a != NULL && k < SYNTH_TOKENS * c->n_vocab; k++) {
+            worst = fmax(worst, fabs(a[k] - ref[k]));
+            scale = fmax(scale, fabs(ref[k]));
+        }
+        bool same = a && b && memcmp(a, b, bytes) == 0;
+        json_array_append_new(bundle_list("synthetic"),
+                              json_pack("{s:s, s:i, s:i, s:i, s:f, s:b, s:s, s:f, s:f, s:b}",
+                                        "shape", sc->name, "n_head", (int)sc->n_head, "n_head_kv",
+                                        (int)sc->n_head_kv, "n_ff", (int)sc->n_ff, "rope_base",
+                                        sc->rope_base, "tied", sc->tied, "type",
+                                        type_traits(sc->type)->name, "max_delta_vs_naive", worst,
+                                        "max_abs_logit", scale, "batch_thread_identical", same));
+        free(a), free(b), free(ref);
+        model_free(m);
+        gguf_close(g);
+        CHECKF(same, "%s: batched/2 threads and one token/1 thread differ", sc->name);
+        CHECKF(worst < 1e-3, "%s: %g off the naive forward (logits up to %g)", sc->name, worst,
+               scale);
+    }
 }
 
 /* ---- context behaviour ---- */
@@ -577,6 +788,218 @@ test_unsupported_type_named(void)
     gguf_close(g2);
 }
 
+/* ---- stage by stage against llama.cpp's intermediate tensors ---- */
+
+/* How a traced stage maps onto llama.cpp's graph: node name (with "-L" for a layer), op, which
+ * occurrence of that (name, op) pair, layout, tolerance (relative to the tensor's largest value).
+ */
+enum layout { LAYOUT_ROWS, LAYOUT_KQ, LAYOUT_KQV };
+
+struct stage_map {
+    const char *stage, *ref, *op;
+    int occurrence;
+    enum layout layout;
+    double tol;
+};
+
+static const struct stage_map stage_maps[] = {
+    {"inp_embd", "inp_embd", "GET_ROWS", 0, LAYOUT_ROWS, 1e-4},
+    {"attn_rms", "norm", "RMS_NORM", 0, LAYOUT_ROWS, 1e-5},
+    {"attn_norm", "attn_norm", "MUL", 0, LAYOUT_ROWS, 1e-5},
+    {"q", "Qcur", "MUL_MAT", 0, LAYOUT_ROWS, 1e-4},
+    {"k", "Kcur", "MUL_MAT", 0, LAYOUT_ROWS, 1e-4},
+    {"v", "Vcur", "MUL_MAT", 0, LAYOUT_ROWS, 1e-4},
+    {"q_rope", "Qcur", "ROPE", 0, LAYOUT_ROWS, 1e-5},
+    {"k_rope", "Kcur", "ROPE", 0, LAYOUT_ROWS, 1e-5},
+    {"kq", "kq", "MUL_MAT", 0, LAYOUT_KQ, 1e-4},
+    {"kq_softmax", "kq_soft_max_ext", "SOFT_MAX", 0, LAYOUT_KQ, 1e-4},
+    {"kqv", "kqv", "MUL_MAT", 0, LAYOUT_KQV, 1e-4},
+    {"attn_out", "kqv_merged_cont", "CONT", 0, LAYOUT_ROWS, 1e-4},
+    {"attn_proj", "kqv_out", "MUL_MAT", 0, LAYOUT_ROWS, 1e-4},
+    {"ffn_inp", "ffn_inp", "ADD", 0, LAYOUT_ROWS, 1e-4},
+    {"ffn_rms", "norm", "RMS_NORM", 1, LAYOUT_ROWS, 1e-5},
+    {"ffn_norm", "ffn_norm", "MUL", 0, LAYOUT_ROWS, 1e-5},
+    {"ffn_gate", "ffn_gate", "MUL_MAT", 0, LAYOUT_ROWS, 1e-4},
+    {"ffn_up", "ffn_up", "MUL_MAT", 0, LAYOUT_ROWS, 1e-4},
+    {"ffn_silu", "ffn_silu", "SILU", 0, LAYOUT_ROWS, 1e-4},
+    {"ffn_swiglu", "ffn_gate_par", "MUL", 0, LAYOUT_ROWS, 1e-4},
+    {"ffn_out", "ffn_out", "MUL_MAT", 0, LAYOUT_ROWS, 1e-4},
+    {"l_out", "l_out", "ADD", 0, LAYOUT_ROWS, 1e-4},
+    {"out_rms", "norm", "RMS_NORM", 0, LAYOUT_ROWS, 1e-5},
+    {"out_norm", "result_norm", "MUL", 0, LAYOUT_ROWS, 1e-5},
+    {"logits", "result_output", "MUL_MAT", 0, LAYOUT_ROWS, 1e-3},
+};
+
+#define MAX_STAGE_RESULTS 512
+
+struct stage_result {
+    const struct stage_map *map;
+    int layer;
+    double max_abs, max_ref;
+    size_t count;
+};
+
+struct stage_check {
+    json_t *index; /* the index lines, in order */
+    const float *data;
+    size_t n_data;
+    size_t n_tokens;
+    struct stage_result results[MAX_STAGE_RESULTS];
+    int n_results;
+    char fail[512];
+};
+
+/* The index line of node `name` with `op`, the occurrence-th such (in graph order). */
+static const json_t *
+find_node(const json_t *index, const char *name, const char *op, int occurrence)
+{
+    for (size_t i = 0; i < json_array_size(index); i++) {
+        const json_t *e = json_array_get(index, i);
+        const char *n = json_string_value(json_object_get(e, "name"));
+        const char *o = json_string_value(json_object_get(e, "op"));
+        if (n != NULL && o != NULL && strcmp(n, name) == 0 && strcmp(o, op) == 0 &&
+            occurrence-- == 0)
+            return e;
+    }
+    return NULL;
+}
+
+static void
+stage_trace(void *ud, const struct context_trace *t)
+{
+    struct stage_check *sc = ud;
+    const struct stage_map *map = NULL;
+    struct stage_result *r = NULL;
+    char name[96];
+
+    for (size_t i = 0; i < sizeof(stage_maps) / sizeof(stage_maps[0]); i++)
+        if (strcmp(stage_maps[i].stage, t->stage) == 0)
+            map = &stage_maps[i];
+    if (map == NULL) {
+        snprintf(sc->fail, sizeof(sc->fail), "unknown stage %s", t->stage);
+        return;
+    }
+    if (t->layer >= 0)
+        snprintf(name, sizeof(name), "%s-%d", map->ref, t->layer);
+    else
+        snprintf(name, sizeof(name), "%s", map->ref);
+    const json_t *node = find_node(sc->index, name, map->op, map->occurrence);
+    if (node == NULL) {
+        snprintf(sc->fail, sizeof(sc->fail), "no node %s (%s) in the reference", name, map->op);
+        return;
+    }
+    for (int i = 0; i < sc->n_results; i++)
+        if (sc->results[i].map == map && sc->results[i].layer == t->layer)
+            r = &sc->results[i];
+    if (r == NULL) {
+        if (sc->n_results == MAX_STAGE_RESULTS)
+            return;
+        r = &sc->results[sc->n_results++];
+        *r = (struct stage_result){map, t->layer, 0, 0, 0};
+    }
+    const json_t *ne = json_object_get(node, "ne");
+    size_t ne0 = (size_t)json_integer_value(json_array_get(ne, 0));
+    size_t ne1 = (size_t)json_integer_value(json_array_get(ne, 1));
+    size_t off = (size_t)json_integer_value(json_object_get(node, "offset")) / sizeof(float);
+    /* a token's row in the ROWS layout: everything but the last dimension ({8, 4, T} after RoPE) */
+    size_t row_len = (size_t)json_integer_value(json_object_get(node, "count")) / sc->n_tokens;
+    for (uint32_t row = 0; row < t->rows; row++)
+        for (uint32_t i = 0; i < t->cols; i++) {
+            size_t tok = t->token + row, at;
+            size_t lim = map->layout == LAYOUT_ROWS ? row_len : ne0;
+            if (map->layout == LAYOUT_ROWS) /* {cols, T}: token-major rows */
+                at = off + tok * row_len + i;
+            else /* {n_kv or head_dim, T, n_head} */
+                at = off + i + ne0 * (tok + ne1 * t->head);
+            if (at >= sc->n_data || i >= lim) {
+                snprintf(sc->fail, sizeof(sc->fail), "%s: element outside the reference", name);
+                return;
+            }
+            r->max_abs = fmax(r->max_abs, fabs((double)t->data[row * t->cols + i] - sc->data[at]));
+            r->max_ref = fmax(r->max_ref, fabs(sc->data[at]));
+            r->count++;
+        }
+}
+
+static void
+test_stages_stories260K(void)
+{
+    char ipath[512], dpath[512], err[ERR_MSG_MAX], *line = NULL;
+    size_t cap = 0, n_ids = 0;
+    struct stage_check *sc = calloc(1, sizeof(*sc));
+    int32_t ids[16];
+    struct loaded l;
+    struct context *c;
+    FILE *f;
+
+    if (!harness_shared(ipath, sizeof(ipath), "ref/tensors-stories260K.index.jsonl") ||
+        !harness_shared(dpath, sizeof(dpath), "ref/tensors-stories260K.f32")) {
+        free(sc);
+        return;
+    }
+    if (!load("models/stories260K.gguf", &l, err)) {
+        free(sc);
+        CHECKF(err[0] == '\0', "%s", err);
+        return;
+    }
+    sc->index = json_array();
+    f = fopen(ipath, "r");
+    while (f != NULL && getline(&line, &cap, f) > 0) {
+        json_t *e = json_loads(line, 0, NULL);
+        const json_t *prompt = json_object_get(e, "prompt_ids");
+        for (size_t i = 0; prompt != NULL && i < json_array_size(prompt) && i < 16; i++)
+            ids[n_ids++] = (int32_t)json_integer_value(json_array_get(prompt, i));
+        json_array_append_new(sc->index, e);
+    }
+    free(line);
+    if (f != NULL)
+        fclose(f);
+    f = fopen(dpath, "rb");
+    float *data = malloc(1 << 20);
+    sc->n_data = f ? fread(data, sizeof(float), (1 << 20) / sizeof(float), f) : 0;
+    if (f != NULL)
+        fclose(f);
+    sc->data = data;
+    sc->n_tokens = n_ids;
+    float *logits = malloc(n_ids * 512 * sizeof(float));
+    CHECK(n_ids == 5 && sc->n_data > 0);
+    CHECK(context_new(&c, l.m, 16, THREADS, err) == ERR_OK);
+    context_set_trace(c, stage_trace, sc);
+    int rc = context_eval(c, ids, n_ids, true, logits, err);
+    context_free(c);
+    unload(&l);
+
+    json_t *stages = json_array();
+    int bad = 0;
+    for (int i = 0; i < sc->n_results; i++) {
+        struct stage_result *r = &sc->results[i];
+        double rel = r->max_abs / fmax(r->max_ref, 1e-30);
+        bool pass = rel <= r->map->tol;
+        bad += !pass;
+        if (!pass)
+            printf("  stage %s layer %d: max |delta| %.3g, %.3g of the largest value, over %g\n",
+                   r->map->stage, r->layer, r->max_abs, rel, r->map->tol);
+        json_array_append_new(stages, json_pack("{s:s, s:i, s:s, s:f, s:f, s:f, s:i, s:b}", "stage",
+                                                r->map->stage, "layer", r->layer, "llama_cpp_node",
+                                                r->map->ref, "max_abs_delta", r->max_abs,
+                                                "max_rel_delta", rel, "tolerance", r->map->tol,
+                                                "elements", (int)r->count, "pass", pass));
+    }
+    json_object_set_new(bundle, "stages_stories260K",
+                        json_pack("{s:s, s:O, s:o}", "prompt", "Once upon a time", "ids",
+                                  json_object_get(json_array_get(sc->index, 0), "prompt_ids"),
+                                  "stages", stages));
+    int n_results = sc->n_results;
+    char fail[512];
+    snprintf(fail, sizeof(fail), "%s", sc->fail);
+    json_decref(sc->index);
+    free(sc), free(data), free(logits);
+    CHECKF(rc == ERR_OK, "%s", err);
+    CHECKF(fail[0] == '\0', "%s", fail);
+    CHECKF(n_results == 4 + 5 * 21, "%d stage results, expected %d", n_results, 4 + 5 * 21);
+    CHECKF(bad == 0, "%d stages off", bad);
+}
+
 /* ---- the proof bundle ---- */
 
 static void
@@ -605,7 +1028,7 @@ bundle_environment(void)
 #ifdef __clang__
                                   "clang " __clang_version__,
 #else
-                                   "gcc " __VERSION__,
+                                  "gcc " __VERSION__,
 #endif
                                   "kernel", u.release, "machine", u.machine));
 }
@@ -659,8 +1082,10 @@ main(int argc, char **argv)
         TEST(test_ref_llama2_tiny_random),
         TEST(test_ref_p_llama_gqa_F16),
         TEST(test_ref_p_llama_gqa_BF16),
+        TEST(test_stages_stories260K),
         TEST(test_determinism_threads_and_batches),
         TEST(test_determinism_scalar_kernels),
+        TEST(test_synthetic_shapes),
         TEST(test_context_errors),
         TEST(test_config_stories260K),
         TEST(test_unsupported_type_named),
