@@ -14,17 +14,23 @@ static const struct cmd commands[] = {
     {"tokenize", cmd_tokenize, "-m MODEL [--no-bos] [--] TEXT"},
     {"detokenize", cmd_detokenize, "-m MODEL --ids ID,ID,..."},
     {"logits", cmd_logits, "-m MODEL --ids 1,403,407 [--top K] [-t THREADS]"},
+    {"generate", cmd_generate,
+     "-m MODEL [-n N] [--temp T] [--seed S] [--top-k K] [--top-p P] [--min-p P] "
+     "[--repeat-penalty R] [--repeat-last-n N] [-t THREADS] [--ctx N] [--ignore-eos] "
+     "[--stop STR]... [--json] [--] PROMPT"},
     {NULL, NULL, NULL},
 };
 
-static void usage(FILE *f)
+static void
+usage(FILE *f)
 {
     fprintf(f, "usage: workerd COMMAND [OPTIONS] [ARGS]\n\ncommands:\n");
     for (const struct cmd *c = commands; c->name != NULL; c++)
         fprintf(f, "  workerd %s %s\n", c->name, c->usage);
 }
 
-int main(int argc, char **argv)
+int
+main(int argc, char **argv)
 {
     log_init("workerd", LOG_INFO);
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# it_generate.sh: `workerd generate` as the contract drives it, on the real stories260K model:
+# greedy ids equal llama.cpp's reference, streamed text equals the JSON text, a seed gives the same
+# tokens at 1 and 2 threads, stop strings cut the text, and bad options or files give a one-line
+# error with exit status 2. Ends with "N passed, N failed" like the C tests.
+set -u
+BUILD=${BUILD:-build}
+SHARED=${LLORCH_SHARED:-../shared}
+W="$BUILD/workerd"
+JF="$BUILD/json-field"
+MODEL="$SHARED/models/stories260K.gguf"
+REF="$SHARED/ref/stories260K.jsonl"
+pass=0
+fail=0
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+
+ok() { echo "ok $1"; pass=$((pass + 1)); }
+bad() { echo "FAIL $1: $2"; fail=$((fail + 1)); }
+
+if [ ! -f "$MODEL" ] || [ ! -f "$REF" ]; then
+  if [ "${CI:-}" = true ]; then
+    echo "FAIL missing $MODEL or $REF"
+    echo "0 passed, 1 failed"
+    exit 1
+  fi
+  echo "skip: $MODEL or $REF missing"
+  echo "0 passed, 0 failed"
+  exit 0
+fi
+
+# Greedy: the first 48 ids of -n 64 are llama.cpp's p02_once_upon ids.
+if "$W" generate -m "$MODEL" -n 64 --temp 0 --ignore-eos --json "Once upon a time" >"$TMP/g.json" 2>"$TMP/g.err"; then
+  want=$("$JF" "$REF" gen_ids p02_once_upon)
+  got=$("$JF" "$TMP/g.json" gen_ids | cut -d, -f1-48)
+  n=$("$JF" "$TMP/g.json" gen_ids | tr ',' '\n' | wc -l)
+  if [ "$got" = "$want" ] && [ "$n" -eq 64 ]; then ok greedy_ids_match_llama_cpp
+  else bad greedy_ids_match_llama_cpp "got $got ($n ids), want $want"; fi
+  want=$("$JF" "$REF" prompt_ids p02_once_upon)
+  got=$("$JF" "$TMP/g.json" prompt_ids)
+  if [ "$got" = "$want" ]; then ok prompt_ids_match_llama_cpp
+  else bad prompt_ids_match_llama_cpp "got $got, want $want"; fi
+  for f in prefill_ms decode_ms text; do
+    "$JF" "$TMP/g.json" $f >/dev/null || bad json_fields "no $f"
+  done
+  [ "$(wc -l <"$TMP/g.json")" -eq 1 ] && ok json_one_line || bad json_one_line "$(cat "$TMP/g.json")"
+else
+  bad greedy_ids_match_llama_cpp "exit $?: $(cat "$TMP/g.err")"
+fi
+
+# Streamed text: exactly llama.cpp's bytes for every reference case (48 greedy tokens each), and
+# the same text as --json gives.
+for id in $(grep -o '"id":"[^"]*"' "$REF" | cut -d'"' -f4); do
+  p=$("$JF" "$REF" prompt "$id"; printf x); p=${p%x}; p=${p%$'\n'}
+  want=$("$JF" "$REF" gen_text_hex "$id")
+  if "$W" generate -m "$MODEL" -n 48 --temp 0 --ignore-eos -- "$p" >"$TMP/s.txt" 2>"$TMP/s.err"; then
+    got=$(od -An -v -tx1 "$TMP/s.txt" | tr -d ' \n')
+    if [ "$got" = "$want" ]; then ok "streamed_text_$id"
+    else bad "streamed_text_$id" "got $got, want $want"; fi
+  else
+    bad "streamed_text_$id" "exit $?: $(cat "$TMP/s.err")"
+  fi
+done
+"$W" generate -m "$MODEL" -n 48 --temp 0 --ignore-eos "Once upon a time" >"$TMP/s.txt" 2>/dev/null
+"$W" generate -m "$MODEL" -n 48 --temp 0 --ignore-eos --json "Once upon a time" >"$TMP/s.json" 2>/dev/null
+"$JF" "$TMP/s.json" text | head -c -1 >"$TMP/json.txt"
+cmp -s "$TMP/s.txt" "$TMP/json.txt" && ok json_text_equals_stream || bad json_text_equals_stream "$(cat "$TMP/json.txt")"
+
+# Sampling with a seed: the same tokens at 1 and 2 threads and run to run; another seed differs.
+seeded() { "$W" generate -m "$MODEL" -n 40 --temp 1.0 --seed "$1" -t "$2" --ignore-eos --json "Once upon a time" 2>/dev/null | "$JF" - gen_ids; }
+a=$(seeded 42 1); b=$(seeded 42 2); c=$(seeded 42 2); d=$(seeded 43 2)
+if [ -n "$a" ] && [ "$a" = "$b" ] && [ "$b" = "$c" ]; then ok seed_same_tokens_1_and_2_threads
+else bad seed_same_tokens_1_and_2_threads "t1 $a / t2 $b / t2 again $c"; fi
+[ -n "$d" ] && [ "$a" != "$d" ] && ok other_seed_other_tokens || bad other_seed_other_tokens "$d"
+"$W" generate -m "$MODEL" -n 8 --json "Once" >"$TMP/r.json" 2>/dev/null
+seed=$("$JF" "$TMP/r.json" seed)
+e=$("$JF" "$TMP/r.json" gen_ids)
+f=$("$W" generate -m "$MODEL" -n 8 --seed "$seed" --json "Once" 2>/dev/null | "$JF" - gen_ids)
+[ -n "$seed" ] && [ -n "$e" ] && [ "$e" = "$f" ] && ok random_seed_reported_and_repeatable || bad random_seed_reported_and_repeatable "seed '$seed': '$e' vs '$f'"
+
+# Stop strings: the text is cut before the stop string, which spans several tokens.
+"$W" generate -m "$MODEL" -n 64 --temp 0 --stop "Lily. She" --stop "zebra" --json "Once upon a time" >"$TMP/stop.json" 2>/dev/null
+got=$("$JF" "$TMP/stop.json" text); reason=$("$JF" "$TMP/stop.json" reason)
+if [ "$got" = ", there was a little girl named " ] && [ "$reason" = stop ]; then ok stop_string_cuts
+else bad stop_string_cuts "text '$got' reason '$reason'"; fi
+"$W" generate -m "$MODEL" -n 64 --temp 0 --stop "Lily. She" "Once upon a time" >"$TMP/stop.txt" 2>/dev/null
+[ "$(cat "$TMP/stop.txt")" = ", there was a little girl named " ] && ok stop_string_streamed || bad stop_string_streamed "'$(cat "$TMP/stop.txt")'"
+
+# -- ends the options: a prompt may start with '-'.
+"$W" generate -m "$MODEL" -n 4 --temp 0 --json -- "-dash" >"$TMP/dash.json" 2>"$TMP/dash.err" &&
+  [ -n "$("$JF" "$TMP/dash.json" gen_ids)" ] && ok dash_prompt_after_double_dash || bad dash_prompt_after_double_dash "$(cat "$TMP/dash.err")"
+
+# Bad options and files: one line on stderr, exit status 2, nothing on stdout.
+printf 'not a gguf file at all' >"$TMP/junk.gguf"
+head -c 5000 "$MODEL" >"$TMP/cut.gguf"
+expect_fatal() {
+  local name=$1; shift
+  "$W" generate "$@" >"$TMP/f.out" 2>"$TMP/f.err"
+  local rc=$?
+  local lines
+  lines=$(wc -l <"$TMP/f.err")
+  if [ $rc -eq 2 ] && [ "$lines" -eq 1 ] && [ ! -s "$TMP/f.out" ]; then ok "$name"
+  else bad "$name" "exit $rc, $lines stderr lines: $(head -3 "$TMP/f.err")"; fi
+}
+expect_fatal bad_temp -m "$MODEL" --temp abc "x"
+expect_fatal negative_temp -m "$MODEL" --temp -1 "x"
+expect_fatal top_p_over_one -m "$MODEL" --top-p 1.5 "x"
+expect_fatal bad_n -m "$MODEL" -n 12x "x"
+expect_fatal bad_seed -m "$MODEL" --seed -5 "x"
+expect_fatal unknown_option -m "$MODEL" --frobnicate "x"
+expect_fatal missing_value -m "$MODEL" "x" --temp
+expect_fatal missing_model "x"
+expect_fatal missing_prompt -m "$MODEL"
+expect_fatal no_such_file -m "$TMP/none.gguf" "x"
+expect_fatal not_gguf -m "$TMP/junk.gguf" "x"
+expect_fatal truncated_gguf -m "$TMP/cut.gguf" "x"
+expect_fatal vocab_only_file -m "$SHARED/models/vocab/ggml-vocab-llama-spm.gguf" "x"
+expect_fatal bad_threads -m "$MODEL" -t 0 "x"
+expect_fatal ctx_too_small -m "$MODEL" --ctx 2 "Once upon a time"
+
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
