@@ -206,10 +206,10 @@ test_cancel(void)
 }
 
 static void
-test_context_limit(void)
+test_context_limit_and_bad_requests(void)
 {
     static struct run r;
-    int32_t prompt[16];
+    int32_t prompt[16], bad_id = 512;
     size_t n_prompt;
     char err[ERR_MSG_MAX];
     struct generate_request req;
@@ -222,20 +222,6 @@ test_context_limit(void)
     CHECKF(r.res.reason == GENERATE_REASON_CONTEXT && r.n == 4, "reason %s, %zu tokens",
            generate_reason_str(r.res.reason), r.n);
     CHECK(run(&req, (uint32_t)n_prompt - 1, &r, err) == ERR_CONTEXT_FULL);
-}
-
-static void
-test_bad_requests(void)
-{
-    static struct run r;
-    int32_t prompt[16], bad_id = 512;
-    size_t n_prompt;
-    char err[ERR_MSG_MAX];
-    struct generate_request req;
-
-    if (!load_model())
-        return;
-    req = request(prompt, &n_prompt);
     req.replay = &bad_id;
     req.n_replay = 1;
     CHECK(run(&req, 0, &r, err) == ERR_BAD_REQUEST);
@@ -259,8 +245,7 @@ main(int argc, char **argv)
         TEST(test_replay_continues_identically),
         TEST(test_stop_string_ends_run),
         TEST(test_cancel),
-        TEST(test_context_limit),
-        TEST(test_bad_requests),
+        TEST(test_context_limit_and_bad_requests),
         {0},
     };
     int rc = harness_run(tests, argc, argv);
