@@ -265,13 +265,14 @@ extremes_of(const float *x, int n)
 {
     struct extremes e = {0.0f, 0.0f, x[0], x[0]};
 
+    /* comparisons rather than fminf / fmaxf, which are calls unless NaNs are ruled out */
     for (int j = 0; j < n; j++) {
         if (fabsf(x[j]) > e.amax) {
             e.amax = fabsf(x[j]);
             e.max_signed = x[j];
         }
-        e.min = fminf(e.min, x[j]);
-        e.max = fmaxf(e.max, x[j]);
+        e.min = x[j] < e.min ? x[j] : e.min;
+        e.max = x[j] > e.max ? x[j] : e.max;
     }
     return e;
 }
@@ -745,6 +746,15 @@ half_up(float v)
     return h;
 }
 
+/* v rounded to the nearest integer (halves away from zero), clamped to [lo, hi]. */
+static int8_t
+round_clamp(float v, int lo, int hi)
+{
+    int q = (int)(v + (v >= 0.0f ? 0.5f : -0.5f));
+
+    return (int8_t)(q < lo ? lo : q > hi ? hi : q);
+}
+
 /* ceil(v / d) in [0, max] for v >= 0; 0 when d is 0. */
 static int
 code_up(float v, float d, int max)
@@ -783,13 +793,10 @@ quantize_asym_k(const float *x, int levels, struct bk *u, uint16_t *d_h, uint16_
     u->d = fp16_to_f32(*d_h);
     for (int j = 0; j < 8; j++) {
         float step = u->d * (float)(u->sc[j] = (int16_t)code_up(need[j], u->d, 63));
-        float lo = u->dmin * (float)u->m[j];
+        float lo = u->dmin * (float)u->m[j], istep = step > 0.0f ? 1.0f / step : 0.0f;
 
-        for (int e = 32 * j; e < 32 * j + 32; e++) {
-            float v = step > 0.0f ? roundf((x[e] + lo) / step) : 0.0f;
-
-            u->q[e] = (int8_t)fminf(fmaxf(v, 0.0f), (float)levels);
-        }
+        for (int e = 32 * j; e < 32 * j + 32; e++)
+            u->q[e] = round_clamp((x[e] + lo) * istep, 0, levels);
     }
 }
 
@@ -823,12 +830,10 @@ quantize_q6_k_block(const float *x, struct bk *u)
     u->d = fp16_to_f32(d_h);
     for (int j = 0; j < 16; j++) {
         float step = u->d * (float)(u->sc[j] = (int16_t)code_up(need[j], u->d, 127));
+        float istep = step > 0.0f ? 1.0f / step : 0.0f;
 
-        for (int e = 16 * j; e < 16 * j + 16; e++) {
-            float v = step > 0.0f ? roundf(x[e] / step) : 0.0f;
-
-            u->q[e] = (int8_t)fminf(fmaxf(v, -32.0f), 31.0f);
-        }
+        for (int e = 16 * j; e < 16 * j + 16; e++)
+            u->q[e] = round_clamp(x[e] * istep, -32, 31);
     }
     return d_h;
 }
@@ -907,7 +912,7 @@ quant_quantize_row_q8_k(const float *src, void *dst, int64_t n)
 
         b[k].d = d;
         for (int e = 0; e < QUANT_QK_K; e++)
-            b[k].qs[e] = (int8_t)fminf(fmaxf(roundf(x[e] * id), -127.0f), 127.0f);
+            b[k].qs[e] = round_clamp(x[e] * id, -127, 127);
         for (int j = 0; j < 16; j++) {
             int s = 0;
 
