@@ -303,8 +303,7 @@ run(struct orchd *o, const sigset_t *set, uint64_t grace_ms)
     enum { RUNNING, DRAINING, ENDING, STOPPING } phase = RUNNING;
     uint64_t deadline = 0;
 
-    for (;;) {
-        int sig = wait_signal(set);
+    for (int sig = 0;; sig = wait_signal(set)) {
         uint64_t now = clock_now_ms();
 
         if ((sig == SIGTERM || sig == SIGINT) && phase == RUNNING) {
