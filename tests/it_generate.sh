@@ -86,6 +86,29 @@ else bad stop_string_cuts "text '$got' reason '$reason'"; fi
 "$W" generate -m "$MODEL" -n 64 --temp 0 --stop "Lily. She" "Once upon a time" >"$TMP/stop.txt" 2>/dev/null
 [ "$(cat "$TMP/stop.txt")" = ", there was a little girl named " ] && ok stop_string_streamed || bad stop_string_streamed "'$(cat "$TMP/stop.txt")'"
 
+# End of generation: on a small synthetic model (built-in vocabulary, </s> = 2) a hot sampler meets
+# </s> for some seed; the run stops there with reason eos, and --ignore-eos with the same seed gives
+# the same ids up to it and then exactly N in all.
+if "$BUILD/gguf-synth" --n-embd 64 --n-layer 1 --n-head 4 --n-ff 128 --vocab 300 -o "$TMP/syn.gguf" >/dev/null 2>&1; then
+  hot=(--temp 1.5 --top-k 0 --top-p 1 --min-p 0)
+  found=
+  for s in $(seq 1 60); do
+    "$W" generate -m "$TMP/syn.gguf" -n 64 "${hot[@]}" --seed "$s" --json hello >"$TMP/e.json" 2>/dev/null
+    if [ "$("$JF" "$TMP/e.json" reason)" = eos ]; then found=$s; break; fi
+  done
+  if [ -n "$found" ]; then
+    ids=$("$JF" "$TMP/e.json" gen_ids)
+    all=$("$W" generate -m "$TMP/syn.gguf" -n 64 "${hot[@]}" --seed "$found" --ignore-eos --json hello 2>/dev/null | "$JF" - gen_ids)
+    n_all=$(echo "$all" | tr ',' '\n' | wc -l)
+    if [ "${ids##*,}" = 2 ] && [ "${all#"$ids",}" != "$all" ] && [ "$n_all" -eq 64 ]; then ok eos_stops_ignore_eos_goes_on
+    else bad eos_stops_ignore_eos_goes_on "seed $found: $ids / $all ($n_all ids)"; fi
+  else
+    bad eos_stops_ignore_eos_goes_on "no seed in 1..60 met </s>"
+  fi
+else
+  bad eos_stops_ignore_eos_goes_on "gguf-synth failed"
+fi
+
 # -- ends the options: a prompt may start with '-'.
 "$W" generate -m "$MODEL" -n 4 --temp 0 --json -- "-dash" >"$TMP/dash.json" 2>"$TMP/dash.err" &&
   [ -n "$("$JF" "$TMP/dash.json" gen_ids)" ] && ok dash_prompt_after_double_dash || bad dash_prompt_after_double_dash "$(cat "$TMP/dash.err")"

@@ -67,7 +67,7 @@ main(int argc, char **argv)
     }
     while (getline(&line, &cap, f) > 0) {
         json_error_t e;
-        json_t *o = json_loads(line, 0, &e);
+        json_t *o = json_loads(line, JSON_ALLOW_NUL, &e);
         const json_t *id = json_object_get(o, "id");
 
         if (o == NULL)
