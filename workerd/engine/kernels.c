@@ -248,6 +248,18 @@ static const tile_fn tiles_avx2[][3] = {
     [LOAD_BF16] = {tile_bf16_4x2, tile_bf16_4x1, tile_bf16_1x1},
 };
 
+/* dst[0..n) = the n elements of an F16 or BF16 row as f32 (exact). */
+AVX2 static void
+convert_avx2(enum load_kind kind, const void *src, float *dst, size_t n)
+{
+    size_t k = 0;
+
+    for (; k + LANES <= n; k += LANES)
+        _mm256_storeu_ps(dst + k, load8(kind, src, k));
+    for (; k < n; k++)
+        dst[k] = load1(kind, src, k);
+}
+
 /* AVX, AVX2, FMA and F16C present and the OS saves the YMM registers. */
 static bool
 cpu_has_avx2(void)
@@ -337,10 +349,16 @@ kernel_matmul_rows(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, cons
                 const void *src = (const char *)w->data + (size_t)(r + i) * w->row_bytes;
                 if (direct) {
                     wr[i] = src;
-                } else {
-                    to_f32(src, scratch + i * cols, cols);
-                    wr[i] = scratch + i * cols;
+                    continue;
                 }
+                wr[i] = scratch + i * cols;
+#ifdef KERNEL_X86
+                if (simd && dk != LOAD_NONE) { /* F16/BF16: vector conversion */
+                    convert_avx2(dk, src, scratch + i * cols, cols);
+                    continue;
+                }
+#endif
+                to_f32(src, scratch + i * cols, (int64_t)cols);
             }
             for (uint32_t t = t0; t < t1;) {
                 const float *xr[TOK_TILE];

@@ -1,0 +1,102 @@
+/*
+ * model-bench.c: `model-bench -m MODEL [-p N_PROMPT] [-n N_GEN] [-t THREADS]`: times the forward
+ * pass alone (no tokenizer, no sampler): a prompt of N_PROMPT ids evaluated as one batch
+ * (prefill), then N_GEN single-token steps, each fed the argmax of the last logits (decode).
+ * Prints one JSON line with tokens/s of both. For measuring the engine, not a benchmark suite.
+ */
+#include "common/clock.h"
+#include "common/err.h"
+#include "workerd/engine/gguf.h"
+#include "workerd/engine/model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void
+usage(void)
+{
+    fprintf(stderr, "usage: model-bench -m MODEL [-p N_PROMPT] [-n N_GEN] [-t THREADS]\n");
+}
+
+int
+main(int argc, char **argv)
+{
+    const char *path = NULL;
+    long n_prompt = 128, n_gen = 32, threads = 2;
+    char err[ERR_MSG_MAX];
+    struct gguf *g = NULL;
+    struct model *m = NULL;
+    struct context *c = NULL;
+    int status = 1;
+
+    for (int i = 1; i < argc; i++) {
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        char *end = NULL;
+        if (v == NULL) {
+            usage();
+            return 2;
+        }
+        if (strcmp(argv[i], "-m") == 0)
+            path = v;
+        else if (strcmp(argv[i], "-p") == 0)
+            n_prompt = strtol(v, &end, 10);
+        else if (strcmp(argv[i], "-n") == 0)
+            n_gen = strtol(v, &end, 10);
+        else if (strcmp(argv[i], "-t") == 0)
+            threads = strtol(v, &end, 10);
+        else {
+            usage();
+            return 2;
+        }
+        if ((end != NULL && *end != '\0') || n_prompt < 1 || n_gen < 0 || threads < 1 ||
+            threads > 1024 || n_prompt > 1 << 20 || n_gen > 1 << 20) {
+            fprintf(stderr, "model-bench: bad value '%s' for %s\n", v, argv[i]);
+            return 2;
+        }
+        i++;
+    }
+    if (path == NULL) {
+        usage();
+        return 2;
+    }
+    if (gguf_open(&g, path, err) != ERR_OK || model_load(&m, g, err) != ERR_OK) {
+        fprintf(stderr, "model-bench: %s: %s\n", path, err);
+        gguf_close(g);
+        return 2;
+    }
+    uint32_t n_vocab = model_config(m)->n_vocab;
+    int32_t *ids = malloc((size_t)n_prompt * sizeof(*ids));
+    float *logits = malloc((size_t)n_vocab * sizeof(float));
+    for (long i = 0; i < n_prompt; i++)
+        ids[i] = (int32_t)(1 + (i * 7919) % (n_vocab - 1));
+    if (context_new(&c, m, (uint32_t)(n_prompt + n_gen + 1), (uint32_t)threads, err) != ERR_OK)
+        goto fail;
+    uint64_t t0 = clock_now_ns();
+    if (context_eval(c, ids, (size_t)n_prompt, false, logits, err) != ERR_OK)
+        goto fail;
+    uint64_t t1 = clock_now_ns();
+    for (long k = 0; k < n_gen; k++) {
+        int32_t best = 0;
+        for (uint32_t i = 1; i < n_vocab; i++)
+            best = logits[i] > logits[best] ? (int32_t)i : best;
+        if (context_eval(c, &best, 1, false, logits, err) != ERR_OK)
+            goto fail;
+    }
+    uint64_t t2 = clock_now_ns();
+    double pms = clock_ms_between(t0, t1), dms = clock_ms_between(t1, t2);
+    printf("{\"model\":\"%s\",\"threads\":%ld,\"prefill_tokens\":%ld,\"prefill_ms\":%.1f,"
+           "\"prefill_tps\":%.2f,\"decode_tokens\":%ld,\"decode_ms\":%.1f,\"decode_tps\":%.2f}\n",
+           path, threads, n_prompt, pms, n_prompt * 1000.0 / pms, n_gen, dms,
+           n_gen > 0 ? n_gen * 1000.0 / dms : 0.0);
+    status = 0;
+fail:
+    if (status != 0)
+        fprintf(stderr, "model-bench: %s\n", err);
+    context_free(c);
+    model_free(m);
+    gguf_close(g);
+    free(ids);
+    free(logits);
+    return status;
+}
