@@ -213,10 +213,45 @@ AVX2 static ALWAYS_INLINE
     void tile_4x1(enum load_kind kind, const void *const *w, const float *const *x, size_t n,
                   float *y, size_t ys){TILE_BODY(KERNEL_TILE_ROWS, 1, STEP_4X1)}
 
-AVX2 static ALWAYS_INLINE void tile_1x1(enum load_kind kind, const void *const *w,
-                                        const float *const *x, size_t n, float *y, size_t ys)
+AVX2 static ALWAYS_INLINE
+    void tile_1x1(enum load_kind kind, const void *const *w, const float *const *x, size_t n,
+                  float *y, size_t ys){TILE_BODY(1, 1, STEP_1X1)}
+
+/* y[i] = w[i] . x[0] for 8 rows and one token (decode: more rows in flight per thread). */
+AVX2 static ALWAYS_INLINE void tile_8x1(enum load_kind kind, const void *const *w,
+                                        const float *const *x, size_t n, float *y)
 {
-    TILE_BODY(1, 1, STEP_1X1)
+    float wt[8][LANES], xt[1][LANES];
+    size_t n8 = n & ~(size_t)(LANES - 1);
+    if (n8 < n) {
+        pad_tail(kind, 8, w, n8, n, wt);
+        pad_tail(LOAD_F32, 1, (const void *const *)x, n8, n, xt);
+    }
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    for (size_t k = 0; k < n8; k += LANES) {
+        __m256 xv = _mm256_loadu_ps(x[0] + k);
+        a0 = _mm256_fmadd_ps(load8(kind, w[0], k), xv, a0);
+        a1 = _mm256_fmadd_ps(load8(kind, w[1], k), xv, a1);
+        a2 = _mm256_fmadd_ps(load8(kind, w[2], k), xv, a2);
+        a3 = _mm256_fmadd_ps(load8(kind, w[3], k), xv, a3);
+        a4 = _mm256_fmadd_ps(load8(kind, w[4], k), xv, a4);
+        a5 = _mm256_fmadd_ps(load8(kind, w[5], k), xv, a5);
+        a6 = _mm256_fmadd_ps(load8(kind, w[6], k), xv, a6);
+        a7 = _mm256_fmadd_ps(load8(kind, w[7], k), xv, a7);
+    }
+    if (n8 < n) {
+        __m256 xv = _mm256_loadu_ps(xt[0]);
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(wt[0]), xv, a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(wt[1]), xv, a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(wt[2]), xv, a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(wt[3]), xv, a3);
+        a4 = _mm256_fmadd_ps(_mm256_loadu_ps(wt[4]), xv, a4);
+        a5 = _mm256_fmadd_ps(_mm256_loadu_ps(wt[5]), xv, a5);
+        a6 = _mm256_fmadd_ps(_mm256_loadu_ps(wt[6]), xv, a6);
+        a7 = _mm256_fmadd_ps(_mm256_loadu_ps(wt[7]), xv, a7);
+    }
+    y[0] = hsum8(a0), y[1] = hsum8(a1), y[2] = hsum8(a2), y[3] = hsum8(a3);
+    y[4] = hsum8(a4), y[5] = hsum8(a5), y[6] = hsum8(a6), y[7] = hsum8(a7);
 }
 
 typedef void (*tile_fn)(const void *const *w, const float *const *x, size_t n, float *y, size_t ys);
@@ -232,6 +267,12 @@ typedef void (*tile_fn)(const void *const *w, const float *const *x, size_t n, f
     {                                                                                              \
         tile_4x1(kind, w, x, n, y, ys);                                                            \
     }                                                                                              \
+    AVX2 static void tile_##sfx##_8x1(const void *const *w, const float *const *x, size_t n,       \
+                                      float *y, size_t ys)                                         \
+    {                                                                                              \
+        (void)ys;                                                                                  \
+        tile_8x1(kind, w, x, n, y);                                                                \
+    }                                                                                              \
     AVX2 static void tile_##sfx##_1x1(const void *const *w, const float *const *x, size_t n,       \
                                       float *y, size_t ys)                                         \
     {                                                                                              \
@@ -241,11 +282,11 @@ TILE_FNS(f32, LOAD_F32)
 TILE_FNS(f16, LOAD_F16)
 TILE_FNS(bf16, LOAD_BF16)
 
-/* [kind][shape]: shape 0 = 4 rows x 2 tokens, 1 = 4 x 1, 2 = 1 x 1. */
-static const tile_fn tiles_avx2[][3] = {
-    [LOAD_F32] = {tile_f32_4x2, tile_f32_4x1, tile_f32_1x1},
-    [LOAD_F16] = {tile_f16_4x2, tile_f16_4x1, tile_f16_1x1},
-    [LOAD_BF16] = {tile_bf16_4x2, tile_bf16_4x1, tile_bf16_1x1},
+/* [kind][shape]: shape 0 = 4 rows x 2 tokens, 1 = 4 x 1, 2 = 1 x 1, 3 = 8 x 1. */
+static const tile_fn tiles_avx2[][4] = {
+    [LOAD_F32] = {tile_f32_4x2, tile_f32_4x1, tile_f32_1x1, tile_f32_8x1},
+    [LOAD_F16] = {tile_f16_4x2, tile_f16_4x1, tile_f16_1x1, tile_f16_8x1},
+    [LOAD_BF16] = {tile_bf16_4x2, tile_bf16_4x1, tile_bf16_1x1, tile_bf16_8x1},
 };
 
 /* dst[0..n) = the n elements of an F16 or BF16 row as f32 (exact). */
@@ -309,12 +350,13 @@ kernel_force_scalar(bool scalar)
         atomic_store(&simd_mode, 2);
 }
 
-/* Shapes: 0 = 4 rows x TOK_TILE tokens, 1 = 4 x 1, 2 = 1 x 1. */
+/* Shapes: 0 = 4 rows x TOK_TILE tokens, 1 = 4 x 1, 2 = 1 x 1, 3 = 8 x 1. */
 static void
 tile(bool simd, enum load_kind kind, int shape, const void *const *w, const float *const *x,
      size_t n, float *y, size_t ys)
 {
-    static const int nr[3] = {KERNEL_TILE_ROWS, KERNEL_TILE_ROWS, 1}, nt[3] = {TOK_TILE, 1, 1};
+    static const int nr[4] = {KERNEL_TILE_ROWS, KERNEL_TILE_ROWS, 1, 8},
+                     nt[4] = {TOK_TILE, 1, 1, 1};
 
 #ifdef KERNEL_X86
     if (simd) {
@@ -338,6 +380,13 @@ kernel_matmul_rows(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, cons
     bool simd = kernel_simd_active();
     size_t cols = w->cols;
 
+    if (ntok == 1 && direct) /* decode: 8 rows at a time keep more loads in flight */
+        for (; r0 + 8 <= r1; r0 += 8) {
+            const void *wr[8];
+            for (int i = 0; i < 8; i++)
+                wr[i] = (const char *)w->data + (size_t)(r0 + i) * w->row_bytes;
+            tile(simd, kind, 3, wr, &x, cols, y + r0, ys);
+        }
     for (uint32_t t0 = 0; t0 < ntok; t0 += TOK_BLOCK) {
         uint32_t t1 = ntok - t0 < TOK_BLOCK ? ntok : t0 + TOK_BLOCK;
 
