@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1000,6 +1001,94 @@ test_stages_stories260K(void)
     CHECKF(bad == 0, "%d stages off", bad);
 }
 
+/* ---- workerd logits ---- */
+
+/* Runs a shell command; its stdout lines into *out (malloc'ed), returns the exit status. */
+static int
+run_command(const char *cmd, char **out)
+{
+    FILE *p = popen(cmd, "r");
+    size_t len = 0, cap = 1 << 16;
+    int st;
+
+    *out = malloc(cap);
+    while (p != NULL && len + 1 < cap && !feof(p))
+        len += fread(*out + len, 1, cap - 1 - len, p);
+    (*out)[len] = '\0';
+    st = p ? pclose(p) : -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The contract's output: one JSON line per position with pos, top (sorted, K long), max, lse, and
+ * the values of llama.cpp's teacher-forced run; errors exit nonzero with one line on stderr. */
+static void
+test_cmd_logits(void)
+{
+    char model[512], ref[512], cmd[1400], *out, *line = NULL;
+    const char *build = getenv("BUILD") ? getenv("BUILD") : "build";
+    size_t cap = 0;
+    json_t *cs = NULL;
+    FILE *f;
+
+    if (!harness_shared(model, sizeof(model), "models/stories260K.gguf") ||
+        !harness_shared(ref, sizeof(ref), "ref/stories260K.jsonl"))
+        return;
+    f = fopen(ref, "r");
+    while (cs == NULL && f != NULL && getline(&line, &cap, f) > 0) {
+        cs = json_loads(line, 0, NULL);
+        if (cs != NULL && strcmp(json_string_value(json_object_get(cs, "id")), "p02_once_upon")) {
+            json_decref(cs);
+            cs = NULL;
+        }
+    }
+    free(line);
+    if (f != NULL)
+        fclose(f);
+    CHECK(cs != NULL);
+    snprintf(cmd, sizeof(cmd), "%s/workerd logits -m '%s' --ids 1,403,407,261,378 --top 5 -t 2",
+             build, model);
+    int st = run_command(cmd, &out);
+    int n = 0;
+    char *save = NULL;
+    for (char *l = strtok_r(out, "\n", &save); l != NULL; l = strtok_r(NULL, "\n", &save), n++) {
+        json_t *o = json_loads(l, 0, NULL), *top = json_object_get(o, "top");
+        const json_t *rp = json_array_get(json_object_get(cs, "positions"), (size_t)n);
+        const json_t *rtop = json_object_get(rp, "top");
+        bool ok = o != NULL && json_integer_value(json_object_get(o, "pos")) == n &&
+                  json_array_size(top) == 5 && json_is_real(json_object_get(o, "max")) &&
+                  fabs(json_real_value(json_object_get(o, "lse")) -
+                       json_real_value(json_object_get(rp, "lse"))) < 1e-2;
+        for (size_t k = 0; ok && k < 5; k++) {
+            const json_t *e = json_array_get(top, k), *r = json_array_get(rtop, k);
+            ok = json_integer_value(json_array_get(e, 0)) ==
+                     json_integer_value(json_array_get(r, 0)) &&
+                 fabs(json_real_value(json_array_get(e, 1)) -
+                      json_real_value(json_array_get(r, 1))) < 1e-2 &&
+                 (k == 0 || json_real_value(json_array_get(e, 1)) <=
+                                json_real_value(json_array_get(json_array_get(top, k - 1), 1)));
+        }
+        json_decref(o);
+        if (!ok) {
+            json_decref(cs);
+            free(out);
+            CHECKF(ok, "line %d: %s", n, l);
+        }
+    }
+    json_decref(cs);
+    free(out);
+    CHECKF(st == 0 && n == 5, "exit %d, %d lines", st, n);
+    snprintf(cmd, sizeof(cmd), "%s/workerd logits -m /nonexistent.gguf --ids 1 2>&1", build);
+    st = run_command(cmd, &out);
+    bool one_line = strchr(out, '\n') == out + strlen(out) - 1 && strstr(out, "/nonexistent");
+    free(out);
+    CHECKF(st == 2 && one_line, "bad model: exit %d", st);
+    snprintf(cmd, sizeof(cmd), "%s/workerd logits -m '%s' --ids 1,99999 2>&1", build, model);
+    st = run_command(cmd, &out);
+    one_line = strchr(out, '\n') == out + strlen(out) - 1 && strstr(out, "99999");
+    free(out);
+    CHECKF(st == 2 && one_line, "id out of range: exit %d", st);
+}
+
 /* ---- the proof bundle ---- */
 
 static void
@@ -1089,6 +1178,7 @@ main(int argc, char **argv)
         TEST(test_context_errors),
         TEST(test_config_stories260K),
         TEST(test_unsupported_type_named),
+        TEST(test_cmd_logits),
         {0},
     };
     bundle = json_object();
