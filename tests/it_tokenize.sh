@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # it_tokenize.sh: `workerd tokenize` and `workerd detokenize` as the contract drives them: ids
 # against llama.cpp's reference (../shared/ref/tokenize-*.jsonl, looked up by case id), full models
-# and vocab-only files, `--` before a text that starts with '-', and bad input (missing or broken
-# model, a BPE vocabulary, bad --ids, bad options): one line on stderr, nothing on stdout, a
+# and vocab-only files (SentencePiece and BPE), `--` before a text that starts with '-', and bad
+# input (missing or broken model, bad --ids, bad options): one line on stderr, nothing on stdout, a
 # nonzero exit that is not a signal. Ends with "N passed, N failed".
 set -u
 BUILD=${BUILD:-build}
@@ -84,6 +84,20 @@ expect_out phi3_user_defined "{\"ids\":$(ref_ids tokenize-ggml-vocab-phi-3.jsonl
 expect_out empty_text '{"ids":[1]}' "$W" tokenize -m "$SPM" ""
 expect_out dash_text_after_double_dash '{"ids":[1,448,29916]}' "$W" tokenize -m "$SPM" -- "-x"
 
+# BPE vocab-only files: Llama-3 adds <|begin_of_text|>, Qwen2 adds nothing; GPT-NeoX has no
+# tokenizer.ggml.pre (llama.cpp's "default" splitter, with a warning on stderr)
+V="$M/vocab"
+expect_out llama3_unicode "{\"ids\":$(ref_ids tokenize-ggml-vocab-llama-bpe.jsonl t25 ids_bos)}" \
+  "$W" tokenize -m "$V/ggml-vocab-llama-bpe.gguf" "Café naïve — 日本"
+expect_out llama3_nobos "{\"ids\":$(ref_ids tokenize-ggml-vocab-llama-bpe.jsonl t24 ids_nobos)}" \
+  "$W" tokenize -m "$V/ggml-vocab-llama-bpe.gguf" --no-bos "don't won't can't I'm"
+expect_out qwen2_whitespace "{\"ids\":$(ref_ids tokenize-ggml-vocab-qwen2.jsonl t17 ids_bos)}" \
+  "$W" tokenize -m "$V/ggml-vocab-qwen2.gguf" $'hello   \n\n   world'
+expect_out neox_default_pre "{\"ids\":$(ref_ids tokenize-ggml-vocab-gpt-neox.jsonl t22 ids_bos)}" \
+  "$W" tokenize -m "$V/ggml-vocab-gpt-neox.gguf" "1,000,000 and 42%"
+expect_out deepseek_cjk "{\"ids\":$(ref_ids tokenize-ggml-vocab-deepseek-llm.jsonl t27 ids_bos)}" \
+  "$W" tokenize -m "$V/ggml-vocab-deepseek-llm.gguf" "你好，世界"
+
 # detokenize: the reference round trip, BOS keeps the next token's space (llama.cpp), byte
 # pieces completing a character, JSON escaping of quotes and control bytes
 expect_out detok_unicode '{"text":"Café naïve — 日本"}' "$W" detokenize -m "$L" \
@@ -93,6 +107,11 @@ expect_out detok_bytes '{"text":"ï"}' "$W" detokenize -m "$S" --ids 198,178
 expect_out detok_split_char $'{"text":"w\xef\xbf\xbd"}' "$W" detokenize -m "$S" --ids 424,198
 expect_out detok_escapes '{"text":"\"\n\u0001"}' "$W" detokenize -m "$SPM" --ids 29908,13,4
 expect_out detok_empty '{"text":""}' "$W" detokenize -m "$S" --ids ""
+expect_out detok_llama3 '{"text":"Café naïve — 日本"}' "$W" detokenize \
+  -m "$V/ggml-vocab-llama-bpe.gguf" \
+  --ids "$(ref_ids tokenize-ggml-vocab-llama-bpe.jsonl t25 ids_bos | tr -d '[]')"
+expect_out detok_gpt2_clean '{"text":"Hello, world."}' "$W" detokenize \
+  -m "$V/ggml-vocab-gpt-2.gguf" --ids 15496,837,995,764
 
 # bad input
 head -c 4096 "$S" >"$tmp/truncated.gguf"
@@ -100,7 +119,6 @@ echo "not a model" >"$tmp/text.gguf"
 expect_err missing_file "nonexistent" "$W" tokenize -m "$tmp/nonexistent.gguf" "x"
 expect_err truncated_file "workerd tokenize" "$W" tokenize -m "$tmp/truncated.gguf" "x"
 expect_err not_gguf "workerd detokenize" "$W" detokenize -m "$tmp/text.gguf" --ids 1
-expect_err bpe_vocab "gpt2" "$W" tokenize -m "$M/vocab/ggml-vocab-gpt-2.gguf" "x"
 expect_err ids_letters "--ids" "$W" detokenize -m "$S" --ids 1,a
 expect_err ids_empty_item "--ids" "$W" detokenize -m "$S" --ids 1,,2
 expect_err ids_negative "--ids" "$W" detokenize -m "$S" --ids -1

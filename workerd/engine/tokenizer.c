@@ -3,8 +3,8 @@
  * llama-vocab as of the reference commit (c392e50): loading tokenizer.* metadata into a table of
  * tokens (text view, score, attribute bits) with a hash index, the special ids and the fixes
  * llama.cpp applies by token text and model name, splitting the input around special tokens
- * before the algorithm runs, and pieces / detokenization. The algorithms themselves live in
- * tokenizer_<kind>.c (tokenizer_impl.h).
+ * before the algorithm runs, and pieces / detokenization (with the space clean-up BPE
+ * vocabularies ask for). The algorithms themselves live in tokenizer_<kind>.c (tokenizer_impl.h).
  */
 #include "workerd/engine/tokenizer.h"
 
@@ -266,14 +266,16 @@ load_specials(struct tokenizer *t, const struct gguf *g, char *err)
     };
     int rc;
 
-    /* SentencePiece defaults, dropped when the vocabulary is too small for them */
-    t->bos = t->n_vocab > 1 ? 1 : -1;
-    t->eos = t->n_vocab > 2 ? 2 : -1;
-    t->unk = 0;
+    /* llama.cpp's defaults per type (SentencePiece 1, 2, 0; BPE 11, 11, none), dropped when the
+       vocabulary is too small for them; tokenizer_load set add_bos's default */
+    int32_t bos = t->kind == TOKENIZER_KIND_SPM ? 1 : 11,
+            eos = t->kind == TOKENIZER_KIND_SPM ? 2 : 11;
+    t->bos = (size_t)bos < t->n_vocab ? bos : -1;
+    t->eos = (size_t)eos < t->n_vocab ? eos : -1;
+    t->unk = t->kind == TOKENIZER_KIND_SPM ? 0 : -1;
     t->eot = t->eom = -1;
-    t->add_bos = true;
     t->add_eos = false;
-    t->add_space_prefix = true;
+    t->add_space_prefix = t->kind == TOKENIZER_KIND_SPM;
     for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++)
         if ((rc = load_id(t, g, ids[i].key, (int32_t *)((char *)t + ids[i].field), err)) != 0)
             return rc;
@@ -391,18 +393,22 @@ tokenizer_load(struct tokenizer **out, const struct gguf *g, char *err)
         return err_set(err, ERR_FORMAT, "key 'tokenizer.ggml.model' is missing (no vocabulary)");
     if (rc != ERR_OK)
         return rc;
-    if (!(model.len == 5 && memcmp(model.data, "llama", 5) == 0))
-        return err_set(err, ERR_UNSUPPORTED, "tokenizer.ggml.model '%.*s'%s is not supported yet",
-                       (int)(model.len < 64 ? model.len : 64), model.data,
-                       model.len == 4 && memcmp(model.data, "gpt2", 4) == 0 ? " (BPE)" : "");
+    bool spm = model.len == 5 && memcmp(model.data, "llama", 5) == 0;
+    bool bpe = model.len == 4 && memcmp(model.data, "gpt2", 4) == 0;
+    if (!spm && !bpe)
+        return err_set(err, ERR_UNSUPPORTED, "tokenizer.ggml.model '%.*s' is not supported",
+                       (int)(model.len < 64 ? model.len : 64), model.data);
     t = calloc(1, sizeof(*t));
     if (t == NULL)
         return err_set(err, ERR_NOMEM, "tokenizer: no memory");
-    t->kind = TOKENIZER_KIND_SPM;
+    t->kind = spm ? TOKENIZER_KIND_SPM : TOKENIZER_KIND_BPE;
+    t->add_bos = spm; /* BPE: the pre-tokenizer's default, set by tokenizer_bpe_load */
     if ((rc = load_vocab(t, g, err)) != ERR_OK || (rc = build_index(t, err)) != ERR_OK ||
+        (bpe && (rc = tokenizer_bpe_load(t, g, err)) != ERR_OK) ||
         (rc = load_specials(t, g, err)) != ERR_OK || (rc = load_special_list(t, g, err)) != 0)
         goto fail;
-    load_byte_tokens(t);
+    if (spm)
+        load_byte_tokens(t);
     *out = t;
     return ERR_OK;
 fail:
@@ -418,6 +424,7 @@ tokenizer_free(struct tokenizer *t)
     free(t->vocab);
     free(t->slots);
     free(t->specials);
+    tokenizer_bpe_free(t->bpe);
     free(t);
 }
 
@@ -582,6 +589,9 @@ tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, bool a
             rc = tokenizer_spm_encode(t, text + fr->off, fr->len,
                                       t->add_space_prefix && prev_special, &out, err);
             break;
+        case TOKENIZER_KIND_BPE:
+            rc = tokenizer_bpe_encode(t, text + fr->off, fr->len, &out, err);
+            break;
         }
         if (rc != ERR_OK)
             goto done;
@@ -600,9 +610,10 @@ done:
 size_t
 tokenizer_max_tokens(const struct tokenizer *t, size_t len)
 {
-    /* every id covers at least one byte of the escaped text, which has at most 3 bytes per
-       input byte plus a 3-byte prefix per plain run; S special tokens cover at least S input
-       bytes and start at most S + 1 runs: 3 (len - S) + 3 (S + 1) + S + BOS + EOS <= 4 len + 5 */
+    /* SentencePiece: every id covers at least one byte of the escaped text, which has at most 3
+       bytes per input byte plus a 3-byte prefix per plain run; S special tokens cover at least S
+       input bytes and start at most S + 1 runs: 3 (len - S) + 3 (S + 1) + S + BOS + EOS <= 4 len
+       + 5. BPE: an input byte becomes at most 3 bytes (U+FFFD), each at most one id; no prefix */
     (void)t;
     return 4 * len + 5;
 }
@@ -631,6 +642,34 @@ sink_put(struct sink *s, const char *p, size_t n)
     s->n += n;
 }
 
+/*
+ * A normal BPE token's bytes: each GPT-2 character of its text as the byte it stands for; any
+ * other character gives "[UNK_BYTE_0x<its UTF-8 in hex>" + the token text + "]" (llama.cpp).
+ */
+static void
+bpe_piece_put(const struct tok_entry *e, struct sink *s)
+{
+    const unsigned char *p = (const unsigned char *)e->text;
+
+    for (size_t i = 0, adv; i < e->len; i += adv) {
+        uint32_t cp = tok_utf8_decode(p + i, e->len - i, &adv);
+        int b = tokenizer_bpe_byte(cp);
+        if (b >= 0) {
+            char c = (char)b;
+            sink_put(s, &c, 1);
+            continue;
+        }
+        char u[4], hex[9];
+        size_t n = tok_utf8_encode(cp, u);
+        for (size_t k = 0; k < n; k++)
+            snprintf(hex + 2 * k, 3, "%02x", (unsigned char)u[k]);
+        sink_put(s, "[UNK_BYTE_0x", 12);
+        sink_put(s, hex, 2 * n);
+        sink_put(s, e->text, e->len);
+        sink_put(s, "]", 1);
+    }
+}
+
 /* The piece of a valid id into s (llama.cpp's token_to_piece, special = false). */
 static void
 piece_put(const struct tokenizer *t, int32_t id, struct sink *s)
@@ -641,6 +680,8 @@ piece_put(const struct tokenizer *t, int32_t id, struct sink *s)
         return;
     if (e->attr & TOK_ATTR_USER_DEFINED) {
         sink_put(s, e->text, e->len);
+    } else if ((e->attr & TOK_ATTR_NORMAL) && t->kind == TOKENIZER_KIND_BPE) {
+        bpe_piece_put(e, s);
     } else if (e->attr & TOK_ATTR_NORMAL) {
         size_t start = 0;
         for (size_t i = 0; i + 3 <= e->len; i++) {
@@ -652,7 +693,7 @@ piece_put(const struct tokenizer *t, int32_t id, struct sink *s)
             i += 2;
         }
         sink_put(s, e->text + start, e->len - start);
-    } else if (e->attr & TOK_ATTR_BYTE) {
+    } else if ((e->attr & TOK_ATTR_BYTE) && t->kind == TOKENIZER_KIND_SPM) {
         sink_put(s, (const char *)&e->byte, 1);
     }
 }
@@ -668,18 +709,76 @@ tokenizer_piece(const struct tokenizer *t, int32_t id, char *buf, size_t size)
     return s.n;
 }
 
+/*
+ * llama.cpp's clean-up of detokenized BPE text (its clean_spaces, after Hugging Face's
+ * clean_up_tokenization), three passes over a[0..n) using b as scratch; returns the new length
+ * (the result is in a). 1: a space before '?', '!', '.' or ',' goes. 2: " ' " becomes "'" (the
+ * space after it is consumed, so it cannot start another match). 3: a space before "'s", "'m",
+ * "'re" or "'ve" goes (not before "'t", "'d" or "'ll"), when the apostrophe is not the last byte
+ * (two bytes from the end for "'re"/"'ve").
+ */
+static size_t
+clean_spaces(char *a, char *b, size_t n)
+{
+    size_t m = 0;
+
+    for (size_t i = 0; i < n; i++)
+        if (!(a[i] == ' ' && i + 1 < n && strchr("?!.,", a[i + 1]) != NULL && a[i + 1] != '\0'))
+            b[m++] = a[i];
+    n = m;
+    m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0 && b[i] == '\'' && i + 1 < n && b[i - 1] == ' ' && b[i + 1] == ' ') {
+            a[m - 1] = '\'';
+            b[i + 1] = '\0'; /* consumed: the next apostrophe does not see a space before it */
+            i++;
+            continue;
+        }
+        a[m++] = b[i];
+    }
+    n = m;
+    m = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool drop = false;
+        if (a[i] == ' ' && i + 2 < n && a[i + 1] == '\'') {
+            char x1 = a[i + 2], x2 = i + 3 < n ? a[i + 3] : '\0';
+            drop = x1 == 's' || x1 == 'm' || (i + 3 < n && (x1 == 'r' || x1 == 'v') && x2 == 'e');
+        }
+        if (!drop)
+            b[m++] = a[i];
+    }
+    memcpy(a, b, m);
+    return m;
+}
+
 int
 tokenizer_decode(const struct tokenizer *t, const int32_t *ids, size_t n, char *out, size_t size,
                  size_t *len, char *err)
 {
     struct sink s = {out, size, 0, t->add_space_prefix};
+    char *full = NULL;
 
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++)
         if (ids[i] < 0 || (size_t)ids[i] >= t->n_vocab)
             return err_set(err, ERR_BAD_REQUEST, "token id %ld (at %zu) is out of range [0, %zu)",
                            (long)ids[i], i, t->n_vocab);
-        piece_put(t, ids[i], &s);
-        s.strip = false; /* only the first token loses its space, even when it prints nothing */
+    for (int pass = 0; pass < 1 + t->clean_spaces; pass++) {
+        if (pass == 1) {
+            /* the clean-up needs the whole text: count, then decode into a buffer of our own */
+            full = malloc(2 * s.n + 1);
+            if (full == NULL)
+                return err_set(err, ERR_NOMEM, "detokenize: no memory for %zu bytes", s.n);
+            s = (struct sink){full, s.n, 0, t->add_space_prefix};
+        }
+        for (size_t i = 0; i < n; i++) {
+            piece_put(t, ids[i], &s);
+            s.strip = false; /* only the first token loses its space, even when it prints nothing */
+        }
+    }
+    if (full != NULL) {
+        s.n = clean_spaces(full, full + s.n + 1, s.n);
+        memcpy(out, full, s.n < size ? s.n : size);
+        free(full);
     }
     *len = s.n;
     if (s.n > size)
