@@ -69,34 +69,38 @@ L="$M/llama-2-tiny-random.gguf"
 SPM="$M/vocab/ggml-vocab-llama-spm.gguf"
 PHI="$M/vocab/ggml-vocab-phi-3.gguf"
 
+# expect_ref NAME MODEL REF CASE FIELD [OPTION] TEXT: `tokenize` prints the ids that field
+# (ids_bos or ids_nobos) of case CASE holds in ../shared/ref/REF.
+expect_ref() {
+  local name=$1 model=$2 ref=$3 case=$4 field=$5
+  shift 5
+  expect_out "$name" "{\"ids\":$(ref_ids "$ref" "$case" "$field")}" "$W" tokenize -m "$model" "$@"
+}
+
 # tokenize: BOS by the model's rule, --no-bos, full models and vocab-only files
-expect_out stories_bos "{\"ids\":$(ref_ids tokenize-stories260K.jsonl t18 ids_bos)}" \
-  "$W" tokenize -m "$S" "Once upon a time"
-expect_out stories_nobos "{\"ids\":$(ref_ids tokenize-stories260K.jsonl t18 ids_nobos)}" \
-  "$W" tokenize -m "$S" --no-bos "Once upon a time"
-expect_out llama2_unicode "{\"ids\":$(ref_ids tokenize-llama-2-tiny-random.jsonl t25 ids_bos)}" \
-  "$W" tokenize -m "$L" "Café naïve — 日本"
-expect_out vocab_only_whitespace \
-  "{\"ids\":$(ref_ids tokenize-ggml-vocab-llama-spm.jsonl t17 ids_bos)}" \
-  "$W" tokenize -m "$SPM" $'hello   \n\n   world'
-expect_out phi3_user_defined "{\"ids\":$(ref_ids tokenize-ggml-vocab-phi-3.jsonl t36 ids_nobos)}" \
-  "$W" tokenize -m "$PHI" --no-bos "</s> <unk>"
+expect_ref stories_bos "$S" tokenize-stories260K.jsonl t18 ids_bos "Once upon a time"
+expect_ref stories_nobos "$S" tokenize-stories260K.jsonl t18 ids_nobos --no-bos "Once upon a time"
+expect_ref llama2_unicode "$L" tokenize-llama-2-tiny-random.jsonl t25 ids_bos "Café naïve — 日本"
+expect_ref vocab_only_whitespace "$SPM" tokenize-ggml-vocab-llama-spm.jsonl t17 ids_bos \
+  $'hello   \n\n   world'
+expect_ref phi3_user_defined "$PHI" tokenize-ggml-vocab-phi-3.jsonl t36 ids_nobos --no-bos \
+  "</s> <unk>"
 expect_out empty_text '{"ids":[1]}' "$W" tokenize -m "$SPM" ""
 expect_out dash_text_after_double_dash '{"ids":[1,448,29916]}' "$W" tokenize -m "$SPM" -- "-x"
 
 # BPE vocab-only files: Llama-3 adds <|begin_of_text|>, Qwen2 adds nothing; GPT-NeoX has no
 # tokenizer.ggml.pre (llama.cpp's "default" splitter, with a warning on stderr)
 V="$M/vocab"
-expect_out llama3_unicode "{\"ids\":$(ref_ids tokenize-ggml-vocab-llama-bpe.jsonl t25 ids_bos)}" \
-  "$W" tokenize -m "$V/ggml-vocab-llama-bpe.gguf" "Café naïve — 日本"
-expect_out llama3_nobos "{\"ids\":$(ref_ids tokenize-ggml-vocab-llama-bpe.jsonl t24 ids_nobos)}" \
-  "$W" tokenize -m "$V/ggml-vocab-llama-bpe.gguf" --no-bos "don't won't can't I'm"
-expect_out qwen2_whitespace "{\"ids\":$(ref_ids tokenize-ggml-vocab-qwen2.jsonl t17 ids_bos)}" \
-  "$W" tokenize -m "$V/ggml-vocab-qwen2.gguf" $'hello   \n\n   world'
-expect_out neox_default_pre "{\"ids\":$(ref_ids tokenize-ggml-vocab-gpt-neox.jsonl t22 ids_bos)}" \
-  "$W" tokenize -m "$V/ggml-vocab-gpt-neox.gguf" "1,000,000 and 42%"
-expect_out deepseek_cjk "{\"ids\":$(ref_ids tokenize-ggml-vocab-deepseek-llm.jsonl t27 ids_bos)}" \
-  "$W" tokenize -m "$V/ggml-vocab-deepseek-llm.gguf" "你好，世界"
+expect_ref llama3_unicode "$V/ggml-vocab-llama-bpe.gguf" tokenize-ggml-vocab-llama-bpe.jsonl t25 \
+  ids_bos "Café naïve — 日本"
+expect_ref llama3_nobos "$V/ggml-vocab-llama-bpe.gguf" tokenize-ggml-vocab-llama-bpe.jsonl t24 \
+  ids_nobos --no-bos "don't won't can't I'm"
+expect_ref qwen2_whitespace "$V/ggml-vocab-qwen2.gguf" tokenize-ggml-vocab-qwen2.jsonl t17 ids_bos \
+  $'hello   \n\n   world'
+expect_ref neox_default_pre "$V/ggml-vocab-gpt-neox.gguf" tokenize-ggml-vocab-gpt-neox.jsonl t22 \
+  ids_bos "1,000,000 and 42%"
+expect_ref deepseek_cjk "$V/ggml-vocab-deepseek-llm.gguf" tokenize-ggml-vocab-deepseek-llm.jsonl \
+  t27 ids_bos "你好，世界"
 
 # detokenize: the reference round trip, BOS keeps the next token's space (llama.cpp), byte
 # pieces completing a character, JSON escaping of quotes and control bytes
