@@ -668,7 +668,9 @@ test_bpe_specials(void)
                  len == strlen(cleaned) && memcmp(buf, cleaned, len) == 0;
     size_t small_len;
     bool small = tokenizer_decode(g2.t, ids, n, buf, 3, &small_len, err) == ERR_BAD_REQUEST &&
-                 small_len == strlen(cleaned) && memcmp(buf, "a, ", 3) == 0;
+                 small_len == strlen(cleaned) && memcmp(buf, "a, ", 3) == 0 &&
+                 tokenizer_decode(g2.t, ids, n, NULL, 0, &small_len, err) == ERR_BAD_REQUEST &&
+                 small_len == strlen(cleaned);
     bool kept = tokenizer_encode(q.t, text, strlen(text), false, false, ids, 64, &n, err) == 0 &&
                 tokenizer_decode(q.t, ids, n, buf, sizeof(buf), &len, err) == 0 &&
                 len == strlen(text) && memcmp(buf, text, len) == 0;

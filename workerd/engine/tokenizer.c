@@ -777,7 +777,8 @@ tokenizer_decode(const struct tokenizer *t, const int32_t *ids, size_t n, char *
     }
     if (full != NULL) {
         s.n = clean_spaces(full, full + s.n + 1, s.n);
-        memcpy(out, full, s.n < size ? s.n : size);
+        if (size > 0)
+            memcpy(out, full, s.n < size ? s.n : size);
         free(full);
     }
     *len = s.n;
