@@ -241,6 +241,16 @@ test_top_p(void)
     CHECK(count_draws(&o, logits, 4, counts) == 0);
     CHECK(counts[2] == 0 && counts[0] > 0);
     CHECKF(freq_near(counts[0], 0.15 / 0.95), "id 0: %d", counts[0]);
+    /* Top-p normalizes over what top-k left: 0.8 of 0.95 is 0.842, enough for 0.83 with top-k 3,
+     * while over the whole vocabulary 0.8 is not. */
+    o.top_p = 0.83f;
+    CHECK(count_draws(&o, logits, 4, counts) == 0);
+    CHECK(counts[0] > 0 && counts[2] == 0);
+    o.top_k = 3;
+    CHECK(count_draws(&o, logits, 4, counts) == 0);
+    CHECK(counts[0] == 0 && counts[2] == 0);
+    CHECKF(freq_near(counts[3], 0.3 / 0.8), "id 3: %d", counts[3]);
+    o.top_k = 0;
     o.top_p = 0.0f; /* keeps the most likely */
     CHECK(count_draws(&o, logits, 4, counts) == 0);
     CHECK(counts[1] == N_DRAWS);

@@ -1,9 +1,10 @@
 /*
  * sampler.c: the sampler (sampler.h). One step: copy the logits into id-indexed candidates, apply
  * the repeat penalty, then either take the argmax (greedy) or order the candidates (a heap keeps
- * the top k, or a full sort when top-k is off), cut them with top-p and min-p, and draw from the
- * tempered softmax with the counter-based uniform of (seed, k). The candidate order is total
- * (logit, then id), so the outcome never depends on the sort algorithm.
+ * the top k; with top-k off only the ids min-p keeps are sorted, and none when nothing is left to
+ * cut), cut them with top-p and min-p, and draw from the tempered softmax with the counter-based
+ * uniform of (seed, k). The candidate order is total (logit, then id), so the outcome never
+ * depends on the sort algorithm.
  */
 #include "workerd/engine/sampler.h"
 
@@ -191,7 +192,9 @@ cand_cmp(const void *pa, const void *pb)
 {
     const struct cand *a = pa, *b = pb;
 
-    return cand_before(a, b) ? -1 : cand_before(b, a) ? 1 : 0;
+    if (a->logit != b->logit)
+        return a->logit > b->logit ? -1 : 1;
+    return (a->id > b->id) - (a->id < b->id);
 }
 
 /* Restores the heap property below i in a heap whose root is the candidate that sorts last. */
@@ -252,12 +255,12 @@ apply_repeat_penalty(struct sampler *s, struct cand *c)
     }
 }
 
-/* Draws from the tempered softmax of the sorted candidates c[0..n) with uniform u. */
+/* Draws from the tempered softmax of the candidates c[0..n), whose highest logit is top, with
+ * uniform u, walking them in their order. */
 static int32_t
-draw(const struct cand *c, size_t n, float temp, double u)
+draw(const struct cand *c, size_t n, float top, float temp, double u)
 {
     double sum = 0.0, target, acc = 0.0;
-    double top = c[0].logit;
 
     if (isinf(top))
         return c[0].id; /* every logit is -inf: nothing to weigh */
@@ -272,21 +275,31 @@ draw(const struct cand *c, size_t n, float temp, double u)
     return c[n - 1].id; /* rounding left target at the very end */
 }
 
-/* Keeps the smallest prefix of the sorted c[0..n) whose softmax mass reaches p; returns its size.
+/* The softmax mass of c[0..n) relative to logit top: the sum of exp(logit - top), in order. */
+static double
+softmax_mass(const struct cand *c, size_t n, double top)
+{
+    double sum = 0.0;
+
+    for (size_t i = 0; i < n; i++)
+        sum += exp((double)c[i].logit - top);
+    return sum;
+}
+
+/*
+ * Keeps the smallest prefix of the sorted c[0..n) whose softmax mass reaches p of total (the mass
+ * of every candidate top-p looks at, relative to c[0]'s logit); returns its size.
  */
 static size_t
-cut_top_p(const struct cand *c, size_t n, float p)
+cut_top_p(const struct cand *c, size_t n, float p, double total)
 {
-    double sum = 0.0, acc = 0.0;
-    double top = c[0].logit;
+    double acc = 0.0, top = c[0].logit;
 
     if (p >= 1.0f || isinf(top))
         return n;
-    for (size_t i = 0; i < n; i++)
-        sum += exp((double)c[i].logit - top);
     for (size_t i = 0; i < n; i++) {
         acc += exp((double)c[i].logit - top);
-        if (acc >= (double)p * sum)
+        if (acc >= (double)p * total)
             return i + 1;
     }
     return n;
@@ -307,36 +320,79 @@ cut_min_p(const struct cand *c, size_t n, float min_p)
     return m;
 }
 
+/*
+ * Moves the candidates min-p keeps (logit >= top + ln(min_p), top the highest logit) to the front
+ * of c[0..n), in any order, and returns how many there are (all of them when min-p is off).
+ */
+static size_t
+keep_min_p(struct cand *c, size_t n, float top, float min_p)
+{
+    float floor_logit = top + logf(min_p);
+    size_t m = 0;
+
+    if (min_p <= 0.0f || isinf(top))
+        return n;
+    for (size_t i = 0; i < n; i++)
+        if (c[i].logit >= floor_logit)
+            c[m++] = c[i];
+    return m;
+}
+
+/* The argmax of c[0..n), the lowest id on exact ties (c is indexed by id). */
+static int32_t
+argmax(const struct cand *c, size_t n)
+{
+    size_t best = 0;
+
+    for (size_t i = 1; i < n; i++)
+        if (c[i].logit > c[best].logit)
+            best = i;
+    return c[best].id;
+}
+
+/* Top-k, top-p, min-p, then the draw k of the tempered softmax; c is indexed by id on entry. */
+static int32_t
+sample_filtered(const struct sampler *s, struct cand *c, size_t n)
+{
+    const struct sampler_options *o = &s->opt;
+    double u = sampler_uniform(o->seed, s->k), total = 0.0;
+    size_t k = o->top_k > 0 && (size_t)o->top_k < n ? (size_t)o->top_k : n;
+
+    if (k < n) {
+        select_top_k(c, n, k);
+        if (o->top_p < 1.0f)
+            total = softmax_mass(c, k, c[0].logit);
+    } else {
+        /* Top-p and min-p each keep a prefix of the sorted candidates, so only the ids min-p
+         * keeps need sorting; top-p still normalizes by the whole vocabulary's mass. */
+        float top = c[0].logit;
+
+        for (size_t i = 1; i < n; i++)
+            top = c[i].logit > top ? c[i].logit : top;
+        if (o->top_p < 1.0f)
+            total = softmax_mass(c, n, top);
+        k = keep_min_p(c, n, top, o->min_p);
+        if (k == n && o->top_p >= 1.0f)
+            return draw(c, n, top, o->temp, u); /* nothing to cut: no order needed */
+        qsort(c, k, sizeof(*c), cand_cmp);
+    }
+    k = cut_top_p(c, k, o->top_p, total);
+    k = cut_min_p(c, k, o->min_p);
+    return draw(c, k, c[0].logit, o->temp, u);
+}
+
 int32_t
 sampler_next(struct sampler *s, const float *logits)
 {
     struct cand *c = s->cand;
-    size_t n = s->n_vocab;
     int32_t id;
 
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < s->n_vocab; i++) {
         c[i].logit = isnan(logits[i]) ? -INFINITY : logits[i];
         c[i].id = (int32_t)i;
     }
     apply_repeat_penalty(s, c);
-    if (s->opt.temp <= 0.0f) {
-        size_t best = 0;
-
-        for (size_t i = 1; i < n; i++)
-            if (c[i].logit > c[best].logit)
-                best = i;
-        id = c[best].id;
-    } else {
-        size_t k = s->opt.top_k > 0 && (size_t)s->opt.top_k < n ? (size_t)s->opt.top_k : n;
-
-        if (k < n)
-            select_top_k(c, n, k);
-        else
-            qsort(c, n, sizeof(*c), cand_cmp);
-        n = cut_top_p(c, k, s->opt.top_p);
-        n = cut_min_p(c, n, s->opt.min_p);
-        id = draw(c, n, s->opt.temp, sampler_uniform(s->opt.seed, s->k));
-    }
+    id = s->opt.temp <= 0.0f ? argmax(c, s->n_vocab) : sample_filtered(s, c, s->n_vocab);
     window_push(s, id);
     s->k++;
     return id;
