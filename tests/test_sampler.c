@@ -197,6 +197,12 @@ test_temperature_frequencies(void)
     o.temp = 0.25f; /* p1 = 81 / 82 */
     CHECK(count_draws(&o, logits, 2, counts) == 0);
     CHECKF(freq_near(counts[1], 81.0 / 82.0), "T=0.25: %d", counts[1]);
+    /* Far apart logits, the highest not first: no overflow, the top one always wins. */
+    float far[3] = {-800.0f, 0.0f, -900.0f};
+    int counts3[3];
+    o.temp = 1.0f;
+    CHECK(count_draws(&o, far, 3, counts3) == 0);
+    CHECK(counts3[1] == N_DRAWS);
 }
 
 static void
