@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "proto/client.h"
 #include "tests/harness.h"
+#include "tests/orchd_daemon.h"
 
 #include <errno.h>
 #include <nng/nng.h>
@@ -23,14 +24,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-static void
-sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-
-    nanosleep(&ts, NULL);
-}
 
 /* Writes an executable shell script standing in for workerd; returns its path (static). */
 static const char *
@@ -47,108 +40,6 @@ worker_script(const char *name, const char *body)
     fclose(f);
     chmod(path, 0755);
     return path;
-}
-
-struct daemon {
-    pid_t pid;
-    char url[512];
-    struct client *c;
-};
-
-static pid_t running; /* the daemon of the current test: killed if the test fails early */
-
-/* At the start of each daemon and at exit: no orchd outlives the test that started it. */
-static void
-kill_leftover(void)
-{
-    if (running > 0) {
-        kill(running, SIGKILL);
-        waitpid(running, NULL, 0);
-        running = 0;
-    }
-}
-
-/* Starts orchd with the stand-in worker and extra options; waits until it answers health. */
-static bool
-daemon_start(struct daemon *d, const char *workerd, const char *const *extra)
-{
-    const char *build = getenv("BUILD");
-    char orchd[512], model[512], err[ERR_MSG_MAX], log[512];
-    const char *argv[32];
-    static int serial;
-    int n = 0;
-
-    kill_leftover();
-    memset(d, 0, sizeof(*d));
-    if (!harness_shared(model, sizeof(model), "models/stories260K.gguf"))
-        return false;
-    snprintf(orchd, sizeof(orchd), "%s/orchd", build != NULL ? build : "build");
-    serial++;
-    snprintf(d->url, sizeof(d->url), "ipc://%s/orchd-%d.sock", harness_tmpdir(), serial);
-    snprintf(log, sizeof(log), "%s/orchd-%d.log", harness_tmpdir(), serial);
-    argv[n++] = orchd;
-    argv[n++] = "-m";
-    argv[n++] = model;
-    argv[n++] = "-l";
-    argv[n++] = d->url;
-    argv[n++] = "--workerd";
-    argv[n++] = workerd;
-    argv[n++] = "--log-level";
-    argv[n++] = getenv("ORCHD_LOG_LEVEL") != NULL ? getenv("ORCHD_LOG_LEVEL") : "error";
-    for (; extra != NULL && *extra != NULL; extra++)
-        argv[n++] = *extra;
-    argv[n] = NULL;
-    d->pid = fork();
-    if (d->pid == 0) {
-        if (freopen(log, "w", stderr) == NULL)
-            _exit(126);
-        execv(orchd, (char **)argv);
-        _exit(127);
-    }
-    running = d->pid;
-    for (int i = 0; i < 500; i++) {
-        struct proto_msg rep;
-
-        if (d->c == NULL && client_open(&d->c, d->url, NULL, err) != ERR_OK) {
-            sleep_ms(10);
-            continue;
-        }
-        if (client_health(d->c, &rep, err) == ERR_OK) {
-            proto_msg_free(&rep);
-            return true;
-        }
-        sleep_ms(10);
-    }
-    printf("  orchd did not answer: %s\n", err);
-    return false;
-}
-
-/* Waits up to 5 s for orchd to exit; returns its wait status, or -1. */
-static int
-daemon_wait(struct daemon *d)
-{
-    int status;
-
-    for (int i = 0; i < 500; i++) {
-        if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
-            d->pid = 0;
-            running = 0;
-            return status;
-        }
-        sleep_ms(10);
-    }
-    return -1;
-}
-
-static void
-daemon_stop(struct daemon *d)
-{
-    client_close(d->c);
-    d->c = NULL;
-    if (d->pid > 0) {
-        kill(d->pid, SIGKILL);
-        daemon_wait(d);
-    }
 }
 
 static int
@@ -182,42 +73,6 @@ next_kind(struct daemon *d, const char *id, uint64_t from, uint32_t wait_ms, int
     return kind;
 }
 
-/* The pid of slot's worker once orchd has started one (2 s bound), or 0. */
-static pid_t
-worker_pid(struct daemon *d, uint32_t slot)
-{
-    struct proto_msg rep;
-    char err[ERR_MSG_MAX];
-    pid_t pid = 0;
-
-    for (int i = 0; i < 200 && pid == 0; i++) {
-        if (client_workers(d->c, &rep, err) == ERR_OK && slot < rep.u.workers.n_workers)
-            pid = rep.u.workers.workers[slot].pid;
-        proto_msg_free(&rep);
-        if (pid == 0)
-            sleep_ms(10);
-    }
-    return pid;
-}
-
-static bool
-process_gone(pid_t pid)
-{
-    char path[64], state = '?';
-    FILE *f;
-
-    if (kill(pid, 0) != 0 && errno == ESRCH)
-        return true;
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    f = fopen(path, "r");
-    if (f == NULL)
-        return true;
-    if (fscanf(f, "%*d %*s %c", &state) != 1)
-        state = '?';
-    fclose(f);
-    return state == 'Z';
-}
-
 static void
 test_queue_busy_cancel_and_orphans(void)
 {
@@ -245,7 +100,7 @@ test_queue_busy_cancel_and_orphans(void)
     CHECK(client_status(d.c, &rep, err) == ERR_OK);
     CHECK(rep.u.status.queued_interactive == 1 && rep.u.status.queue_max == 2);
     proto_msg_free(&rep);
-    CHECK((worker = worker_pid(&d, 0)) > 0);
+    CHECK((worker = daemon_worker_pid(&d, 0)) > 0);
     CHECK(client_workers(d.c, &rep, err) == ERR_OK && rep.u.workers.n_workers == 1);
     CHECKF(rep.u.workers.workers[0].state == PROTO_WSTATE_STARTING, "state %s: %s",
            proto_worker_state_name(rep.u.workers.workers[0].state),
@@ -325,7 +180,7 @@ test_graceful_stop_ends_requests(void)
         CHECK(!"orchd started");
     }
     CHECKF(submit(&d, "Once upon a time", &a, err) == ERR_OK, "%s", err);
-    CHECK((worker = worker_pid(&d, 0)) > 0);
+    CHECK((worker = daemon_worker_pid(&d, 0)) > 0);
     kill(d.pid, SIGTERM);
     sleep_ms(50);
     CHECK(submit(&d, "too late", &late, err) == ERR_SHUTTING_DOWN);
@@ -380,6 +235,5 @@ main(int argc, char **argv)
     };
 
     log_init("test_orchd", LOG_ERROR);
-    atexit(kill_leftover);
     return harness_run(tests, argc, argv);
 }
