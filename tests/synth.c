@@ -79,7 +79,7 @@ synth_arch_parse(const char *s, enum synth_arch *out)
 
 /*
  * llama.cpp's general.file_type for the model's type: the _M mixes are Q4_K_M 15 / Q5_K_M 17,
- * plain K types the nearest llama.cpp name (Q4_K_S 14, Q5_K_S 16, Q6_K 18).
+ * plain K types the nearest llama.cpp name (Q2_K 10, Q3_K_S 11, Q4_K_S 14, Q5_K_S 16, Q6_K 18).
  */
 static uint32_t
 file_type_of(const struct synth_config *c)
@@ -99,6 +99,10 @@ file_type_of(const struct synth_config *c)
         return 8;
     case TYPE_Q5_1:
         return 9;
+    case TYPE_Q2_K:
+        return 10;
+    case TYPE_Q3_K:
+        return 11;
     case TYPE_Q4_K:
         return c->mix_m ? 15 : 14;
     case TYPE_Q5_K:
@@ -140,7 +144,7 @@ matrix_type(const struct synth_config *c, bool more_bits, int64_t ne0)
     case TYPE_Q6_K:
         t = TYPE_Q8_0;
         break;
-    default: /* check_config refuses the other types' bad rows */
+    default: /* check_config refuses the other types' bad rows (Q2_K's, Q3_K's included) */
         return t;
     }
     return ne0 % 32 == 0 ? t : TYPE_F16;
@@ -195,8 +199,10 @@ check_config(const struct synth_config *c, char *err)
     if (c->mix_m && c->type != TYPE_Q4_K && c->type != TYPE_Q5_K)
         return err_set(err, ERR_BAD_REQUEST, "the _M mix needs type q4_k or q5_k, not %s",
                        tt->name);
-    /* K types fall back where a row does not fit (matrix_type); the others must fit */
-    if (tt->blck < 256 && (c->n_embd % tt->blck != 0 || c->n_ff % tt->blck != 0))
+    /* Q4_K..Q6_K fall back where a row does not fit (matrix_type); the others must fit (Q2_K's and
+     * Q3_K's fallback, IQ4_NL, is not written) */
+    if ((tt->blck < 256 || c->type == TYPE_Q2_K || c->type == TYPE_Q3_K) &&
+        (c->n_embd % tt->blck != 0 || c->n_ff % tt->blck != 0))
         return err_set(err, ERR_BAD_REQUEST,
                        "n_embd %lld and n_ff %lld must be multiples of %s's block size %u",
                        (long long)c->n_embd, (long long)c->n_ff, tt->name, tt->blck);

@@ -31,8 +31,8 @@ struct synth_config {
     float rms_eps;
     bool tied;     /* no output.weight: the output reuses token_embd.weight */
     uint32_t type; /* type of the matrices (enum type_id): F32, F16, BF16, Q8_0, Q4_0, Q4_1,
-                      Q5_0, Q5_1, Q4_K, Q5_K, Q6_K (K types: rows not a multiple of 256 fall back
-                      to Q5_0 / Q5_1 / Q8_0, or F16, as llama-quantize does) */
+                      Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (Q4_K..Q6_K: rows not a multiple
+                      of 256 fall back to Q5_0 / Q5_1 / Q8_0, or F16, as llama-quantize does) */
     bool mix_m;    /* with Q4_K or Q5_K: llama-quantize's _M mix, Q6_K for the output (or the
                       tied embedding) and for attn_v and ffn_down of about half the layers */
     uint64_t seed;

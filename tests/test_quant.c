@@ -63,13 +63,13 @@ test_type_table_kernels(void)
         bool write, dot;
         uint32_t dot_type;
     } want[] = {
-        {TYPE_F32, true, true, TYPE_F32},    {TYPE_F16, true, true, TYPE_F32},
-        {TYPE_BF16, true, true, TYPE_F32},   {TYPE_Q8_0, true, true, TYPE_Q8_0},
-        {TYPE_Q4_0, true, true, TYPE_Q8_0},  {TYPE_Q5_0, true, true, TYPE_Q8_0},
-        {TYPE_Q4_1, true, true, TYPE_Q8_1},  {TYPE_Q5_1, true, true, TYPE_Q8_1},
-        {TYPE_Q8_1, true, false, 0},         {TYPE_Q2_K, false, true, TYPE_Q8_K},
-        {TYPE_Q3_K, false, true, TYPE_Q8_K}, {TYPE_Q4_K, true, true, TYPE_Q8_K},
-        {TYPE_Q5_K, true, true, TYPE_Q8_K},  {TYPE_Q6_K, true, true, TYPE_Q8_K},
+        {TYPE_F32, true, true, TYPE_F32},   {TYPE_F16, true, true, TYPE_F32},
+        {TYPE_BF16, true, true, TYPE_F32},  {TYPE_Q8_0, true, true, TYPE_Q8_0},
+        {TYPE_Q4_0, true, true, TYPE_Q8_0}, {TYPE_Q5_0, true, true, TYPE_Q8_0},
+        {TYPE_Q4_1, true, true, TYPE_Q8_1}, {TYPE_Q5_1, true, true, TYPE_Q8_1},
+        {TYPE_Q8_1, true, false, 0},        {TYPE_Q2_K, true, true, TYPE_Q8_K},
+        {TYPE_Q3_K, true, true, TYPE_Q8_K}, {TYPE_Q4_K, true, true, TYPE_Q8_K},
+        {TYPE_Q5_K, true, true, TYPE_Q8_K}, {TYPE_Q6_K, true, true, TYPE_Q8_K},
         {TYPE_Q8_K, true, false, 0},
     };
 
@@ -608,11 +608,12 @@ span(const float *x, int n, double *amax, double *lo, double *hi)
 }
 
 /*
- * Round trips of the K-quants, which never clip: each element within half its sub-block's step.
+ * Round trips of the K-quants: each element within half its sub-block's step.
  * Bounds from the data alone: a half rounded up is at most v (1 + 2^-10) + 2^-24 (subnormals).
- * Q4_K / Q5_K (levels L): mins m_j = -min(0, min x) coded from dm = max m_j / 63, steps from
- * need_j = (max_j + m_j + dm) / L coded from dd = max need_j / 63: error <= (need_j + dd) / 2.
- * Q6_K: need_j = amax_j / 31, dd = max need_j / 127, same bound. Q8_K: amax / 254.
+ * Q2_K / Q4_K / Q5_K (quants 0..L, codes up to C): mins m_j = -min(0, min x) coded from
+ * dm = max m_j / C, steps from need_j = (max_j + m_j + dm) / L coded from dd = max need_j / C:
+ * error <= (need_j + dd) / 2. Q3_K / Q6_K (quants in [-L - 0.5, L - 0.5], L = 3.5 / 31.5):
+ * need_j = amax_j / L, dd = max need_j / C, same bound. Q8_K: amax / 254.
  */
 static double
 half_up_bound(double v)
@@ -627,8 +628,21 @@ check_round_trip_k(uint32_t type, const float *x, float scale)
     static float y[N];
     static uint8_t buf[N * 2];
     const struct type_traits *t = type_traits(type);
-    const int sub = type == TYPE_Q6_K ? 16 : 32, nsub = 256 / sub;
-    const double levels = type == TYPE_Q4_K ? 15.0 : 31.0;
+    static const struct {
+        uint32_t type;
+        int sub;
+        bool sym;
+        double levels, codes;
+    } fmts[] = {
+        {TYPE_Q2_K, 16, false, 3.0, 15.0},  {TYPE_Q3_K, 16, true, 3.5, 31.0},
+        {TYPE_Q4_K, 32, false, 15.0, 63.0}, {TYPE_Q5_K, 32, false, 31.0, 63.0},
+        {TYPE_Q6_K, 16, true, 31.5, 127.0},
+    };
+    size_t f = 0;
+    while (fmts[f].type != type)
+        f++;
+    const int sub = fmts[f].sub, nsub = 256 / sub;
+    const double levels = fmts[f].levels, codes = fmts[f].codes;
 
     t->from_float(x, buf, N);
     t->to_float(buf, y, N);
@@ -640,11 +654,11 @@ check_round_trip_k(uint32_t type, const float *x, float scale)
             max_lo = fmax(max_lo, -lo[j]);
         }
         for (int j = 0; j < nsub; j++) {
-            need[j] = type == TYPE_Q6_K ? amax[j] / 31.0
-                                        : (hi[j] - lo[j] + half_up_bound(max_lo / 63.0)) / levels;
+            need[j] = fmts[f].sym ? amax[j] / levels
+                                  : (hi[j] - lo[j] + half_up_bound(max_lo / codes)) / levels;
             max_need = fmax(max_need, need[j]);
         }
-        dd = half_up_bound(max_need / (type == TYPE_Q6_K ? 127.0 : 63.0));
+        dd = half_up_bound(max_need / codes);
         for (int j = 0; j < nsub; j++) {
             for (int i = k * 256 + j * sub; i < k * 256 + (j + 1) * sub; i++)
                 CHECKF(fabs((double)y[i] - x[i]) <= 0.5 * (need[j] + dd) * 1.0001 + 1e-30,
@@ -672,6 +686,8 @@ test_round_trip_bounds_k(void)
         for (int i = 2048; i < 2080; i++)
             x[i] = 0.0f; /* a zero sub-block */
 
+        check_round_trip_k(TYPE_Q2_K, x, scales[s]);
+        check_round_trip_k(TYPE_Q3_K, x, scales[s]);
         check_round_trip_k(TYPE_Q4_K, x, scales[s]);
         check_round_trip_k(TYPE_Q5_K, x, scales[s]);
         check_round_trip_k(TYPE_Q6_K, x, scales[s]);
@@ -695,7 +711,8 @@ test_round_trip_bounds_k(void)
         }
     }
     /* all zero: zero scales and quants, zero values */
-    static const uint32_t types[] = {TYPE_Q4_K, TYPE_Q5_K, TYPE_Q6_K, TYPE_Q8_K};
+    static const uint32_t types[] = {TYPE_Q2_K, TYPE_Q3_K, TYPE_Q4_K,
+                                     TYPE_Q5_K, TYPE_Q6_K, TYPE_Q8_K};
     static uint8_t buf[N * 2];
     memset(x, 0, sizeof(x));
     for (size_t t = 0; t < sizeof(types) / sizeof(types[0]); t++) {
@@ -730,9 +747,9 @@ test_requantize_is_stable(void)
 }
 
 /*
- * A row of n elements of the type at buf: quantized from noise when llorch writes the type, else
- * (Q2_K, Q3_K) random bytes with sane scales; the K-quants get random bytes in either case too
- * (seed 2), so every bit pattern of their scales, mins and quants is met.
+ * A row of n elements of the type at buf: quantized from noise (seed 1), or for the K-quants
+ * with seed 2 random bytes with sane scales, so every bit pattern of their scales, mins and quants
+ * is met.
  */
 static void
 random_row(uint32_t type, uint64_t seed, void *buf, float *tmp, int64_t n)
@@ -741,7 +758,7 @@ random_row(uint32_t type, uint64_t seed, void *buf, float *tmp, int64_t n)
     uint8_t *p = buf;
 
     synth_rand_normal(seed, type, 0, n, 0.0f, 0.5f, tmp);
-    if (t->blck < QUANT_QK_K || (seed == 1 && t->from_float != NULL)) {
+    if (t->blck < QUANT_QK_K || seed == 1) {
         t->from_float(tmp, buf, n);
         return;
     }

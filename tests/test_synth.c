@@ -218,13 +218,14 @@ test_qwen2_biases_tied(void)
 static void
 test_every_type_values(void)
 {
-    static const uint32_t types[] = {TYPE_F32,  TYPE_F16,  TYPE_BF16, TYPE_Q8_0,
-                                     TYPE_Q4_0, TYPE_Q4_1, TYPE_Q5_0, TYPE_Q5_1,
+    static const uint32_t types[] = {TYPE_F32,  TYPE_F16,  TYPE_BF16, TYPE_Q8_0, TYPE_Q4_0,
+                                     TYPE_Q4_1, TYPE_Q5_0, TYPE_Q5_1, TYPE_Q2_K, TYPE_Q3_K,
                                      TYPE_Q4_K, TYPE_Q5_K, TYPE_Q6_K};
-    static const uint32_t file_types[] = {0, 1, 32, 7, 2, 3, 8, 9, 14, 16, 18};
+    static const uint32_t file_types[] = {0, 1, 32, 7, 2, 3, 8, 9, 10, 11, 14, 16, 18};
     /* x amax per block of 32 (half a step, a step where a quant clips, and the scale codes) */
-    static const double tol[] = {0.0,       0x1p-11,   0x1p-8, 0.6 / 127, 1.01 / 8, 1.01 / 15,
-                                 1.01 / 16, 1.01 / 31, 0.1,    0.05,      0.025};
+    static const double tol[] = {0.0,       0x1p-11,   0x1p-8,    0.6 / 127, 1.01 / 8,
+                                 1.01 / 15, 1.01 / 16, 1.01 / 31, 0.4,       0.2,
+                                 0.1,       0.05,      0.025};
     enum { N = 256 * 256 };
     static float want[N], got[N];
     char err[ERR_MSG_MAX];
@@ -562,7 +563,8 @@ test_bad_configs_refused(void)
         {"even", 96, 32, 32, 64, 512, TYPE_F16},        /* head size 3 */
         {"n_head_kv", 256, 8, 3, 64, 512, TYPE_F16},    /* 8 not a multiple of 3 */
         {"block size", 256, 8, 8, 100, 512, TYPE_Q8_0}, /* n_ff 100 not a multiple of 32 */
-        {"q2_k", 256, 8, 8, 256, 512, TYPE_Q2_K},       /* no quantizer */
+        {"iq2_xs", 256, 8, 8, 256, 512, TYPE_IQ2_XS},   /* no quantizer */
+        {"block size", 256, 8, 8, 800, 512, TYPE_Q2_K}, /* its fallback is not written */
         {"q8_k", 256, 8, 8, 256, 512, TYPE_Q8_K},       /* activations only */
         {"vocab", 256, 8, 8, 256, 100, TYPE_F16},       /* too small for the built-in vocab */
         {"n_embd", 0, 8, 8, 256, 512, TYPE_F16},

@@ -515,6 +515,29 @@ unpack_q2_k(const void *blk, struct bk *u)
 }
 
 static void
+twos_set(const int8_t *q, uint8_t *qs)
+{
+    memset(qs, 0, QUANT_QK_K / 4);
+    for (int h = 0; h < 2; h++)
+        for (int g = 0; g < 4; g++)
+            for (int l = 0; l < 32; l++)
+                qs[32 * h + l] =
+                    (uint8_t)(qs[32 * h + l] | ((q[128 * h + 32 * g + l] & 3) << (2 * g)));
+}
+
+static void
+pack_q2_k(const struct bk *u, uint16_t d, uint16_t dmin, void *blk)
+{
+    struct block_q2_k *b = blk;
+
+    b->d = d;
+    b->dmin = dmin;
+    for (int j = 0; j < 16; j++)
+        b->scales[j] = (uint8_t)(u->sc[j] | (u->m[j] << 4));
+    twos_set(u->q, b->qs);
+}
+
+static void
 unpack_q3_k(const void *blk, struct bk *u)
 {
     const struct block_q3_k *b = blk;
@@ -537,6 +560,34 @@ unpack_q3_k(const void *blk, struct bk *u)
 
         u->sc[j] = (int16_t)((lo | (hi << 4)) - 32);
         u->m[j] = 0;
+    }
+}
+
+/* q in [-4, 3]: the 3rd bit set for q >= 0, else the low bits hold q + 4; scales stored + 32. */
+static void
+pack_q3_k(const struct bk *u, uint16_t d, uint16_t dmin, void *blk)
+{
+    struct block_q3_k *b = blk;
+    int8_t low[QUANT_QK_K];
+
+    (void)dmin;
+    b->d = d;
+    memset(b->hmask, 0, sizeof(b->hmask));
+    for (int h = 0; h < 2; h++)
+        for (int g = 0; g < 4; g++)
+            for (int l = 0; l < 32; l++) {
+                int e = 128 * h + 32 * g + l, high = u->q[e] >= 0;
+
+                low[e] = (int8_t)(high ? u->q[e] : u->q[e] + 4);
+                b->hmask[l] = (uint8_t)(b->hmask[l] | (high << (4 * h + g)));
+            }
+    twos_set(low, b->qs);
+    memset(b->scales, 0, sizeof(b->scales));
+    for (int j = 0; j < 16; j++) {
+        int v = u->sc[j] + 32;
+
+        b->scales[j % 8] = (uint8_t)(b->scales[j % 8] | ((v & 0x0f) << (j < 8 ? 0 : 4)));
+        b->scales[8 + j % 4] = (uint8_t)(b->scales[8 + j % 4] | ((v >> 4) << (2 * (j / 4))));
     }
 }
 
@@ -669,10 +720,11 @@ unpack_q6_k(const void *blk, struct bk *u)
 }
 
 static void
-pack_q6_k(const struct bk *u, uint16_t d, void *blk)
+pack_q6_k(const struct bk *u, uint16_t d, uint16_t dmin, void *blk)
 {
     struct block_q6_k *b = blk;
 
+    (void)dmin;
     b->d = d;
     for (int h = 0; h < 2; h++) {
         uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
@@ -764,78 +816,74 @@ code_up(float v, float d, int max)
     return c < max ? c : max;
 }
 
+/* How llorch quantizes a K type: sub-block size, range of the quants, largest scale code. */
+struct kfmt {
+    int sub;        /* elements per sub-block */
+    int qmin, qmax; /* qmin 0: a min per sub-block (value d sc q - dmin m); else symmetric */
+    int code_max;   /* largest scale (and min) code */
+};
+
+static const struct kfmt kfmt_q2_k = {16, 0, 3, 15};
+static const struct kfmt kfmt_q3_k = {16, -4, 3, 31};
+static const struct kfmt kfmt_q4_k = {32, 0, 15, 63};
+static const struct kfmt kfmt_q5_k = {32, 0, 31, 63};
+static const struct kfmt kfmt_q6_k = {16, -32, 31, 127};
+
 /*
- * Q4_K / Q5_K (levels 15 / 31) of one super-block: sub-block j gets min_j = -min(0, min x), then
- * the 6-bit mins are rounded up from dmin = max min_j / 63, and the scales, which must reach the
- * sub-block's max from the stored min, likewise from d = max need_j / 63. Nothing clips.
+ * One super-block, never clipping. With a min (Q2_K, Q4_K, Q5_K): sub-block j gets
+ * min_j = -min(0, min x); the min codes are rounded up from dmin = max min_j / code_max (a half
+ * rounded up), so the stored min reaches every element; the scale a sub-block needs to reach its
+ * max from there, need_j = (max x + stored min) / qmax, is coded the same way from
+ * d = max need_j / code_max. Symmetric (Q3_K, Q6_K): need_j = max|x| / 3.5 (31.5), coded
+ * likewise: x / step lies in [-3.5, 3.5], so rounding to [-4, 3] errs by at most half a step.
+ * Then q = round((x + stored min) / (d code)), clamped to the quants' range.
  */
 static void
-quantize_asym_k(const float *x, int levels, struct bk *u, uint16_t *d_h, uint16_t *dmin_h)
+quantize_k(const float *x, const struct kfmt *f, struct bk *u, uint16_t *d_h, uint16_t *dmin_h)
 {
-    float mn[8], need[8], max_mn = 0.0f, max_need = 0.0f;
+    const int nsub = QUANT_QK_K / f->sub;
+    float mn[16], need[16], max_mn = 0.0f, max_need = 0.0f;
 
-    u->sub = 32;
-    for (int j = 0; j < 8; j++) {
-        struct extremes e = extremes_of(x + 32 * j, 32);
+    u->sub = f->sub;
+    for (int j = 0; j < nsub; j++) {
+        struct extremes e = extremes_of(x + f->sub * j, f->sub);
 
-        mn[j] = -fminf(e.min, 0.0f);
+        mn[j] = f->qmin == 0 && e.min < 0.0f ? -e.min : 0.0f;
         max_mn = fmaxf(max_mn, mn[j]);
-        need[j] = e.max; /* completed once the min is stored */
+        need[j] = f->qmin == 0 ? e.max : e.amax; /* completed once the min is stored */
     }
-    *dmin_h = half_up(max_mn / 63.0f);
+    *dmin_h = half_up(max_mn / (float)f->code_max);
     u->dmin = fp16_to_f32(*dmin_h);
-    for (int j = 0; j < 8; j++) {
-        u->m[j] = (int16_t)code_up(mn[j], u->dmin, 63);
-        need[j] = (need[j] + u->dmin * (float)u->m[j]) / (float)levels;
+    for (int j = 0; j < nsub; j++) {
+        u->m[j] = (int16_t)code_up(mn[j], u->dmin, f->code_max);
+        /* symmetric: half the quants' span, so -amax and amax land at most half a step out */
+        need[j] = (need[j] + u->dmin * (float)u->m[j]) /
+                  (f->qmin == 0 ? (float)f->qmax : 0.5f * (float)(f->qmax - f->qmin));
         max_need = fmaxf(max_need, need[j]);
     }
-    *d_h = half_up(max_need / 63.0f);
+    *d_h = half_up(max_need / (float)f->code_max);
     u->d = fp16_to_f32(*d_h);
-    for (int j = 0; j < 8; j++) {
-        float step = u->d * (float)(u->sc[j] = (int16_t)code_up(need[j], u->d, 63));
+    for (int j = 0; j < nsub; j++) {
+        float step = u->d * (float)(u->sc[j] = (int16_t)code_up(need[j], u->d, f->code_max));
         float lo = u->dmin * (float)u->m[j], istep = step > 0.0f ? 1.0f / step : 0.0f;
 
-        for (int e = 32 * j; e < 32 * j + 32; e++)
-            u->q[e] = round_clamp((x[e] + lo) * istep, 0, levels);
+        for (int e = f->sub * j; e < f->sub * (j + 1); e++)
+            u->q[e] = round_clamp((x[e] + lo) * istep, f->qmin, f->qmax);
     }
 }
 
-/* A row of Q4_K or Q5_K: quantize_asym_k per super-block, then the type's packing. */
+/* A row of a K type: quantize_k per super-block, then the type's packing. */
 static void
-quantize_row_asym_k(const float *src, void *dst, int64_t n, int levels, size_t bsize,
-                    void (*pack)(const struct bk *u, uint16_t d, uint16_t dmin, void *blk))
+quantize_row_k(const float *src, void *dst, int64_t n, const struct kfmt *f, size_t bsize,
+               void (*pack)(const struct bk *u, uint16_t d, uint16_t dmin, void *blk))
 {
     struct bk u;
     uint16_t d, dmin;
 
     for (int64_t k = 0; k < n / QUANT_QK_K; k++) {
-        quantize_asym_k(src + k * QUANT_QK_K, levels, &u, &d, &dmin);
+        quantize_k(src + k * QUANT_QK_K, f, &u, &d, &dmin);
         pack(&u, d, dmin, (uint8_t *)dst + k * bsize);
     }
-}
-
-/* Q6_K of one super-block: sub-block scale max|x| / 31 rounded up to d * code, code <= 127. */
-static uint16_t
-quantize_q6_k_block(const float *x, struct bk *u)
-{
-    float need[16], max_need = 0.0f;
-    uint16_t d_h;
-
-    u->sub = 16;
-    for (int j = 0; j < 16; j++) {
-        need[j] = extremes_of(x + 16 * j, 16).amax / 31.0f;
-        max_need = fmaxf(max_need, need[j]);
-    }
-    d_h = half_up(max_need / 127.0f);
-    u->d = fp16_to_f32(d_h);
-    for (int j = 0; j < 16; j++) {
-        float step = u->d * (float)(u->sc[j] = (int16_t)code_up(need[j], u->d, 127));
-        float istep = step > 0.0f ? 1.0f / step : 0.0f;
-
-        for (int e = 16 * j; e < 16 * j + 16; e++)
-            u->q[e] = round_clamp(x[e] * istep, -32, 31);
-    }
-    return d_h;
 }
 
 void
@@ -851,6 +899,18 @@ quant_dequantize_row_q3_k(const void *src, float *dst, int64_t n)
 }
 
 void
+quant_quantize_row_q2_k(const float *src, void *dst, int64_t n)
+{
+    quantize_row_k(src, dst, n, &kfmt_q2_k, sizeof(struct block_q2_k), pack_q2_k);
+}
+
+void
+quant_quantize_row_q3_k(const float *src, void *dst, int64_t n)
+{
+    quantize_row_k(src, dst, n, &kfmt_q3_k, sizeof(struct block_q3_k), pack_q3_k);
+}
+
+void
 quant_dequantize_row_q4_k(const void *src, float *dst, int64_t n)
 {
     dequantize_row_k(src, sizeof(struct block_q4_k), unpack_q4_k, dst, n);
@@ -859,7 +919,7 @@ quant_dequantize_row_q4_k(const void *src, float *dst, int64_t n)
 void
 quant_quantize_row_q4_k(const float *src, void *dst, int64_t n)
 {
-    quantize_row_asym_k(src, dst, n, 15, sizeof(struct block_q4_k), pack_q4_k);
+    quantize_row_k(src, dst, n, &kfmt_q4_k, sizeof(struct block_q4_k), pack_q4_k);
 }
 
 void
@@ -871,7 +931,7 @@ quant_dequantize_row_q5_k(const void *src, float *dst, int64_t n)
 void
 quant_quantize_row_q5_k(const float *src, void *dst, int64_t n)
 {
-    quantize_row_asym_k(src, dst, n, 31, sizeof(struct block_q5_k), pack_q5_k);
+    quantize_row_k(src, dst, n, &kfmt_q5_k, sizeof(struct block_q5_k), pack_q5_k);
 }
 
 void
@@ -883,11 +943,7 @@ quant_dequantize_row_q6_k(const void *src, float *dst, int64_t n)
 void
 quant_quantize_row_q6_k(const float *src, void *dst, int64_t n)
 {
-    struct block_q6_k *b = dst;
-    struct bk u;
-
-    for (int64_t k = 0; k < n / QUANT_QK_K; k++)
-        pack_q6_k(&u, quantize_q6_k_block(src + k * QUANT_QK_K, &u), &b[k]);
+    quantize_row_k(src, dst, n, &kfmt_q6_k, sizeof(struct block_q6_k), pack_q6_k);
 }
 
 void

@@ -190,17 +190,18 @@ void quant_quantize_row_q4_1(const float *src, void *dst, int64_t n);
 void quant_dequantize_row_q5_1(const void *src, float *dst, int64_t n);
 void quant_quantize_row_q5_1(const float *src, void *dst, int64_t n);
 
-/* Q2_K and Q3_K: dequantization only (llorch reads them, it does not write them). */
-void quant_dequantize_row_q2_k(const void *src, float *dst, int64_t n);
-void quant_dequantize_row_q3_k(const void *src, float *dst, int64_t n);
-
 /*
- * Q4_K / Q5_K / Q6_K: llorch's own quantizers (not byte-identical to llama-quantize, which
- * searches for the scales that minimise the error). They never clip: Q4_K / Q5_K take each
- * sub-block's min as min(0, min x) and round the 6-bit mins and scales up, so every element lies
- * within the sub-block's range and its error is at most half the sub-block's step; Q6_K uses
- * scale = max|x| / 31 per sub-block, rounded up to its 8-bit code.
+ * The K-quants: llorch's own quantizers (not byte-identical to llama-quantize, which searches for
+ * the scales that minimise the squared error and may clip). Ours keep every element within half
+ * a step of its sub-block: Q2_K / Q4_K / Q5_K take each sub-block's min as min(0, min x) and round
+ * the codes of the mins and scales up, so the quants span the sub-block's range; Q3_K / Q6_K use
+ * step = max|x| / 3.5 (31.5) per sub-block, rounded up to its code, with quants in [-4, 3]
+ * ([-32, 31]): +max rounds to 4 (32) and clamps to 3 (31), still half a step away.
  */
+void quant_dequantize_row_q2_k(const void *src, float *dst, int64_t n);
+void quant_quantize_row_q2_k(const float *src, void *dst, int64_t n);
+void quant_dequantize_row_q3_k(const void *src, float *dst, int64_t n);
+void quant_quantize_row_q3_k(const float *src, void *dst, int64_t n);
 void quant_dequantize_row_q4_k(const void *src, float *dst, int64_t n);
 void quant_quantize_row_q4_k(const float *src, void *dst, int64_t n);
 void quant_dequantize_row_q5_k(const void *src, float *dst, int64_t n);

@@ -11,9 +11,8 @@
 /* The scalar reference kernels of a type: to_float, from_float, vec_dot, vec_dot_type. */
 #define KERNELS(t, dot_type)                                                                       \
     quant_dequantize_row_##t, quant_quantize_row_##t, quant_vec_dot_##t, TYPE_##dot_type
-#define READ_ONLY(t, dot_type) quant_dequantize_row_##t, NULL, quant_vec_dot_##t, TYPE_##dot_type
-#define ACTIVATION(t)          quant_dequantize_row_##t, quant_quantize_row_##t, NULL, 0
-#define NO_KERNELS             NULL, NULL, NULL, 0
+#define ACTIVATION(t) quant_dequantize_row_##t, quant_quantize_row_##t, NULL, 0
+#define NO_KERNELS    NULL, NULL, NULL, 0
 
 static const struct type_traits traits[TYPE__COUNT] = {
     [TYPE_F32] = {"f32", 1, 4, true, KERNELS(f32, F32)},
@@ -24,8 +23,8 @@ static const struct type_traits traits[TYPE__COUNT] = {
     [TYPE_Q5_1] = {"q5_1", 32, 24, false, KERNELS(q5_1, Q8_1)},
     [TYPE_Q8_0] = {"q8_0", 32, 34, false, KERNELS(q8_0, Q8_0)},
     [TYPE_Q8_1] = {"q8_1", 32, 36, false, ACTIVATION(q8_1)},
-    [TYPE_Q2_K] = {"q2_k", 256, 84, false, READ_ONLY(q2_k, Q8_K)},
-    [TYPE_Q3_K] = {"q3_k", 256, 110, false, READ_ONLY(q3_k, Q8_K)},
+    [TYPE_Q2_K] = {"q2_k", 256, 84, false, KERNELS(q2_k, Q8_K)},
+    [TYPE_Q3_K] = {"q3_k", 256, 110, false, KERNELS(q3_k, Q8_K)},
     [TYPE_Q4_K] = {"q4_k", 256, 144, false, KERNELS(q4_k, Q8_K)},
     [TYPE_Q5_K] = {"q5_k", 256, 176, false, KERNELS(q5_k, Q8_K)},
     [TYPE_Q6_K] = {"q6_k", 256, 210, false, KERNELS(q6_k, Q8_K)},
