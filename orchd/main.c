@@ -13,6 +13,7 @@
 #include "orchd/master.h"
 #include "orchd/sched.h"
 #include "orchd/wlink.h"
+#include "proto/client.h"
 #include "workerd/engine/gguf.h"
 #include "workerd/engine/tokenizer.h"
 
@@ -61,7 +62,7 @@ usage(FILE *f)
             "  -m MODEL      GGUF model the workers serve (required)\n"
             "  -w WORKERS    worker processes (default 2)\n"
             "  -l URL        listen URL, ipc:// or tcp://, repeatable\n"
-            "                (default ipc:///tmp/llorch-$USER/orchd.sock)\n"
+            "                (default $LLORCH_URL, else " CLIENT_DEFAULT_URL ")\n"
             "  -t THREADS    threads per worker (default 1)\n"
             "  --queue-max N queued requests before busy replies (default 64)\n"
             "  --workerd PATH  worker binary (default: workerd beside orchd)\n"
@@ -192,19 +193,13 @@ parse_args(int argc, char **argv, struct options *o)
     return 0;
 }
 
-/* The default listen URL, ipc:///tmp/llorch-$USER/orchd.sock, creating its directory. */
+/* The default listen URL: $LLORCH_URL, else where orchctl looks by default (CLIENT_DEFAULT_URL). */
 static int
 default_url(char *buf, size_t size)
 {
-    const char *user = getenv("USER");
-    char dir[PATH_MAX];
+    const char *env = getenv("LLORCH_URL");
 
-    snprintf(dir, sizeof(dir), "/tmp/llorch-%s", user != NULL && user[0] != '\0' ? user : "orchd");
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-        fprintf(stderr, "orchd: mkdir %s: %s\n", dir, strerror(errno));
-        return -1;
-    }
-    snprintf(buf, size, "ipc://%s/orchd.sock", dir);
+    snprintf(buf, size, "%s", env != NULL && env[0] != '\0' ? env : CLIENT_DEFAULT_URL);
     return 0;
 }
 

@@ -27,5 +27,6 @@ int cmd_parse_ids(const char *s, int32_t **ids, size_t *n, char *err);
 int cmd_inspect(int argc, char **argv); /* cmd_inspect.c */
 int cmd_logits(int argc, char **argv);
 int cmd_generate(int argc, char **argv); /* cmd_generate.c */
+int cmd_serve(int argc, char **argv);    /* cmd_serve.c: the worker orchd runs */
 
 #endif

@@ -18,6 +18,7 @@ static const struct cmd commands[] = {
      "-m MODEL [-n N] [--temp T] [--seed S] [--top-k K] [--top-p P] [--min-p P] "
      "[--repeat-penalty R] [--repeat-last-n N] [-t THREADS] [--ctx N] [--ignore-eos] "
      "[--stop STR]... [--json] [--] PROMPT"},
+    {"serve", cmd_serve, "-m MODEL --link URL [--slot N] [-t THREADS] [--ctx N]  (run by orchd)"},
     {NULL, NULL, NULL},
 };
 
