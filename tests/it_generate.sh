@@ -109,6 +109,10 @@ else
   bad eos_stops_ignore_eos_goes_on "gguf-synth failed"
 fi
 
+# A stop string's start held back at the last token is released: the run ends there anyway.
+got=$("$W" generate -m "$MODEL" -n 10 --temp 0 --stop " Lily. She" "Once upon a time" 2>/dev/null)
+[ "$got" = ", there was a little girl named Lily" ] && ok held_back_text_released_at_the_end || bad held_back_text_released_at_the_end "'$got'"
+
 # -- ends the options: a prompt may start with '-'.
 "$W" generate -m "$MODEL" -n 4 --temp 0 --json -- "-dash" >"$TMP/dash.json" 2>"$TMP/dash.err" &&
   [ -n "$("$JF" "$TMP/dash.json" gen_ids)" ] && ok dash_prompt_after_double_dash || bad dash_prompt_after_double_dash "$(cat "$TMP/dash.err")"
