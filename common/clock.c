@@ -5,7 +5,8 @@
 
 #include <time.h>
 
-uint64_t clock_now_ns(void)
+uint64_t
+clock_now_ns(void)
 {
     struct timespec ts;
 
@@ -13,12 +14,14 @@ uint64_t clock_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-uint64_t clock_now_ms(void)
+uint64_t
+clock_now_ms(void)
 {
     return clock_now_ns() / 1000000u;
 }
 
-double clock_ms_between(uint64_t start_ns, uint64_t end_ns)
+double
+clock_ms_between(uint64_t start_ns, uint64_t end_ns)
 {
     return (double)(end_ns - start_ns) / 1e6;
 }

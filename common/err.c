@@ -25,14 +25,16 @@ static const char *const err_names[ERR__COUNT] = {
     [ERR_INTERNAL] = "internal_error",
 };
 
-const char *err_str(int code)
+const char *
+err_str(int code)
 {
     if (code < 0 || code >= ERR__COUNT || err_names[code] == NULL)
         return "unknown_error";
     return err_names[code];
 }
 
-int err_set(char *err, int code, const char *fmt, ...)
+int
+err_set(char *err, int code, const char *fmt, ...)
 {
     va_list ap;
 

@@ -16,13 +16,15 @@ static enum log_level log_max = LOG_INFO;
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
-void log_init(const char *name, enum log_level level)
+void
+log_init(const char *name, enum log_level level)
 {
     snprintf(log_name, sizeof(log_name), "%s", name);
     log_max = level;
 }
 
-int log_level_parse(const char *s)
+int
+log_level_parse(const char *s)
 {
     for (int i = 0; i <= LOG_DEBUG; i++)
         if (strcasecmp(s, level_names[i]) == 0)
@@ -30,7 +32,8 @@ int log_level_parse(const char *s)
     return -1;
 }
 
-void log_msg(enum log_level level, const char *fmt, ...)
+void
+log_msg(enum log_level level, const char *fmt, ...)
 {
     char line[1024];
     struct timeval tv;

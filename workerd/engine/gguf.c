@@ -62,14 +62,16 @@ static const uint8_t vtype_sizes[GGUF_VTYPE__COUNT] = {
     [GGUF_VTYPE_INT64] = 8,   [GGUF_VTYPE_FLOAT64] = 8,
 };
 
-const char *gguf_vtype_name(enum gguf_vtype t)
+const char *
+gguf_vtype_name(enum gguf_vtype t)
 {
     if ((unsigned)t >= GGUF_VTYPE__COUNT)
         return "?";
     return vtype_names[t];
 }
 
-size_t gguf_vtype_size(enum gguf_vtype t)
+size_t
+gguf_vtype_size(enum gguf_vtype t)
 {
     if ((unsigned)t >= GGUF_VTYPE__COUNT)
         return 0;
@@ -77,7 +79,8 @@ size_t gguf_vtype_size(enum gguf_vtype t)
 }
 
 /* Allocates zeroed memory owned by g (freed at close). */
-static void *gguf_alloc(struct gguf *g, size_t n, size_t size)
+static void *
+gguf_alloc(struct gguf *g, size_t n, size_t size)
 {
     void *p;
 
@@ -96,7 +99,8 @@ static void *gguf_alloc(struct gguf *g, size_t n, size_t size)
     return p;
 }
 
-static bool cur_read(struct cursor *c, void *dst, size_t n)
+static bool
+cur_read(struct cursor *c, void *dst, size_t n)
 {
     if (c->left < n)
         return false;
@@ -106,18 +110,21 @@ static bool cur_read(struct cursor *c, void *dst, size_t n)
     return true;
 }
 
-static bool cur_u32(struct cursor *c, uint32_t *v)
+static bool
+cur_u32(struct cursor *c, uint32_t *v)
 {
     return cur_read(c, v, sizeof(*v));
 }
 
-static bool cur_u64(struct cursor *c, uint64_t *v)
+static bool
+cur_u64(struct cursor *c, uint64_t *v)
 {
     return cur_read(c, v, sizeof(*v));
 }
 
 /* Reads a string header and returns a view of its bytes; what names where it failed. */
-static int cur_str(struct cursor *c, struct gguf_str *s, const char *what, char *err)
+static int
+cur_str(struct cursor *c, struct gguf_str *s, const char *what, char *err)
 {
     if (!cur_u64(c, &s->len))
         return err_set(err, ERR_FORMAT, "%s: file ends inside the string length", what);
@@ -131,8 +138,9 @@ static int cur_str(struct cursor *c, struct gguf_str *s, const char *what, char 
 }
 
 /* Copies a name into a NUL-terminated string owned by g; refuses embedded NULs and long names. */
-static int copy_name(struct gguf *g, const struct gguf_str *s, size_t max, const char **out,
-                     const char *what, char *err)
+static int
+copy_name(struct gguf *g, const struct gguf_str *s, size_t max, const char **out, const char *what,
+          char *err)
 {
     char *p;
 
@@ -155,7 +163,8 @@ static int read_array(struct gguf *g, struct cursor *c, struct gguf_arr *a, cons
                       int depth, char *err);
 
 /* Reads a scalar of fixed-size type t into kv's union. */
-static int read_scalar(struct cursor *c, struct gguf_kv *kv, char *err)
+static int
+read_scalar(struct cursor *c, struct gguf_kv *kv, char *err)
 {
     uint8_t b[8];
     size_t n = vtype_sizes[kv->type];
@@ -222,8 +231,9 @@ static int read_scalar(struct cursor *c, struct gguf_kv *kv, char *err)
     return ERR_OK;
 }
 
-static int read_array(struct gguf *g, struct cursor *c, struct gguf_arr *a, const char *key,
-                      int depth, char *err)
+static int
+read_array(struct gguf *g, struct cursor *c, struct gguf_arr *a, const char *key, int depth,
+           char *err)
 {
     uint32_t t;
     int rv;
@@ -282,7 +292,8 @@ static int read_array(struct gguf *g, struct cursor *c, struct gguf_arr *a, cons
 }
 
 /* FNV-1a over a C string, for the duplicate checks. */
-static uint64_t hash_str(const char *s)
+static uint64_t
+hash_str(const char *s)
 {
     uint64_t h = 1469598103934665603ull;
 
@@ -296,8 +307,8 @@ static uint64_t hash_str(const char *s)
  * names(i) yields the i-th name. Open addressing over a table twice the size; allocation failure
  * reports -1.
  */
-static long long find_duplicate(size_t n, const char *(*name)(const void *, size_t),
-                                const void *ctx)
+static long long
+find_duplicate(size_t n, const char *(*name)(const void *, size_t), const void *ctx)
 {
     size_t cap = 16;
     size_t *slots;
@@ -327,17 +338,20 @@ static long long find_duplicate(size_t n, const char *(*name)(const void *, size
     return dup;
 }
 
-static const char *kv_name(const void *ctx, size_t i)
+static const char *
+kv_name(const void *ctx, size_t i)
 {
     return ((const struct gguf_kv *)ctx)[i].key;
 }
 
-static const char *tensor_name(const void *ctx, size_t i)
+static const char *
+tensor_name(const void *ctx, size_t i)
 {
     return ((const struct gguf_tensor *)ctx)[i].name;
 }
 
-static int read_kvs(struct gguf *g, struct cursor *c, uint64_t n_kv, char *err)
+static int
+read_kvs(struct gguf *g, struct cursor *c, uint64_t n_kv, char *err)
 {
     long long dup;
     int rv;
@@ -385,7 +399,8 @@ static int read_kvs(struct gguf *g, struct cursor *c, uint64_t n_kv, char *err)
     return ERR_OK;
 }
 
-static int read_alignment(struct gguf *g, char *err)
+static int
+read_alignment(struct gguf *g, char *err)
 {
     const struct gguf_kv *kv = gguf_find_kv(g, "general.alignment");
 
@@ -403,8 +418,8 @@ static int read_alignment(struct gguf *g, char *err)
 }
 
 /* Reads one tensor info and checks its shape and type; offsets are checked once all are read. */
-static int read_tensor_info(struct gguf *g, struct cursor *c, struct gguf_tensor *t, uint64_t index,
-                            char *err)
+static int
+read_tensor_info(struct gguf *g, struct cursor *c, struct gguf_tensor *t, uint64_t index, char *err)
 {
     const struct type_traits *tt;
     struct gguf_str name;
@@ -463,7 +478,8 @@ static int read_tensor_info(struct gguf *g, struct cursor *c, struct gguf_tensor
     return ERR_OK;
 }
 
-static int cmp_offset(const void *a, const void *b)
+static int
+cmp_offset(const void *a, const void *b)
 {
     const struct gguf_tensor *x = *(const struct gguf_tensor *const *)a;
     const struct gguf_tensor *y = *(const struct gguf_tensor *const *)b;
@@ -472,7 +488,8 @@ static int cmp_offset(const void *a, const void *b)
 }
 
 /* Checks every tensor's data lies inside the file and no two overlap; sets the data pointers. */
-static int place_tensors(struct gguf *g, char *err)
+static int
+place_tensors(struct gguf *g, char *err)
 {
     const struct gguf_tensor **order;
     uint64_t data_size;
@@ -512,7 +529,8 @@ static int place_tensors(struct gguf *g, char *err)
     return ERR_OK;
 }
 
-static int parse(struct gguf *g, char *err)
+static int
+parse(struct gguf *g, char *err)
 {
     struct cursor c = {g->base, g->size};
     uint32_t magic;
@@ -564,7 +582,8 @@ static int parse(struct gguf *g, char *err)
     return place_tensors(g, err);
 }
 
-int gguf_open_buffer(struct gguf **out, const void *buf, size_t size, char *err)
+int
+gguf_open_buffer(struct gguf **out, const void *buf, size_t size, char *err)
 {
     struct gguf *g = calloc(1, sizeof(*g));
     int rv;
@@ -582,7 +601,8 @@ int gguf_open_buffer(struct gguf **out, const void *buf, size_t size, char *err)
     return ERR_OK;
 }
 
-int gguf_open(struct gguf **out, const char *path, char *err)
+int
+gguf_open(struct gguf **out, const char *path, char *err)
 {
     struct stat st;
     void *map;
@@ -618,7 +638,8 @@ int gguf_open(struct gguf **out, const char *path, char *err)
     return ERR_OK;
 }
 
-void gguf_close(struct gguf *g)
+void
+gguf_close(struct gguf *g)
 {
     if (g == NULL)
         return;
@@ -630,37 +651,44 @@ void gguf_close(struct gguf *g)
     free(g);
 }
 
-uint32_t gguf_version(const struct gguf *g)
+uint32_t
+gguf_version(const struct gguf *g)
 {
     return g->version;
 }
 
-uint32_t gguf_alignment(const struct gguf *g)
+uint32_t
+gguf_alignment(const struct gguf *g)
 {
     return g->alignment;
 }
 
-size_t gguf_file_size(const struct gguf *g)
+size_t
+gguf_file_size(const struct gguf *g)
 {
     return g->size;
 }
 
-uint64_t gguf_data_offset(const struct gguf *g)
+uint64_t
+gguf_data_offset(const struct gguf *g)
 {
     return g->data_offset;
 }
 
-size_t gguf_n_kv(const struct gguf *g)
+size_t
+gguf_n_kv(const struct gguf *g)
 {
     return g->n_kv;
 }
 
-const struct gguf_kv *gguf_kv_at(const struct gguf *g, size_t i)
+const struct gguf_kv *
+gguf_kv_at(const struct gguf *g, size_t i)
 {
     return i < g->n_kv ? &g->kvs[i] : NULL;
 }
 
-const struct gguf_kv *gguf_find_kv(const struct gguf *g, const char *key)
+const struct gguf_kv *
+gguf_find_kv(const struct gguf *g, const char *key)
 {
     for (size_t i = 0; i < g->n_kv; i++)
         if (strcmp(g->kvs[i].key, key) == 0)
@@ -668,17 +696,20 @@ const struct gguf_kv *gguf_find_kv(const struct gguf *g, const char *key)
     return NULL;
 }
 
-size_t gguf_n_tensors(const struct gguf *g)
+size_t
+gguf_n_tensors(const struct gguf *g)
 {
     return g->n_tensors;
 }
 
-const struct gguf_tensor *gguf_tensor_at(const struct gguf *g, size_t i)
+const struct gguf_tensor *
+gguf_tensor_at(const struct gguf *g, size_t i)
 {
     return i < g->n_tensors ? &g->tensors[i] : NULL;
 }
 
-const struct gguf_tensor *gguf_find_tensor(const struct gguf *g, const char *name)
+const struct gguf_tensor *
+gguf_find_tensor(const struct gguf *g, const char *name)
 {
     for (size_t i = 0; i < g->n_tensors; i++)
         if (strcmp(g->tensors[i].name, name) == 0)
@@ -686,19 +717,22 @@ const struct gguf_tensor *gguf_find_tensor(const struct gguf *g, const char *nam
     return NULL;
 }
 
-static bool is_signed(enum gguf_vtype t)
+static bool
+is_signed(enum gguf_vtype t)
 {
     return t == GGUF_VTYPE_INT8 || t == GGUF_VTYPE_INT16 || t == GGUF_VTYPE_INT32 ||
            t == GGUF_VTYPE_INT64;
 }
 
-static bool is_unsigned(enum gguf_vtype t)
+static bool
+is_unsigned(enum gguf_vtype t)
 {
     return t == GGUF_VTYPE_UINT8 || t == GGUF_VTYPE_UINT16 || t == GGUF_VTYPE_UINT32 ||
            t == GGUF_VTYPE_UINT64;
 }
 
-int gguf_get_int(const struct gguf *g, const char *key, int64_t *out, char *err)
+int
+gguf_get_int(const struct gguf *g, const char *key, int64_t *out, char *err)
 {
     const struct gguf_kv *kv = gguf_find_kv(g, key);
 
@@ -719,7 +753,8 @@ int gguf_get_int(const struct gguf *g, const char *key, int64_t *out, char *err)
                    gguf_vtype_name(kv->type));
 }
 
-int gguf_get_float(const struct gguf *g, const char *key, double *out, char *err)
+int
+gguf_get_float(const struct gguf *g, const char *key, double *out, char *err)
 {
     const struct gguf_kv *kv = gguf_find_kv(g, key);
 
@@ -737,7 +772,8 @@ int gguf_get_float(const struct gguf *g, const char *key, double *out, char *err
     return ERR_OK;
 }
 
-int gguf_get_bool(const struct gguf *g, const char *key, bool *out, char *err)
+int
+gguf_get_bool(const struct gguf *g, const char *key, bool *out, char *err)
 {
     const struct gguf_kv *kv = gguf_find_kv(g, key);
 
@@ -750,7 +786,8 @@ int gguf_get_bool(const struct gguf *g, const char *key, bool *out, char *err)
     return ERR_OK;
 }
 
-int gguf_get_str(const struct gguf *g, const char *key, struct gguf_str *out, char *err)
+int
+gguf_get_str(const struct gguf *g, const char *key, struct gguf_str *out, char *err)
 {
     const struct gguf_kv *kv = gguf_find_kv(g, key);
 
@@ -763,7 +800,8 @@ int gguf_get_str(const struct gguf *g, const char *key, struct gguf_str *out, ch
     return ERR_OK;
 }
 
-int gguf_get_arr(const struct gguf *g, const char *key, const struct gguf_arr **out, char *err)
+int
+gguf_get_arr(const struct gguf *g, const char *key, const struct gguf_arr **out, char *err)
 {
     const struct gguf_kv *kv = gguf_find_kv(g, key);
 
@@ -776,7 +814,8 @@ int gguf_get_arr(const struct gguf *g, const char *key, const struct gguf_arr **
     return ERR_OK;
 }
 
-int64_t gguf_arr_get_int(const struct gguf_arr *a, uint64_t i)
+int64_t
+gguf_arr_get_int(const struct gguf_arr *a, uint64_t i)
 {
     const uint8_t *p = a->data + i * vtype_sizes[a->type];
 
@@ -820,7 +859,8 @@ int64_t gguf_arr_get_int(const struct gguf_arr *a, uint64_t i)
     }
 }
 
-double gguf_arr_get_float(const struct gguf_arr *a, uint64_t i)
+double
+gguf_arr_get_float(const struct gguf_arr *a, uint64_t i)
 {
     const uint8_t *p = a->data + i * vtype_sizes[a->type];
 
