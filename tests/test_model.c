@@ -124,6 +124,8 @@ static const struct ref_model ref_models[] = {
     {"models/llama-2-tiny-random.gguf", "ref/llama-2-tiny-random.jsonl", "f16", 5e-2f},
     {"models/small/p-llama-gqa-F16.gguf", "ref/p-llama-gqa-F16.jsonl", "f16", 5e-2f},
     {"models/small/p-llama-gqa-BF16.gguf", "ref/p-llama-gqa-BF16.jsonl", "bf16", 0.15f},
+    {"models/small/p-qwen2-bias-F32.gguf", "ref/p-qwen2-bias-F32.jsonl", "f32", 1e-2f},
+    {"models/small/p-qwen2-bias-F16.gguf", "ref/p-qwen2-bias-F16.jsonl", "f16", 5e-2f},
 };
 
 struct case_result {
@@ -332,6 +334,18 @@ test_ref_p_llama_gqa_BF16(void)
     run_ref_model(&ref_models[4]);
 }
 
+static void
+test_ref_p_qwen2_bias_F32(void)
+{
+    run_ref_model(&ref_models[5]);
+}
+
+static void
+test_ref_p_qwen2_bias_F16(void)
+{
+    run_ref_model(&ref_models[6]);
+}
+
 /* ---- determinism ---- */
 
 /* The ids of a reference case: its prompt and all but the last generated token. */
@@ -495,8 +509,18 @@ layer_weight(const struct gguf *g, int l, const char *what)
 {
     char name[64];
 
-    snprintf(name, sizeof(name), "blk.%d.%s.weight", l, what);
-    return weight(g, name);
+    snprintf(name, sizeof(name), "blk.%d.%s", l, what);
+    if (strchr(what, '.') == NULL)
+        snprintf(name, sizeof(name), "blk.%d.%s.weight", l, what);
+    return gguf_find_tensor(g, name) ? weight(g, name) : NULL;
+}
+
+/* y += b (n), when there is a bias */
+static void
+naive_bias(double *y, const double *b, size_t n)
+{
+    for (size_t i = 0; b != NULL && i < n; i++)
+        y[i] += b[i];
 }
 
 /* y (rows) = W (rows x cols) x */
@@ -547,19 +571,29 @@ naive_forward(const struct gguf *g, const struct model_config *c, const int32_t 
         double *wo = layer_weight(g, (int)l, "attn_output");
         double *fn = layer_weight(g, (int)l, "ffn_norm"), *wg = layer_weight(g, (int)l, "ffn_gate");
         double *wu = layer_weight(g, (int)l, "ffn_up"), *wd = layer_weight(g, (int)l, "ffn_down");
+        double *bq = layer_weight(g, (int)l, "attn_q.bias");
+        double *bk = layer_weight(g, (int)l, "attn_k.bias");
+        double *bv = layer_weight(g, (int)l, "attn_v.bias");
+        size_t half = c->n_rot / 2;
+        bool neox = c->rope_type == MODEL_ROPE_NEOX;
 
         for (size_t t = 0; t < n; t++) {
             naive_rmsnorm(xn, x + t * d, an, d, c->rms_eps);
             naive_matvec(q + t * qd, wq, xn, qd, d);
             naive_matvec(k + t * kvd, wk, xn, kvd, d);
             naive_matvec(v + t * kvd, wv, xn, kvd, d);
-            for (size_t h = 0; h < qd / hd + kvd / hd; h++) { /* rotate adjacent pairs */
+            naive_bias(q + t * qd, bq, qd);
+            naive_bias(k + t * kvd, bk, kvd);
+            naive_bias(v + t * kvd, bv, kvd);
+            for (size_t h = 0; h < qd / hd + kvd / hd;
+                 h++) { /* pairs (2i, 2i+1), NeoX (i, i+half) */
                 double *p = h < qd / hd ? q + t * qd + h * hd : k + t * kvd + (h - qd / hd) * hd;
-                for (size_t i = 0; i < c->n_rot / 2; i++) {
+                for (size_t i = 0; i < half; i++) {
                     double th = t * pow(c->rope_base, -2.0 * i / c->n_rot);
-                    double a = p[2 * i], b = p[2 * i + 1];
-                    p[2 * i] = a * cos(th) - b * sin(th);
-                    p[2 * i + 1] = a * sin(th) + b * cos(th);
+                    size_t i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+                    double a = p[i0], b = p[i1];
+                    p[i0] = a * cos(th) - b * sin(th);
+                    p[i1] = a * sin(th) + b * cos(th);
                 }
             }
         }
@@ -596,6 +630,7 @@ naive_forward(const struct gguf *g, const struct model_config *c, const int32_t 
                 x[t * d + i] += o[i];
         }
         free(an), free(wq), free(wk), free(wv), free(wo), free(fn), free(wg), free(wu), free(wd);
+        free(bq), free(bk), free(bv);
     }
     double *on = weight(g, "output_norm.weight");
     double *out = c->tied_output ? emb : weight(g, "output.weight");
@@ -615,6 +650,7 @@ naive_forward(const struct gguf *g, const struct model_config *c, const int32_t 
 
 struct synth_case {
     const char *name;
+    enum synth_arch arch;
     int64_t n_embd, n_head, n_head_kv, n_ff;
     float rope_base;
     bool tied;
@@ -622,10 +658,11 @@ struct synth_case {
 };
 
 static const struct synth_case synth_cases[] = {
-    {"gqa-f32", 128, 8, 2, 320, 10000.0f, false, TYPE_F32},
-    {"mqa-f16", 96, 6, 1, 200, 10000.0f, false, TYPE_F16},
-    {"tied-rope1e6-bf16", 128, 4, 4, 256, 1e6f, true, TYPE_BF16},
-    {"head24-rope5e5-f32", 72, 3, 3, 100, 500000.0f, true, TYPE_F32},
+    {"gqa-f32", SYNTH_ARCH_LLAMA, 128, 8, 2, 320, 10000.0f, false, TYPE_F32},
+    {"mqa-f16", SYNTH_ARCH_LLAMA, 96, 6, 1, 200, 10000.0f, false, TYPE_F16},
+    {"tied-rope1e6-bf16", SYNTH_ARCH_LLAMA, 128, 4, 4, 256, 1e6f, true, TYPE_BF16},
+    {"head24-rope5e5-f32", SYNTH_ARCH_LLAMA, 72, 3, 3, 100, 500000.0f, true, TYPE_F32},
+    {"qwen2-gqa-f16", SYNTH_ARCH_QWEN2, 128, 8, 2, 256, 1e6f, true, TYPE_F16},
 };
 
 /* Each shape: logits within 1e-3 of the naive forward pass (both use the same rounded weights),
@@ -641,7 +678,7 @@ test_synthetic_shapes(void)
         struct model *m;
         int32_t ids[SYNTH_TOKENS];
 
-        synth_config_default(&cfg, SYNTH_ARCH_LLAMA);
+        synth_config_default(&cfg, sc->arch);
         cfg.n_embd = sc->n_embd, cfg.n_head = sc->n_head, cfg.n_head_kv = sc->n_head_kv;
         cfg.n_ff = sc->n_ff, cfg.rope_base = sc->rope_base, cfg.tied = sc->tied;
         cfg.type = sc->type, cfg.n_layer = 2, cfg.seed = 7 + i;
@@ -885,7 +922,11 @@ stage_trace(void *ud, const struct context_trace *t)
         snprintf(name, sizeof(name), "%s-%d", map->ref, t->layer);
     else
         snprintf(name, sizeof(name), "%s", map->ref);
-    const json_t *node = find_node(sc->index, name, map->op, map->occurrence);
+    const json_t *node = NULL;
+    if (strcmp(map->op, "MUL_MAT") == 0 && strlen(t->stage) == 1) /* q, k, v */
+        node = find_node(sc->index, name, "ADD", 0);
+    if (node == NULL)
+        node = find_node(sc->index, name, map->op, map->occurrence);
     if (node == NULL) {
         snprintf(sc->fail, sizeof(sc->fail), "no node %s (%s) in the reference", name, map->op);
         return;
@@ -923,8 +964,10 @@ stage_trace(void *ud, const struct context_trace *t)
         }
 }
 
+/* One forward pass over the dump's prompt with every stage traced and compared; the results go
+ * into the bundle under key. */
 static void
-test_stages_stories260K(void)
+run_stages(const char *model, const char *index_rel, const char *data_rel, const char *key)
 {
     char ipath[512], dpath[512], err[ERR_MSG_MAX], *line = NULL;
     size_t cap = 0, n_ids = 0;
@@ -934,12 +977,12 @@ test_stages_stories260K(void)
     struct context *c;
     FILE *f;
 
-    if (!harness_shared(ipath, sizeof(ipath), "ref/tensors-stories260K.index.jsonl") ||
-        !harness_shared(dpath, sizeof(dpath), "ref/tensors-stories260K.f32")) {
+    if (!harness_shared(ipath, sizeof(ipath), index_rel) ||
+        !harness_shared(dpath, sizeof(dpath), data_rel)) {
         free(sc);
         return;
     }
-    if (!load("models/stories260K.gguf", &l, err)) {
+    if (!load(model, &l, err)) {
         free(sc);
         CHECKF(err[0] == '\0', "%s", err);
         return;
@@ -956,14 +999,17 @@ test_stages_stories260K(void)
     free(line);
     if (f != NULL)
         fclose(f);
+    struct stat st;
+    size_t bytes = stat(dpath, &st) == 0 ? (size_t)st.st_size : 0;
+    float *data = malloc(bytes + sizeof(float));
     f = fopen(dpath, "rb");
-    float *data = malloc(1 << 20);
-    sc->n_data = f ? fread(data, sizeof(float), (1 << 20) / sizeof(float), f) : 0;
+    sc->n_data = f ? fread(data, sizeof(float), bytes / sizeof(float), f) : 0;
     if (f != NULL)
         fclose(f);
     sc->data = data;
     sc->n_tokens = n_ids;
-    float *logits = malloc(n_ids * 512 * sizeof(float));
+    uint32_t n_layer = model_config(l.m)->n_layer;
+    float *logits = malloc(n_ids * model_config(l.m)->n_vocab * sizeof(float));
     CHECK(n_ids == 5 && sc->n_data > 0);
     CHECK(context_new(&c, l.m, 16, THREADS, err) == ERR_OK);
     context_set_trace(c, stage_trace, sc);
@@ -987,7 +1033,7 @@ test_stages_stories260K(void)
                                                 "max_rel_delta", rel, "tolerance", r->map->tol,
                                                 "elements", (int)r->count, "pass", pass));
     }
-    json_object_set_new(bundle, "stages_stories260K",
+    json_object_set_new(bundle, key,
                         json_pack("{s:s, s:O, s:o}", "prompt", "Once upon a time", "ids",
                                   json_object_get(json_array_get(sc->index, 0), "prompt_ids"),
                                   "stages", stages));
@@ -998,8 +1044,24 @@ test_stages_stories260K(void)
     free(sc), free(data), free(logits);
     CHECKF(rc == ERR_OK, "%s", err);
     CHECKF(fail[0] == '\0', "%s", fail);
-    CHECKF(n_results == 4 + 5 * 21, "%d stage results, expected %d", n_results, 4 + 5 * 21);
+    CHECKF(n_results == 4 + (int)n_layer * 21, "%d stage results, expected %d", n_results,
+           4 + (int)n_layer * 21);
     CHECKF(bad == 0, "%d stages off", bad);
+}
+
+static void
+test_stages_stories260K(void)
+{
+    run_stages("models/stories260K.gguf", "ref/tensors-stories260K.index.jsonl",
+               "ref/tensors-stories260K.f32", "stages_stories260K");
+}
+
+/* Qwen2: Q/K/V biases, NeoX RoPE, tied output. */
+static void
+test_stages_p_qwen2_bias_F32(void)
+{
+    run_stages("models/small/p-qwen2-bias-F32.gguf", "ref/tensors-p-qwen2-bias-F32.index.jsonl",
+               "ref/tensors-p-qwen2-bias-F32.f32", "stages_p-qwen2-bias-F32");
 }
 
 /* ---- workerd logits ---- */
@@ -1172,7 +1234,10 @@ main(int argc, char **argv)
         TEST(test_ref_llama2_tiny_random),
         TEST(test_ref_p_llama_gqa_F16),
         TEST(test_ref_p_llama_gqa_BF16),
+        TEST(test_ref_p_qwen2_bias_F32),
+        TEST(test_ref_p_qwen2_bias_F16),
         TEST(test_stages_stories260K),
+        TEST(test_stages_p_qwen2_bias_F32),
         TEST(test_determinism_threads_and_batches),
         TEST(test_determinism_scalar_kernels),
         TEST(test_synthetic_shapes),

@@ -37,6 +37,7 @@ struct arch {
 
 static const struct arch arches[] = {
     {"llama", MODEL_ROPE_NORM, false},
+    {"qwen2", MODEL_ROPE_NEOX, true},
 };
 
 struct layer {
@@ -144,7 +145,7 @@ read_config(struct model_config *c, const struct arch **arch_out, const struct g
     if (arch == NULL)
         return err_set(err, ERR_UNSUPPORTED,
                        "architecture '%.*s' is not supported (llorch runs: "
-                       "llama)",
+                       "llama, qwen2)",
                        (int)(name.len > 64 ? 64 : name.len), name.data);
     *arch_out = arch;
     memset(c, 0, sizeof(*c));

@@ -8,7 +8,7 @@
  * logits. Weights F32/F16/BF16 (and any type kernels.h supports), activations and KV cache F32.
  * Determinism: every output element is reduced in one fixed order (kernels.h), so results are
  * bit-identical for any thread count and whatever batch size a sequence was evaluated in.
- * Not the tokenizer nor the sampler (tokenizer.h, sampler.h).
+ * Architectures: llama, and qwen2 (Q/K/V biases, NeoX RoPE). Not the tokenizer nor the sampler.
  */
 #ifndef LLORCH_MODEL_H
 #define LLORCH_MODEL_H
@@ -25,7 +25,7 @@ struct gguf;
 
 /* Hyperparameters, from GGUF metadata under general.architecture's prefix. */
 struct model_config {
-    char arch[32];        /* "llama" */
+    char arch[32];        /* "llama" or "qwen2" */
     uint32_t n_vocab;     /* rows of token_embd.weight */
     uint32_t n_embd;      /* embedding_length */
     uint32_t n_layer;     /* block_count */
