@@ -820,11 +820,59 @@ offset_bound(uint32_t type, const void *row, int64_t e)
 }
 
 /*
- * Each type's vec_dot against the dot product (in double) of the dequantized row with the
- * dequantized activations. They differ only by float rounding: at most (additions in sequence
- * + 8) * 2^-24 times the sum of |x_e y_e| plus the cancelled offset terms, and for Q8_1
- * activations by the rounding of the stored s (|m| |s - d sum(q)| per block).
+ * vec_dot of the row xq (n elements of the type) with noise activations quantized to its
+ * vec_dot_type, against the dot product (in double) of the dequantized row and activations. They
+ * differ only by float rounding: at most (additions in sequence + 8) * 2^-24 times the sum of
+ * |x_e y_e| plus the cancelled offset terms, and for Q8_1 activations by the rounding of the
+ * stored s (|m| |s - d sum(q)| per block). what names the row in messages.
  */
+static void
+check_vec_dot(uint32_t type, const void *xq, int64_t n, uint64_t seed, const char *what)
+{
+    const struct type_traits *t = type_traits(type);
+    const struct type_traits *yt = type_traits(t->vec_dot_type);
+    float *xf = malloc((size_t)n * sizeof(float)), *yf = malloc((size_t)n * sizeof(float));
+    uint8_t *yq = malloc((size_t)n * sizeof(float));
+    double ref = 0.0, mag = 0.0, s_err = 0.0;
+
+    if (xf == NULL || yf == NULL || yq == NULL) {
+        harness_fail(__FILE__, __LINE__, "out of memory");
+        goto out;
+    }
+    synth_rand_normal(seed, 100 + type, 0, n, 0.0f, 1.0f, yf);
+    yt->from_float(yf, yq, n);
+    t->to_float(xq, xf, n);
+    yt->to_float(yq, yf, n);
+    for (int64_t e = 0; e < n; e++) {
+        ref += (double)xf[e] * yf[e];
+        mag += (fabs(xf[e]) + 2.0 * offset_bound(type, xq, e)) * fabs(yf[e]);
+    }
+    if (t->vec_dot_type == TYPE_Q8_1) {
+        const struct block_q8_1 *y1 = (const struct block_q8_1 *)yq;
+
+        for (int64_t k = 0; k < n / 32; k++) {
+            double sum = 0.0;
+
+            for (int j = 0; j < 32; j++)
+                sum += y1[k].qs[j];
+            s_err += offset_bound(type, xq, k * 32) *
+                     fabs(fp16_to_f32(y1[k].s) - fp16_to_f32(y1[k].d) * sum);
+        }
+    }
+    float got = t->vec_dot(xq, yq, n);
+    double bound = (double)(n / t->blck + 8) * 0x1p-24 * mag + s_err * 1.001;
+
+    CHECKF(fabs(got - ref) <= bound, "%s %s: vec_dot %.9g, float dot %.9g (bound %g)", t->name,
+           what, got, ref, bound);
+    /* and the bound is tight enough to matter: a hundredth of the dot's magnitude at most */
+    CHECKF(bound < 0.01 * mag, "%s %s: bound %g of %g", t->name, what, bound, mag);
+out:
+    free(xf);
+    free(yf);
+    free(yq);
+}
+
+/* Each type's vec_dot on rows quantized from noise (seed 1) and, for the K-quants, random bytes. */
 static void
 test_vec_dot_against_float(void)
 {
@@ -832,46 +880,13 @@ test_vec_dot_against_float(void)
     static const uint32_t types[] = {TYPE_F32,  TYPE_F16,  TYPE_BF16, TYPE_Q8_0, TYPE_Q4_0,
                                      TYPE_Q4_1, TYPE_Q5_0, TYPE_Q5_1, TYPE_Q2_K, TYPE_Q3_K,
                                      TYPE_Q4_K, TYPE_Q5_K, TYPE_Q6_K};
-    static uint8_t xq[N * 4], yq[N * 4];
-    static float xf[N], yf[N], tmp[N];
+    static uint8_t xq[N * 4];
+    static float tmp[N];
 
     for (uint64_t seed = 1; seed <= 2; seed++) {
         for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
-            const struct type_traits *t = type_traits(types[i]);
-            const struct type_traits *yt = type_traits(t->vec_dot_type);
-            double ref = 0.0, mag = 0.0, s_err = 0.0;
-
             random_row(types[i], seed, xq, tmp, N);
-            synth_rand_normal(seed, 100 + types[i], 0, N, 0.0f, 1.0f, tmp);
-            yt->from_float(tmp, yq, N);
-            t->to_float(xq, xf, N);
-            yt->to_float(yq, yf, N);
-            for (int e = 0; e < N; e++) {
-                double b = offset_bound(types[i], xq, e);
-
-                ref += (double)xf[e] * yf[e];
-                mag += (fabs(xf[e]) + 2.0 * b) * fabs(yf[e]);
-            }
-            if (t->vec_dot_type == TYPE_Q8_1) {
-                const struct block_q8_1 *y1 = (const struct block_q8_1 *)yq;
-
-                for (int k = 0; k < N / 32; k++) {
-                    double sum = 0.0;
-
-                    for (int j = 0; j < 32; j++)
-                        sum += y1[k].qs[j];
-                    s_err += offset_bound(types[i], xq, k * 32) *
-                             fabs(fp16_to_f32(y1[k].s) - fp16_to_f32(y1[k].d) * sum);
-                }
-            }
-            float got = t->vec_dot(xq, yq, N);
-            double bound = (double)(N / t->blck + 8) * 0x1p-24 * mag + s_err * 1.001;
-
-            CHECKF(fabs(got - ref) <= bound,
-                   "%s seed %llu: vec_dot %.9g, float dot %.9g (bound %g)", t->name,
-                   (unsigned long long)seed, got, ref, bound);
-            /* and the bound is tight enough to matter: a tenth of the dot's magnitude at most */
-            CHECKF(bound < 0.01 * mag, "%s: bound %g of %g", t->name, bound, mag);
+            check_vec_dot(types[i], xq, N, seed, seed == 1 ? "quantized noise" : "random bytes");
         }
     }
 }
@@ -993,6 +1008,7 @@ check_against_ref(const struct real_case *c)
                 }
             }
         }
+        check_vec_dot(c->type, q->data, q->ne[0], 3, q->name); /* the first row */
         for (size_t k = 0; c->max_differ >= 0.0 && k < n / tt->blck; k++) {
             differ += memcmp(requant + k * tt->size, (const uint8_t *)q->data + k * tt->size,
                              tt->size) != 0;
