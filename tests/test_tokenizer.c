@@ -744,6 +744,23 @@ test_bpe_robust(void)
         CHECKF(inv, "%s: invalid UTF-8 came back as %zu bytes", files[f], olen);
         CHECK(empty);
     }
+
+    /* 100 KB of one character in one piece: a long merge, and 2398 user-defined tokens that are
+       never there (the special-token split skips them without a search) */
+    struct vocab v;
+    if (vocab_open(&v, "models/vocab/ggml-vocab-deepseek-llm.gguf")) {
+        struct timespec a, b;
+        size_t n;
+        memset(text, '\t', len);
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        int rc = tokenizer_encode(v.t, text, len, false, false, ids, 4 * len, &n, err);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        double ms = (b.tv_sec - a.tv_sec) * 1e3 + (b.tv_nsec - a.tv_nsec) / 1e6;
+        printf("  100 KB of tabs -> %zu tokens in %.1f ms\n", n, ms);
+        vocab_close(&v);
+        CHECK(rc == ERR_OK && n > 0);
+        CHECKF(ms < 2000, "100 KB of tabs took %.1f ms", ms);
+    }
     free(text);
     free(out);
     free(ids);
