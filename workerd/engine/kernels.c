@@ -430,17 +430,6 @@ kernel_matmul_rows(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, cons
     }
 }
 
-float
-kernel_dot(const float *a, const float *b, size_t n)
-{
-    const void *w[1] = {a};
-    const float *x[1] = {b};
-    float y;
-
-    tile(kernel_simd_active(), LOAD_F32, 2, w, x, n, &y, 1);
-    return y;
-}
-
 /* ---- element-wise stages ---- */
 
 void

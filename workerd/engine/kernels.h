@@ -42,7 +42,8 @@ void kernel_force_scalar(bool scalar);
 
 /*
  * y[t*ys + r] = W[r] . x[t*xs ...] for rows r in [r0, r1) and tokens t in [0, ntok), in the
- * canonical order. scratch: kernel_scratch_floats(w->cols) floats owned by the calling thread.
+ * canonical order. scratch: kernel_scratch_floats(w->cols) floats owned by the calling thread
+ * (unused, and may be NULL, for F32 weights).
  * The type must be supported (checked by the caller when the model is loaded).
  */
 void kernel_matmul_rows(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, const float *x,
@@ -50,9 +51,6 @@ void kernel_matmul_rows(const struct kernel_matrix *w, uint32_t r0, uint32_t r1,
 
 /* Row r of w as n = w->cols floats (the embedding lookup). */
 void kernel_row_to_f32(const struct kernel_matrix *w, uint32_t r, float *out);
-
-/* a . b over n floats, in the canonical order. */
-float kernel_dot(const float *a, const float *b, size_t n);
 
 /* y = x / sqrt(mean(x^2) + eps) over n floats (the sum of squares in double). y may equal x.
  * The weight is applied apart (kernel_mul), as llama.cpp does: the same roundings. */

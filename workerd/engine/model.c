@@ -19,8 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Tokens evaluated together; a longer call is split into batches of this size (same results). */
-#define MODEL_UBATCH 128
+/* Tokens evaluated together; a longer call is split into batches of this size (same results).
+ * Small enough that a 1B model's half layer stays under ~100 ms (the abort checks). */
+#define MODEL_UBATCH 64
 /* Below this many multiply-adds a job runs on the calling thread alone: waking the pool costs more
  * (and the result is the same bits either way). */
 #define MODEL_PARALLEL_MIN (1u << 18)
@@ -70,7 +71,7 @@ struct context {
     float *q;                 /* (MODEL_UBATCH, n_head * head_dim) */
     float *att;               /* (MODEL_UBATCH, n_head * head_dim) attention output */
     float *hb, *hb2;          /* (MODEL_UBATCH, n_ff) gate, up */
-    float *scratch;           /* (n_threads, scratch_stride): tiles, attention scores */
+    float *scratch;           /* (n_threads, scratch_stride): tiles, a group's attention scores */
     size_t scratch_stride;
     const atomic_bool *abort;
     context_trace_fn trace;
@@ -411,8 +412,8 @@ context_new(struct context **out, const struct model *m, uint32_t n_ctx, uint32_
     c->m = m;
     c->n_ctx = n_ctx;
     c->scratch_stride = kernel_scratch_floats((uint32_t)max_cols);
-    if (c->scratch_stride < n_ctx)
-        c->scratch_stride = n_ctx;
+    if (c->scratch_stride < (size_t)n_ctx * (cf->n_head / cf->n_head_kv))
+        c->scratch_stride = (size_t)n_ctx * (cf->n_head / cf->n_head_kv);
     c->scratch_stride = (c->scratch_stride + 15) & ~(size_t)15;
     c->k_cache = alloc_floats((size_t)cf->n_layer * n_ctx * kv_dim);
     c->v_cache = alloc_floats((size_t)cf->n_layer * n_ctx * kv_dim);
@@ -564,7 +565,11 @@ trace(struct context *c, const char *stage, int layer, uint32_t token, uint32_t 
         c->trace(c->trace_ud, &t);
 }
 
-/* Causal attention of (token, head) pairs: a contiguous share of the ntok * n_head pairs. */
+/*
+ * Causal attention, a contiguous share of the ntok * n_head_kv (token, KV head) pairs: the query
+ * heads of one group share their KV head, so their scores are one small matrix product (the KV
+ * cache rows as the matrix, the group's queries as the tokens; the canonical order as anywhere).
+ */
 static void
 attn_part(void *arg, uint32_t ith, uint32_t nth)
 {
@@ -573,36 +578,41 @@ attn_part(void *arg, uint32_t ith, uint32_t nth)
     const struct model_config *cf = &c->m->cfg;
     uint32_t hd = cf->head_dim, q_dim = cf->n_head * hd, kv_dim = cf->n_head_kv * hd;
     uint32_t group = cf->n_head / cf->n_head_kv;
-    uint64_t pairs = (uint64_t)j->ntok * cf->n_head;
+    uint64_t pairs = (uint64_t)j->ntok * cf->n_head_kv;
     const float *kc = c->k_cache + (size_t)j->layer * c->n_ctx * kv_dim;
     const float *vc = c->v_cache + (size_t)j->layer * c->n_ctx * kv_dim;
-    float *sc = c->scratch + ith * c->scratch_stride;
+    float *scores = c->scratch + ith * c->scratch_stride; /* (group, n) */
     float scale = 1.0f / sqrtf((float)hd);
 
     for (uint64_t i = pairs * ith / nth; i < pairs * (ith + 1) / nth; i++) {
-        uint32_t t = (uint32_t)(i / cf->n_head), h = (uint32_t)(i % cf->n_head);
+        uint32_t t = (uint32_t)(i / cf->n_head_kv), kvh = (uint32_t)(i % cf->n_head_kv);
         uint32_t n = j->pos0 + t + 1; /* positions 0..pos0+t are visible */
-        uint32_t kvo = (h / group) * hd;
-        const float *q = c->q + (size_t)t * q_dim + (size_t)h * hd;
-        float *o = c->att + (size_t)t * q_dim + (size_t)h * hd;
+        uint32_t kvo = kvh * hd;
+        struct kernel_matrix keys = {kc + kvo, TYPE_F32, n, hd, (size_t)kv_dim * sizeof(float)};
 
-        /* scores: q . k_p for every visible position p */
-        for (uint32_t p = 0; p < n; p++)
-            sc[p] = kernel_dot(q, kc + (size_t)p * kv_dim + kvo, hd);
-        trace(c, "kq", (int)j->layer, j->tok0 + t, h, 1, n, sc);
-        /* softmax(scores / sqrt(head_dim)) */
-        for (uint32_t p = 0; p < n; p++)
-            sc[p] *= scale;
-        kernel_softmax(sc, n);
-        trace(c, "kq_softmax", (int)j->layer, j->tok0 + t, h, 1, n, sc);
-        /* o = sum_p softmax_p * v_p, in increasing p */
-        memset(o, 0, hd * sizeof(float));
-        for (uint32_t p = 0; p < n; p++) {
-            const float *v = vc + (size_t)p * kv_dim + kvo;
-            for (uint32_t d = 0; d < hd; d++)
-                o[d] += sc[p] * v[d];
+        /* scores[g][p] = q_(kvh*group+g) . k_p for every visible position p */
+        kernel_matmul_rows(&keys, 0, n, c->q + (size_t)t * q_dim + (size_t)kvh * group * hd, hd,
+                           group, scores, n, NULL);
+        for (uint32_t g = 0; g < group; g++) {
+            uint32_t h = kvh * group + g;
+            float *sc = scores + (size_t)g * n;
+            float *o = c->att + (size_t)t * q_dim + (size_t)h * hd;
+
+            trace(c, "kq", (int)j->layer, j->tok0 + t, h, 1, n, sc);
+            /* softmax(scores / sqrt(head_dim)) */
+            for (uint32_t p = 0; p < n; p++)
+                sc[p] *= scale;
+            kernel_softmax(sc, n);
+            trace(c, "kq_softmax", (int)j->layer, j->tok0 + t, h, 1, n, sc);
+            /* o = sum_p softmax_p * v_p, in increasing p */
+            memset(o, 0, hd * sizeof(float));
+            for (uint32_t p = 0; p < n; p++) {
+                const float *v = vc + (size_t)p * kv_dim + kvo;
+                for (uint32_t d = 0; d < hd; d++)
+                    o[d] += sc[p] * v[d];
+            }
+            trace(c, "kqv", (int)j->layer, j->tok0 + t, h, 1, hd, o);
         }
-        trace(c, "kqv", (int)j->layer, j->tok0 + t, h, 1, hd, o);
     }
 }
 
@@ -779,7 +789,9 @@ context_eval(struct context *c, const int32_t *ids, size_t n, bool all_logits, f
         float *out = NULL;
         uint32_t first = 0;
 
-        if (all_logits) {
+        if (logits == NULL) {
+            out = NULL;
+        } else if (all_logits) {
             out = logits + t0 * cf->n_vocab;
         } else if (last) {
             out = logits;

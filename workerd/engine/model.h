@@ -73,7 +73,8 @@ void context_free(struct context *c);
 /*
  * Evaluates ids[0..n) at positions context_pos() .. context_pos() + n - 1 (a prompt in one call, or
  * one token per decode step), appending to the KV cache. Blocks; uses the context's threads.
- * logits: n_vocab floats for the last token, or n * n_vocab (row i for ids[i]) when all_logits.
+ * logits: n_vocab floats for the last token, or n * n_vocab (row i for ids[i]) when all_logits;
+ * NULL skips the output projection (a prefill whose logits nobody reads).
  * Errors (the context unchanged): ERR_BAD_REQUEST (n = 0, an id outside the vocabulary),
  * ERR_CONTEXT_FULL ("position 2048 is past the context length 2048"); ERR_CANCELLED when the abort
  * flag became true (checked twice per layer): the positions of this call are dropped again.
