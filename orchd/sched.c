@@ -59,6 +59,7 @@ struct sched_req {
     struct sched_waiter *waiters;
 
     uint64_t submit_ms, dispatch_ms, first_token_ms, last_poll_ms, end_ms;
+    uint64_t final_delivered_ms; /* when a poll took the done or error frame; 0 before */
 };
 
 enum wslot_state { WSLOT_DOWN, WSLOT_STARTING, WSLOT_READY, WSLOT_FATAL };
@@ -102,6 +103,7 @@ sched_config_default(struct sched_config *c)
     c->retry_after_ms = 1000;
     c->client_timeout_ms = 30000;
     c->linger_ms = 60000;
+    c->linger_polled_ms = 5000;
     c->progress_timeout_ms = 30000;
     c->start_timeout_ms = 120000;
 }
@@ -273,7 +275,7 @@ next_seq(const struct sched_req *r)
 
 /* Hands w the frames from `from` on (at most PROTO_MAX_FRAMES), marking them delivered. */
 static void
-deliver(struct sched_req *r, struct sched_waiter *w, uint64_t from)
+deliver(struct sched_req *r, struct sched_waiter *w, uint64_t from, uint64_t now_ms)
 {
     struct proto_frames f = {r->id, NULL, 0};
 
@@ -286,13 +288,15 @@ deliver(struct sched_req *r, struct sched_waiter *w, uint64_t from)
             f.n_frames = PROTO_MAX_FRAMES;
         if (from + f.n_frames > r->delivered_end)
             r->delivered_end = from + f.n_frames;
+        if (r->ended && r->delivered_end == next_seq(r) && r->final_delivered_ms == 0)
+            r->final_delivered_ms = now_ms;
     }
     w->wake(w, &f);
 }
 
 /* Wakes every parked waiter of r that has frames to take now. */
 static void
-wake_waiters(struct sched_req *r)
+wake_waiters(struct sched_req *r, uint64_t now_ms)
 {
     struct sched_waiter **pp = &r->waiters;
 
@@ -302,7 +306,7 @@ wake_waiters(struct sched_req *r)
         if (w->from < next_seq(r) || r->ended) {
             *pp = w->next;
             w->req = NULL;
-            deliver(r, w, w->from);
+            deliver(r, w, w->from, now_ms);
         } else {
             pp = &w->next;
         }
@@ -437,6 +441,21 @@ fill_stats(const struct sched_req *r, struct proto_stats *st, const struct proto
     }
 }
 
+/* Frees what only a running request needs (prompt, ids, text); the counts stay for statistics. */
+static void
+req_shrink(struct sched_req *r)
+{
+    free(r->prompt);
+    free(r->gen);
+    free(r->gen_end);
+    free(r->text);
+    r->prompt = r->gen = NULL;
+    r->gen_end = NULL;
+    r->text = NULL;
+    r->cap_gen = 0;
+    r->text_cap = r->text_len = r->text_sent = 0;
+}
+
 /* Ends r with a done frame: the held-back text goes out first, except after a cancel. */
 static void
 end_done(struct sched *s, struct sched_req *r, enum proto_reason reason,
@@ -455,12 +474,13 @@ end_done(struct sched *s, struct sched_req *r, enum proto_reason reason,
     }
     r->ended = true;
     r->end_ms = now_ms;
+    req_shrink(r);
     s->completed++;
     if (r->state == REQ_QUEUED)
         queue_remove(s, r);
     log_info("request %s done: %s, %u prompt + %u generated tokens", r->id,
              proto_reason_name(reason), r->n_prompt, r->n_gen);
-    wake_waiters(r);
+    wake_waiters(r, now_ms);
 }
 
 static void
@@ -477,11 +497,12 @@ end_error(struct sched *s, struct sched_req *r, int code, const char *msg, uint6
     }
     r->ended = true;
     r->end_ms = now_ms;
+    req_shrink(r);
     s->failed++;
     if (r->state == REQ_QUEUED)
         queue_remove(s, r);
     log_warn("request %s failed: %s: %s", r->id, err_str(code), msg);
-    wake_waiters(r);
+    wake_waiters(r, now_ms);
 }
 
 /* Cancels r: a done(cancelled) frame, and its worker told to stop; it stays on the worker's list
@@ -520,7 +541,7 @@ req_drop(struct sched *s, struct sched_req *r)
 
         r->waiters = w->next;
         w->req = NULL;
-        deliver(r, w, next_seq(r)); /* nothing more will come */
+        deliver(r, w, next_seq(r), 0); /* nothing more will come */
     }
     if (r->all_prev != NULL)
         r->all_prev->all_next = r->all_next;
@@ -595,7 +616,7 @@ dispatch_locked(struct sched *s, uint64_t now_ms)
         if (r->dispatch_ms == 0) {
             r->dispatch_ms = now_ms;
             frame_push(r, PROTO_FRAME_STARTED);
-            wake_waiters(r);
+            wake_waiters(r, now_ms);
         }
         log_debug("request %s -> worker %d (%u replay ids)", r->id, slot, r->n_gen);
     }
@@ -717,7 +738,7 @@ sched_poll(struct sched *s, const char *id, uint64_t from, uint32_t wait_ms, uin
     frames_drop_before(r, from < next_seq(r) ? from : next_seq(r));
     if (from < next_seq(r) || wait_ms == 0 || r->ended) {
         w->req = NULL;
-        deliver(r, w, from);
+        deliver(r, w, from, now_ms);
         /* the client has the final frame and asks past it: nothing is left to keep */
         if (r->ended && from >= next_seq(r) && r->state == REQ_IDLE && r->waiters == NULL)
             req_drop(s, r);
@@ -873,7 +894,7 @@ sched_worker_tokens(struct sched *s, int slot, const struct proto_wtokens *t, ui
         end_done(s, r, PROTO_REASON_STOP, NULL, now_ms);
         s->ops.cancel(s->ops.ud, slot, r->id);
     } else {
-        wake_waiters(r);
+        wake_waiters(r, now_ms);
     }
 out:
     pthread_mutex_unlock(&s->mu);
@@ -965,7 +986,7 @@ sched_tick(struct sched *s, uint64_t now_ms)
             if (now_ms >= w->deadline_ms) {
                 *pp = w->next;
                 w->req = NULL;
-                deliver(r, w, w->from);
+                deliver(r, w, w->from, now_ms);
             } else {
                 pp = &w->next;
             }
@@ -976,7 +997,10 @@ sched_tick(struct sched *s, uint64_t now_ms)
                      (unsigned long long)elapsed(now_ms, r->last_poll_ms));
             cancel_req(s, r, now_ms);
         }
-        if (r->ended && r->state == REQ_IDLE && elapsed(now_ms, r->end_ms) >= s->cfg.linger_ms)
+        if (r->ended && r->state == REQ_IDLE && r->waiters == NULL &&
+            (elapsed(now_ms, r->end_ms) >= s->cfg.linger_ms ||
+             (r->final_delivered_ms != 0 &&
+              elapsed(now_ms, r->final_delivered_ms) >= s->cfg.linger_polled_ms)))
             req_drop(s, r);
     }
     for (int i = 0; i < s->cfg.n_slots; i++) {

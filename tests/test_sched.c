@@ -547,6 +547,15 @@ test_client_timeout_and_linger(void)
     CHECK(poll_now(s, a.id, 0, &c, 31000 + 59999) == ERR_OK && c.n == 4);
     sched_tick(s, 31001 + 60000);
     CHECK(poll_now(s, a.id, 0, &c, 31001 + 60000) == ERR_NOT_FOUND);
+    /* once its last frame was delivered a request goes after 5 s */
+    make_ready(s, 0, 1, 100000);
+    CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 100000) == ERR_OK);
+    done(s, 0, a.id, PROTO_REASON_EOS, 100001);
+    CHECK(poll_now(s, a.id, 0, &c, 100002) == ERR_OK && c.n == 3);
+    sched_tick(s, 105001);
+    CHECK(poll_now(s, a.id, 0, &c, 105001) == ERR_OK && c.n == 3); /* a resend still gets it */
+    sched_tick(s, 105002);
+    CHECK(poll_now(s, a.id, 0, &c, 105002) == ERR_NOT_FOUND);
     sched_free(s);
 }
 
