@@ -62,6 +62,8 @@ struct sched_req {
     uint64_t final_delivered_ms; /* when a poll took the done or error frame; 0 before */
 };
 
+#define SCHED_BUSY_PAUSE_MS 2 /* after a worker refused a dispatch as busy */
+
 enum wslot_state { WSLOT_DOWN, WSLOT_STARTING, WSLOT_READY, WSLOT_FATAL };
 
 struct wslot {
@@ -73,6 +75,7 @@ struct wslot {
     uint32_t n_running;
     uint64_t started_ms, progress_ms, progress_tokens;
     bool kill_sent;
+    uint64_t pause_until_ms; /* it refused a dispatch as busy: none before this */
     char detail[128];
 };
 
@@ -569,14 +572,15 @@ sched_free(struct sched *s)
 
 /* The ready slot with room and the fewest running requests; -1 if none. */
 static int
-pick_slot(const struct sched *s)
+pick_slot(const struct sched *s, uint64_t now_ms)
 {
     int best = -1;
 
     for (int i = 0; i < s->cfg.n_slots; i++) {
         const struct wslot *w = &s->slots[i];
 
-        if (w->state != WSLOT_READY || w->kill_sent || w->n_running >= w->max_batch)
+        if (w->state != WSLOT_READY || w->kill_sent || w->n_running >= w->max_batch ||
+            now_ms < w->pause_until_ms)
             continue;
         if (best < 0 || w->n_running < s->slots[best].n_running)
             best = i;
@@ -597,7 +601,7 @@ dispatch_locked(struct sched *s, uint64_t now_ms)
 
         if (r == NULL)
             r = s->q[PROTO_PRIO_BATCH].head;
-        if (r == NULL || (slot = pick_slot(s)) < 0)
+        if (r == NULL || (slot = pick_slot(s, now_ms)) < 0)
             return;
         d = (struct proto_dispatch){r->id,       r->prompt,     r->n_prompt, r->gen,   r->n_gen,
                                     r->sampling, r->max_tokens, r->stop,     r->n_stop};
@@ -926,11 +930,18 @@ sched_worker_error(struct sched *s, int slot, const struct proto_error *e, uint6
         log_warn("worker %d: %s: %s", slot, err_str(e->code), e->msg);
         goto out;
     }
-    if ((r = running_on(s, slot, e->id)) != NULL) {
-        slot_remove(s, r);
+    if ((r = running_on(s, slot, e->id)) == NULL)
+        goto out;
+    slot_remove(s, r);
+    if (e->code == ERR_BUSY && !r->ended) {
+        /* not now (it has not let go of its last request yet): again shortly */
+        log_debug("worker %d refused %s as busy; retrying", slot, r->id);
+        s->slots[slot].pause_until_ms = now_ms + SCHED_BUSY_PAUSE_MS;
+        queue_push(s, r, true);
+    } else {
         end_error(s, r, e->code, e->msg, now_ms);
-        dispatch_locked(s, now_ms);
     }
+    dispatch_locked(s, now_ms);
 out:
     pthread_mutex_unlock(&s->mu);
 }
@@ -1018,6 +1029,7 @@ sched_tick(struct sched *s, uint64_t now_ms)
             s->ops.kill(s->ops.ud, i, "no token progress");
         }
     }
+    dispatch_locked(s, now_ms); /* to workers whose pause has passed */
     pthread_mutex_unlock(&s->mu);
 }
 

@@ -135,7 +135,9 @@ void sched_worker_heartbeat(struct sched *s, int slot, const struct proto_heartb
 /* Generated tokens; those of a request not running on slot (or cancelled) get a cancel back. */
 void sched_worker_tokens(struct sched *s, int slot, const struct proto_wtokens *t, uint64_t now_ms);
 void sched_worker_done(struct sched *s, int slot, const struct proto_wdone *d, uint64_t now_ms);
-/* An error from the worker: about request e->id (it ends with an error frame), or the worker. */
+/* An error from the worker: about request e->id (it ends with an error frame; ERR_BUSY, a
+ * dispatch the worker cannot take yet, puts it back first in its queue and pauses the slot
+ * briefly), or about the worker itself (logged). */
 void sched_worker_error(struct sched *s, int slot, const struct proto_error *e, uint64_t now_ms);
 /*
  * The process in slot ended (detail: how; fatal: it will not be restarted). Its requests go back

@@ -613,6 +613,30 @@ test_dispatch_failure_keeps_request(void)
     sched_free(s);
 }
 
+static void
+test_worker_refusing_as_busy(void)
+{
+    struct sched *s = new_sched(1, 4);
+    struct sched_admit a;
+    struct catcher c;
+    struct proto_error busy = {ERR_BUSY, "worker is already running a request", NULL};
+
+    make_ready(s, 0, 1, 1000);
+    CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 1000) == ERR_OK && n_sent == 1);
+    busy.id = a.id;
+    sched_worker_error(s, 0, &busy, 1001);
+    CHECK(n_sent == 1); /* paused: not at once */
+    sched_tick(s, 1002);
+    CHECKF(n_sent == 1, "%d", n_sent);
+    sched_tick(s, 1003);
+    CHECK(n_sent == 2 && sent[1].kind == 'd' && strcmp(sent[1].id, a.id) == 0);
+    /* the stream shows one start, and the request goes on */
+    done(s, 0, a.id, PROTO_REASON_EOS, 1004);
+    CHECK(poll_now(s, a.id, 0, &c, 1005) == ERR_OK && c.n == 3);
+    CHECK(c.f[1].kind == PROTO_FRAME_STARTED && c.f[2].kind == PROTO_FRAME_DONE);
+    sched_free(s);
+}
+
 struct report {
     struct proto_status_info st;
     struct proto_tenant_info tenant;
@@ -730,6 +754,7 @@ main(int argc, char **argv)
         TEST(test_client_timeout_and_linger),
         TEST(test_watchdog),
         TEST(test_dispatch_failure_keeps_request),
+        TEST(test_worker_refusing_as_busy),
         TEST(test_reports),
         TEST(test_prompt_longer_than_context),
         {0},

@@ -1,0 +1,523 @@
+/*
+ * test_orchd_serve.c: orchd with real `workerd serve` processes on stories260K, driven through
+ * the client library: concurrent streams give exactly `workerd generate`'s ids and text; a worker
+ * killed with SIGKILL mid-stream or during prefill costs no token (the streams complete with the
+ * undisturbed ids, the slot restarts); cancel frees the worker within 100 ms with no token frame
+ * after it; a client that stops polling is cancelled. Prints the restart time after a kill -9 and
+ * the first-token latency through orchd next to `workerd generate`'s.
+ */
+#include "common/clock.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "proto/client.h"
+#include "tests/harness.h"
+#include "tests/orchd_daemon.h"
+
+#include <jansson.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_GEN 1024
+
+/* What one generation gave: from `workerd generate --json`, or from an orchd stream. */
+struct run {
+    int32_t ids[MAX_GEN];
+    uint32_t n;
+    char text[8192];
+    size_t text_len;
+    enum proto_reason reason;
+    double first_ms; /* submit to the first tokens frame (streams) or prefill_ms (generate) */
+};
+
+/* Runs workerd generate --json for the reference. */
+static bool
+reference(const char *prompt, uint32_t n, float temp, uint64_t seed, struct run *out)
+{
+    const char *build = getenv("BUILD");
+    char model[512], cmd[16384], buf[65536];
+    size_t len;
+    json_t *root, *ids;
+    json_error_t jerr;
+    FILE *p;
+
+    memset(out, 0, sizeof(*out));
+    if (!harness_shared(model, sizeof(model), "models/stories260K.gguf"))
+        return false;
+    snprintf(cmd, sizeof(cmd),
+             "%s/workerd generate -m %s -n %u --temp %g --seed %llu --json -- '%s' 2>/dev/null",
+             build != NULL ? build : "build", model, n, (double)temp, (unsigned long long)seed,
+             prompt);
+    p = popen(cmd, "r");
+    if (p == NULL)
+        return false;
+    len = fread(buf, 1, sizeof(buf) - 1, p);
+    pclose(p);
+    buf[len] = '\0';
+    root = json_loads(buf, 0, &jerr);
+    if (root == NULL) {
+        printf("  %s: not JSON: %s\n", cmd, jerr.text);
+        return false;
+    }
+    ids = json_object_get(root, "gen_ids");
+    for (size_t i = 0; i < json_array_size(ids) && i < MAX_GEN; i++)
+        out->ids[out->n++] = (int32_t)json_integer_value(json_array_get(ids, i));
+    snprintf(out->text, sizeof(out->text), "%s",
+             json_string_value(json_object_get(root, "text"))
+                 ? json_string_value(json_object_get(root, "text"))
+                 : "");
+    out->text_len = strlen(out->text);
+    out->first_ms = json_real_value(json_object_get(root, "prefill_ms"));
+    json_decref(root);
+    return true;
+}
+
+static int
+submit(struct client *c, const char *prompt, uint32_t n, float temp, uint64_t seed,
+       struct client_submitted *out, char *err)
+{
+    struct proto_msg m;
+
+    proto_submit_init(&m);
+    m.u.submit.prompt = (char *)prompt;
+    m.u.submit.max_tokens = n;
+    m.u.submit.sampling.temperature = temp;
+    m.u.submit.sampling.seed = seed;
+    return client_submit(c, &m.u.submit, out, err);
+}
+
+/*
+ * Reads request id's stream to its end into out; out->first_ms counts from t0_ns (taken before
+ * the submit). on_tokens (may be NULL) is called once, at the first tokens frame. Returns ERR_OK,
+ * or the error of the call that failed (err says).
+ */
+static int
+stream(struct client *c, const char *id, uint64_t t0_ns, struct run *out, void (*on_tokens)(void *),
+       void *ud, char *err)
+{
+    struct client_stream *s;
+    const struct proto_frame *f;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    if ((rc = client_stream_open(c, id, 0, &s, err)) != ERR_OK)
+        return rc;
+    while (!client_stream_ended(s)) {
+        if ((rc = client_stream_next(s, 5000, &f, err)) != ERR_OK)
+            break;
+        if (f == NULL)
+            continue;
+        if (f->kind == PROTO_FRAME_TOKENS) {
+            if (out->n == 0) {
+                out->first_ms = clock_ms_between(t0_ns, clock_now_ns());
+                if (on_tokens != NULL)
+                    on_tokens(ud);
+            }
+            for (uint32_t i = 0; i < f->n_ids && out->n < MAX_GEN; i++)
+                out->ids[out->n++] = f->ids[i];
+            if (out->text_len + f->text_len < sizeof(out->text)) {
+                memcpy(out->text + out->text_len, f->text, f->text_len);
+                out->text_len += f->text_len;
+            }
+        } else if (f->kind == PROTO_FRAME_DONE) {
+            out->reason = f->reason;
+        } else if (f->kind == PROTO_FRAME_ERROR) {
+            rc = err_set(err, f->code, "error frame: %s", f->msg);
+            break;
+        }
+    }
+    client_stream_close(s);
+    return rc;
+}
+
+static bool
+same_run(const struct run *a, const struct run *b)
+{
+    if (a->n != b->n || memcmp(a->ids, b->ids, a->n * sizeof(a->ids[0])) != 0) {
+        printf("  ids differ: %u vs %u ids\n", a->n, b->n);
+        return false;
+    }
+    if (a->text_len != b->text_len || memcmp(a->text, b->text, a->text_len) != 0) {
+        printf("  text differs:\n  [%.*s]\n  [%.*s]\n", (int)a->text_len, a->text, (int)b->text_len,
+               b->text);
+        return false;
+    }
+    return true;
+}
+
+/* Waits until health says ready with n workers (10 s bound). */
+static bool
+wait_ready(struct daemon *d, uint32_t n)
+{
+    struct proto_msg rep;
+    char err[ERR_MSG_MAX];
+
+    for (int i = 0; i < 1000; i++) {
+        bool ok = client_health(d->c, &rep, err) == ERR_OK && rep.u.health.workers_ready >= n;
+
+        proto_msg_free(&rep);
+        if (ok)
+            return true;
+        sleep_ms(10);
+    }
+    return false;
+}
+
+static const char *const prompts[] = {
+    "Once upon a time",    "The little dog",  "Tim and Sam went", "One day, a girl",
+    "There was a big red", "The sun was hot", "Mom said",         "A bird sat on",
+};
+
+struct job {
+    struct daemon *d;
+    int k;
+    struct run got;
+    int rc;
+    char err[ERR_MSG_MAX];
+};
+
+static void *
+run_job(void *arg)
+{
+    struct job *j = arg;
+    struct client_submitted s;
+
+    j->rc = submit(j->d->c, prompts[j->k], 48, 0.8f, 100 + (uint64_t)j->k, &s, j->err);
+    if (j->rc == ERR_OK)
+        j->rc = stream(j->d->c, s.id, 0, &j->got, NULL, NULL, j->err);
+    return NULL;
+}
+
+static void
+test_concurrent_streams_match_generate(void)
+{
+    static const char *const extra[] = {"-w", "2", NULL};
+    struct daemon d;
+    struct job jobs[8];
+    pthread_t th[8];
+
+    if (!daemon_start(&d, NULL, extra) || !wait_ready(&d, 2)) {
+        daemon_stop(&d);
+        CHECK(!"orchd with 2 ready workers");
+    }
+    for (int k = 0; k < 8; k++) {
+        jobs[k] = (struct job){.d = &d, .k = k};
+        CHECK(pthread_create(&th[k], NULL, run_job, &jobs[k]) == 0);
+    }
+    for (int k = 0; k < 8; k++)
+        pthread_join(th[k], NULL);
+    for (int k = 0; k < 8; k++) {
+        struct run want;
+
+        CHECKF(jobs[k].rc == ERR_OK, "request %d: %s", k, jobs[k].err);
+        CHECK(reference(prompts[k], 48, 0.8f, 100 + (uint64_t)k, &want));
+        CHECKF(same_run(&jobs[k].got, &want), "request %d", k);
+    }
+    daemon_stop(&d);
+}
+
+struct killer {
+    struct daemon *d;
+    const char *id;
+    pid_t killed;
+    uint64_t kill_ns;
+};
+
+/* Kills -9 the worker running k->id (as the workers reply lists it). */
+static void
+kill_its_worker(void *arg)
+{
+    struct killer *k = arg;
+    struct proto_msg rep;
+    char err[ERR_MSG_MAX];
+
+    if (client_workers(k->d->c, &rep, err) != ERR_OK)
+        return;
+    for (uint32_t i = 0; i < rep.u.workers.n_workers; i++)
+        for (uint32_t j = 0; j < rep.u.workers.workers[i].n_requests; j++)
+            if (strcmp(rep.u.workers.workers[i].requests[j], k->id) == 0 && k->killed == 0) {
+                k->killed = rep.u.workers.workers[i].pid;
+                k->kill_ns = clock_now_ns();
+                kill(k->killed, SIGKILL);
+            }
+    proto_msg_free(&rep);
+}
+
+static void
+test_kill_worker_mid_stream_and_in_prefill(void)
+{
+    static const char *const extra[] = {"-w", "2", NULL};
+    struct daemon d;
+    struct client_submitted s;
+    struct killer k = {0};
+    struct run got, want;
+    struct proto_msg rep;
+    char err[ERR_MSG_MAX];
+    uint32_t restarts = 0;
+    double restart_ms = -1;
+    static char long_prompt[8192];
+
+    if (!daemon_start(&d, NULL, extra) || !wait_ready(&d, 2)) {
+        daemon_stop(&d);
+        CHECK(!"orchd with 2 ready workers");
+    }
+    /* an idle worker killed: its slot has a new, ready worker after the first backoff step
+       (100 ms) and the worker's start */
+    k.killed = daemon_worker_pid(&d, 0);
+    k.kill_ns = clock_now_ns();
+    kill(k.killed, SIGKILL);
+    for (int i = 0; i < 500 && daemon_worker_pid(&d, 0) == k.killed; i++)
+        sleep_ms(1);
+    CHECK(wait_ready(&d, 2));
+    restart_ms = clock_ms_between(k.kill_ns, clock_now_ns());
+    printf("  restart after kill -9: the slot's new worker is ready %.1f ms after the kill\n",
+           restart_ms);
+    CHECKF(restart_ms < 3000, "%.1f ms", restart_ms);
+    /* mid-stream: greedy, long; the worker dies at the first tokens frame */
+    CHECK(reference(prompts[0], 120, 0.0f, 1, &want));
+    CHECKF(submit(d.c, prompts[0], 120, 0.0f, 1, &s, err) == ERR_OK, "%s", err);
+    k = (struct killer){&d, s.id, 0, 0};
+    CHECKF(stream(d.c, s.id, 0, &got, kill_its_worker, &k, err) == ERR_OK, "%s", err);
+    CHECK(k.killed > 0);
+    CHECKF(same_run(&got, &want), "the stream after the kill");
+    CHECK(wait_ready(&d, 2));
+    /* during prefill: a long prompt, the worker killed as soon as it has the request */
+    for (int i = 0; i < 12; i++)
+        strcat(long_prompt, "Once upon a time there was a little girl who liked to play. ");
+    CHECK(reference(long_prompt, 100, 0.8f, 5, &want));
+    CHECKF(submit(d.c, long_prompt, 100, 0.8f, 5, &s, err) == ERR_OK, "%s", err);
+    k = (struct killer){&d, s.id, 0, 0};
+    for (int i = 0; i < 100 && k.killed == 0; i++)
+        kill_its_worker(&k);
+    CHECK(k.killed > 0);
+    CHECKF(stream(d.c, s.id, 0, &got, NULL, NULL, err) == ERR_OK, "%s", err);
+    CHECKF(same_run(&got, &want), "the stream after a kill in prefill");
+    for (int i = 0; i < 200 && restarts != 3; i++) { /* the last restart may still be due */
+        CHECK(client_workers(d.c, &rep, err) == ERR_OK);
+        restarts = 0;
+        for (uint32_t j = 0; j < rep.u.workers.n_workers; j++) {
+            restarts += rep.u.workers.workers[j].restarts;
+        }
+        proto_msg_free(&rep);
+        sleep_ms(10);
+    }
+    CHECKF(restarts == 3, "%u restarts", restarts);
+    CHECK(wait_ready(&d, 2));
+    daemon_stop(&d);
+}
+
+static void
+test_cancel_and_vanished_client(void)
+{
+    static const char *const extra[] = {"-w", "1", "--client-timeout-ms", "300", NULL};
+    struct daemon d;
+    struct client_submitted s;
+    struct client_stream *st;
+    const struct proto_frame *f;
+    struct proto_msg rep;
+    char err[ERR_MSG_MAX];
+    uint64_t t0;
+    bool free_again = false;
+    int tokens_after = 0;
+
+    if (!daemon_start(&d, NULL, extra) || !wait_ready(&d, 1)) {
+        daemon_stop(&d);
+        CHECK(!"orchd with a ready worker");
+    }
+    CHECKF(submit(d.c, prompts[2], 2000, 0.0f, 1, &s, err) == ERR_OK, "%s", err);
+    CHECK(client_stream_open(d.c, s.id, 0, &st, err) == ERR_OK);
+    do {
+        CHECK(client_stream_next(st, 5000, &f, err) == ERR_OK && f != NULL);
+    } while (f->kind != PROTO_FRAME_TOKENS);
+    t0 = clock_now_ns();
+    CHECK(client_cancel(d.c, s.id, err) == ERR_OK);
+    /* the worker lets go of it within 100 ms */
+    while (!free_again && clock_ms_between(t0, clock_now_ns()) < 100) {
+        CHECK(client_workers(d.c, &rep, err) == ERR_OK);
+        free_again = rep.u.workers.workers[0].n_requests == 0;
+        proto_msg_free(&rep);
+    }
+    CHECKF(free_again, "the worker still runs the request 100 ms after the cancel");
+    /* what follows in the stream: at most the frames delivered before the cancel, then done */
+    while (!client_stream_ended(st)) {
+        CHECK(client_stream_next(st, 1000, &f, err) == ERR_OK && f != NULL);
+        tokens_after += f->kind == PROTO_FRAME_TOKENS;
+        if (f->kind == PROTO_FRAME_DONE)
+            CHECK(f->reason == PROTO_REASON_CANCELLED);
+    }
+    CHECKF(tokens_after <= 1, "%d tokens frames after the cancel", tokens_after);
+    client_stream_close(st);
+    /* a client that submits and never polls is cancelled after the client timeout */
+    CHECKF(submit(d.c, prompts[3], 2000, 0.0f, 1, &s, err) == ERR_OK, "%s", err);
+    sleep_ms(600);
+    CHECK(client_status(d.c, &rep, err) == ERR_OK);
+    CHECKF(rep.u.status.running == 0 && rep.u.status.completed == 2, "running %u, completed %llu",
+           rep.u.status.running, (unsigned long long)rep.u.status.completed);
+    proto_msg_free(&rep);
+    daemon_stop(&d);
+}
+
+static void
+test_first_token_latency(void)
+{
+    static const char *const extra[] = {"-w", "1", NULL};
+    struct daemon d;
+    struct client_submitted s;
+    struct run got, want;
+    char err[ERR_MSG_MAX];
+    double best = 1e9;
+
+    if (!daemon_start(&d, NULL, extra) || !wait_ready(&d, 1)) {
+        daemon_stop(&d);
+        CHECK(!"orchd with a ready worker");
+    }
+    CHECK(reference(prompts[4], 16, 0.0f, 1, &want));
+    for (int i = 0; i < 5; i++) {
+        uint64_t t0 = clock_now_ns();
+
+        CHECKF(submit(d.c, prompts[4], 16, 0.0f, 1, &s, err) == ERR_OK, "%s", err);
+        CHECKF(stream(d.c, s.id, t0, &got, NULL, NULL, err) == ERR_OK, "%s", err);
+        CHECK(same_run(&got, &want));
+        if (got.first_ms < best)
+            best = got.first_ms;
+    }
+    printf("  first token: %.2f ms through orchd (best of 5, submit to the first tokens frame); "
+           "workerd generate's prefill %.2f ms\n",
+           best, want.first_ms);
+    daemon_stop(&d);
+}
+
+/* kB figures of one process: its whole (smaps_rollup) and its mappings of path (smaps). */
+struct mem {
+    long pss, private_kb;                              /* the whole process */
+    long file_rss, file_pss, file_private, file_dirty; /* the model's mappings */
+};
+
+static long
+field_kb(const char *line, const char *name)
+{
+    long v;
+
+    if (strncmp(line, name, strlen(name)) != 0 || sscanf(line + strlen(name), "%ld", &v) != 1)
+        return -1;
+    return v;
+}
+
+static bool
+read_mem(pid_t pid, const char *path, struct mem *m)
+{
+    char file[64], line[1024];
+    bool in_model = false;
+    long v;
+    FILE *f;
+
+    memset(m, 0, sizeof(*m));
+    snprintf(file, sizeof(file), "/proc/%d/smaps_rollup", (int)pid);
+    if ((f = fopen(file, "r")) == NULL)
+        return false;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if ((v = field_kb(line, "Pss:")) >= 0)
+            m->pss = v;
+        if ((v = field_kb(line, "Private_Clean:")) >= 0 ||
+            (v = field_kb(line, "Private_Dirty:")) >= 0)
+            m->private_kb += v;
+    }
+    fclose(f);
+    snprintf(file, sizeof(file), "/proc/%d/smaps", (int)pid);
+    if ((f = fopen(file, "r")) == NULL)
+        return false;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        size_t len = strlen(line);
+
+        if (strchr(line, '-') != NULL && strchr(line, ':') != NULL && line[0] != ' ' &&
+            strstr(line, "kB") == NULL) {
+            while (len > 0 && line[len - 1] == '\n')
+                line[--len] = '\0';
+            in_model = len >= strlen(path) && strcmp(line + len - strlen(path), path) == 0;
+            continue;
+        }
+        if (!in_model)
+            continue;
+        if ((v = field_kb(line, "Rss:")) >= 0)
+            m->file_rss += v;
+        else if ((v = field_kb(line, "Pss:")) >= 0)
+            m->file_pss += v;
+        else if ((v = field_kb(line, "Private_Clean:")) >= 0)
+            m->file_private += v;
+        else if ((v = field_kb(line, "Private_Dirty:")) >= 0) {
+            m->file_private += v;
+            m->file_dirty += v;
+        }
+    }
+    fclose(f);
+    return true;
+}
+
+static void
+test_four_workers_share_the_weights(void)
+{
+    static const char *const extra[] = {"-w", "4", NULL};
+    struct daemon d;
+    struct job jobs[4];
+    pthread_t th[4];
+    char model[512], real[4096];
+    long sum_private = 0, sum_file_pss = 0, file_kb;
+    FILE *f;
+
+    if (!harness_shared(model, sizeof(model), "models/stories260K.gguf"))
+        return;
+    CHECK(realpath(model, real) != NULL);
+    f = fopen(real, "rb");
+    CHECK(f != NULL && fseek(f, 0, SEEK_END) == 0);
+    file_kb = (ftell(f) + 1023) / 1024;
+    fclose(f);
+    if (!daemon_start(&d, NULL, extra) || !wait_ready(&d, 4)) {
+        daemon_stop(&d);
+        CHECK(!"orchd with 4 ready workers");
+    }
+    /* one request each, so that every worker has read all the weights */
+    for (int k = 0; k < 4; k++) {
+        jobs[k] = (struct job){.d = &d, .k = k};
+        CHECK(pthread_create(&th[k], NULL, run_job, &jobs[k]) == 0);
+    }
+    for (int k = 0; k < 4; k++)
+        pthread_join(th[k], NULL);
+    printf("  model %s: %ld kB\n", real, file_kb);
+    for (uint32_t i = 0; i < 4; i++) {
+        pid_t pid = daemon_worker_pid(&d, i);
+        struct mem m;
+
+        CHECK(pid > 0 && read_mem(pid, real, &m));
+        printf("  worker %u (pid %d): Pss %ld kB, private %ld kB; model mapping: Rss %ld kB, "
+               "Pss %ld kB, private %ld kB\n",
+               i, (int)pid, m.pss, m.private_kb, m.file_rss, m.file_pss, m.file_private);
+        CHECKF(m.file_dirty == 0, "worker %u wrote %ld kB of the model mapping", i, m.file_dirty);
+        sum_private += m.private_kb;
+        sum_file_pss += m.file_pss;
+    }
+    printf("  4 workers: private %ld kB in all; the model's pages %ld kB in all (Pss), one copy "
+           "is %ld kB\n",
+           sum_private, sum_file_pss, file_kb);
+    CHECKF(sum_file_pss <= file_kb + 16, "the weights cost %ld kB over 4 workers, file %ld kB",
+           sum_file_pss, file_kb);
+    daemon_stop(&d);
+}
+
+int
+main(int argc, char **argv)
+{
+    static const struct test tests[] = {
+        TEST(test_concurrent_streams_match_generate),
+        TEST(test_kill_worker_mid_stream_and_in_prefill),
+        TEST(test_cancel_and_vanished_client),
+        TEST(test_first_token_latency),
+        TEST(test_four_workers_share_the_weights),
+        {0},
+    };
+
+    log_init("test_orchd_serve", LOG_ERROR);
+    return harness_run(tests, argc, argv);
+}
