@@ -29,7 +29,10 @@
  * sequence of expressions splitting one after the other). \s here means what llama.cpp's splitter
  * treats as whitespace: the subject has every non-ASCII White_Space character replaced by \v
  * before matching (see pre_subject), which is also what makes the DeepSeek classes below, which
- * contain U+3000, behave as in llama.cpp.
+ * contain U+3000, behave as in llama.cpp. One change to a tokenizer.json regex: DeepSeek-LLM's
+ * \s+$ is written (?<!\s)\s+$, which finds the same match (the leftmost one starts where the
+ * trailing whitespace starts) without trying every position of a long whitespace run that is not
+ * at the end (quadratic without JIT: minutes for 100 KB).
  */
 #define RE_GPT2        "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)"
 #define RE_LLAMA3_TAIL "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
@@ -86,7 +89,7 @@ static const struct pre_def {
     {"deepseek-llm",
      {"[\\r\\n]", "\\s?[" RE_DEEPSEEK_LETTERS "]+",
       "\\s?[!-/:-~\\x{FF01}-\\x{FF0F}\\x{FF1A}-\\x{FF5E}\\x{2018}-\\x{201F}\\x{3000}-\\x{3002}]+",
-      "\\s+$", RE_CJK, "\\p{N}+"},
+      "(?<!\\s)\\s+$", RE_CJK, "\\p{N}+"},
      false,
      false,
      false},
