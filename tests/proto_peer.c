@@ -9,6 +9,7 @@
 
 #include <arpa/inet.h>
 #include <nng/protocol/reqrep0/rep.h>
+#include <nng/supplemental/tls/tls.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -279,25 +280,48 @@ peer_main(void *arg)
 }
 
 /* Listens on p->url (a tcp:// URL with port 0 is rewritten with the port given) and serves. */
+/* Creates the listener of p->url, with the server certificate for tls+tcp://. */
+static bool
+peer_listen(struct peer *p, nng_listener *l)
+{
+    nng_tls_config *cfg;
+    bool ok;
+
+    if (nng_listener_create(l, p->sock, p->url) != 0)
+        return false;
+    if (strncmp(p->url, "tls+", 4) == 0) {
+        if (nng_tls_config_alloc(&cfg, NNG_TLS_MODE_SERVER) != 0)
+            return false;
+        ok = nng_tls_config_cert_key_file(cfg, p->cert_file, NULL) == 0 &&
+             nng_listener_set_ptr(*l, NNG_OPT_TLS_CONFIG, cfg) == 0;
+        nng_tls_config_free(cfg); /* the listener holds its own reference */
+        if (!ok)
+            return false;
+    }
+    return nng_listener_start(*l, 0) == 0;
+}
+
 bool
 peer_start(struct peer *p)
 {
     nng_listener l;
+    char *port;
 
     atomic_store(&p->stop, false);
     if (nng_rep0_open(&p->sock) != 0)
         return false;
     nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ, PROTO_MAX_MSG_BYTES);
     nng_socket_set_ms(p->sock, NNG_OPT_RECVTIMEO, 50);
-    if (nng_listen(p->sock, p->url, &l, 0) != 0) {
+    if (!peer_listen(p, &l)) {
         nng_close(p->sock);
         return false;
     }
-    if (strstr(p->url, ":0") != NULL) {
+    port = strrchr(p->url, ':');
+    if (port != NULL && strcmp(port, ":0") == 0) {
         nng_sockaddr sa;
 
         nng_listener_get_addr(l, NNG_OPT_LOCADDR, &sa);
-        snprintf(p->url, sizeof(p->url), "tcp://127.0.0.1:%u", ntohs(sa.s_in.sa_port));
+        snprintf(port, sizeof(p->url) - (size_t)(port - p->url), ":%u", ntohs(sa.s_in.sa_port));
     }
     p->running = pthread_create(&p->thread, NULL, peer_main, p) == 0;
     return p->running;

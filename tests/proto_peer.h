@@ -30,8 +30,9 @@ struct peer_req {
 
 struct peer {
     char url[320];
-    const char *key; /* required key, or NULL */
-    bool unready;    /* health says not ready */
+    const char *key;       /* required key, or NULL */
+    bool unready;          /* health says not ready */
+    const char *cert_file; /* tls+tcp://: PEM with the certificate and its key */
     pthread_t thread;
     atomic_bool stop;
     bool running;
@@ -53,7 +54,7 @@ struct peer {
 /* Sets up p for url (not yet listening). */
 void peer_init(struct peer *p, const char *url);
 
-/* Listens on p->url (tcp://127.0.0.1:0 is rewritten with the port given) and serves in a thread. */
+/* Listens on p->url (a port 0 is rewritten with the port given) and serves in a thread. */
 bool peer_start(struct peer *p);
 
 /* Stops serving and closes the socket; the requests stay, for a peer_start() again. */

@@ -418,6 +418,43 @@ test_tcp_and_threads(void)
     fix_stop(&x);
 }
 
+static void
+test_tls_loopback(void)
+{
+    struct peer p;
+    struct client *c;
+    struct client_stream *s;
+    struct client_submitted sub;
+    struct client_opts good = {.ca_file = "tests/tls/ca.pem", .timeout_ms = 2000};
+    struct client_opts other = {.ca_file = "tests/tls/other-ca.pem", .timeout_ms = 2000};
+    struct client_opts missing = {.ca_file = "tests/tls/none.pem"};
+    struct proto_msg r;
+    uint64_t seqs[PEER_FRAMES];
+    char err[ERR_MSG_MAX];
+    int rc, n;
+
+    peer_init(&p, "tls+tcp://127.0.0.1:0");
+    p.cert_file = "tests/tls/server.pem";
+    CHECK(peer_start(&p));
+    CHECKF(client_open(&c, p.url, &good, err) == ERR_OK, "%s: %s", p.url, err);
+    CHECKF(client_health(c, &r, err) == ERR_OK, "%s", err);
+    proto_msg_free(&r);
+    CHECK(submit(c, "over tls", NULL, &sub, err) == ERR_OK);
+    CHECK(client_stream_open(c, sub.id, 0, &s, err) == ERR_OK);
+    n = drain(s, seqs, PEER_FRAMES, err);
+    CHECKF(n == PEER_FRAMES, "%d frames: %s", n, err);
+    client_stream_close(s);
+    client_close(c);
+    /* a server certificate that the given CA did not sign is refused */
+    rc = client_open(&c, p.url, &other, err);
+    CHECKF(rc == ERR_IO && c == NULL, "rc %d: %s", rc, err);
+    rc = client_open(&c, p.url, &missing, err);
+    CHECKF(rc == ERR_BAD_REQUEST && strstr(err, "CA file tests/tls/none.pem") != NULL, "rc %d: %s",
+           rc, err);
+    peer_stop(&p);
+    peer_destroy(&p);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -431,6 +468,7 @@ main(int argc, char **argv)
         TEST(test_status_workers_health),
         TEST(test_client_id_and_key),
         TEST(test_tcp_and_threads),
+        TEST(test_tls_loopback),
         {0},
     };
     return harness_run(tests, argc, argv);

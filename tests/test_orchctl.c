@@ -76,6 +76,7 @@ spawn(char *const *args, const char *env, int *out_fd, const char *err_path)
         close(pipefd[0]);
         unsetenv("LLORCH_KEY");
         unsetenv("LLORCH_URL");
+        unsetenv("LLORCH_CA");
         if (env != NULL)
             putenv((char *)env);
         execv(argv[0], argv);
@@ -388,6 +389,26 @@ test_ctrl_c_cancels(void)
     stop_peer(&p);
 }
 
+static void
+test_tls_with_ca(void)
+{
+    struct peer p;
+    struct run r;
+
+    peer_init(&p, "tls+tcp://127.0.0.1:0");
+    p.cert_file = "tests/tls/server.pem";
+    CHECK(peer_start(&p));
+    run(&r, NULL, "-u", p.url, "--ca", "tests/tls/ca.pem", "submit", "-n", "2", "x", NULL);
+    CHECKF(r.status == 0 && strcmp(r.out, "t2 t3 ") == 0, "%d %s %s", r.status, r.out, r.err);
+    run(&r, "LLORCH_CA=tests/tls/ca.pem", "-u", p.url, "health", NULL);
+    CHECKF(r.status == 0, "%d %s", r.status, r.err);
+    run(&r, NULL, "-u", p.url, "health", NULL);
+    CHECKF(r.status == 5 && strstr(r.err, "needs a CA file") != NULL, "%d %s", r.status, r.err);
+    run(&r, NULL, "-u", p.url, "--ca", "tests/tls/other-ca.pem", "health", NULL);
+    CHECKF(r.status == 3, "%d %s", r.status, r.err);
+    stop_peer(&p);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -399,6 +420,7 @@ main(int argc, char **argv)
         TEST(test_status_workers_health_output),
         TEST(test_attach_resumes),
         TEST(test_ctrl_c_cancels),
+        TEST(test_tls_with_ca),
         {0},
     };
 
