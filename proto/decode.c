@@ -31,7 +31,8 @@ struct proto_arena {
 
 #define ARENA_CHUNK 16384
 
-static void *arena_alloc(struct proto_arena *a, size_t size)
+static void *
+arena_alloc(struct proto_arena *a, size_t size)
 {
     struct arena_chunk *c = a->head;
     size_t need = (size + 15) & ~(size_t)15;
@@ -53,7 +54,8 @@ static void *arena_alloc(struct proto_arena *a, size_t size)
     return p;
 }
 
-static void arena_free(struct proto_arena *a)
+static void
+arena_free(struct proto_arena *a)
 {
     if (a == NULL)
         return;
@@ -64,7 +66,8 @@ static void arena_free(struct proto_arena *a)
     free(a);
 }
 
-void proto_msg_free(struct proto_msg *m)
+void
+proto_msg_free(struct proto_msg *m)
 {
     if (m == NULL || m->arena == NULL)
         return;
@@ -74,7 +77,8 @@ void proto_msg_free(struct proto_msg *m)
 
 /* ---- wire_check: a structural walk that trusts no length ---- */
 
-static uint64_t read_be(const unsigned char *p, unsigned n)
+static uint64_t
+read_be(const unsigned char *p, unsigned n)
 {
     uint64_t v = 0;
 
@@ -91,7 +95,8 @@ static uint64_t read_be(const unsigned char *p, unsigned n)
  * body inside the buffer, no byte 0xc1, nesting at most WIRE_MAX_DEPTH, no trailing bytes, and at
  * every point no more elements pending than bytes left (each takes at least one).
  */
-static int wire_check(const unsigned char *p, size_t len, char *err)
+static int
+wire_check(const unsigned char *p, size_t len, char *err)
 {
     size_t i = 0;
     uint64_t pending = 1;
@@ -222,7 +227,8 @@ struct dec {
 
 typedef msgpack_object obj_t;
 
-static const char *obj_type_name(const obj_t *o)
+static const char *
+obj_type_name(const obj_t *o)
 {
     switch (o->type) {
     case MSGPACK_OBJECT_NIL:
@@ -249,7 +255,8 @@ static const char *obj_type_name(const obj_t *o)
 }
 
 /* Writes a printable, cut copy of s[0..n) for echoing in an error message. */
-static const char *echo(const char *s, size_t n, char *buf, size_t size)
+static const char *
+echo(const char *s, size_t n, char *buf, size_t size)
 {
     size_t i, j = 0;
 
@@ -267,8 +274,9 @@ static const char *echo(const char *s, size_t n, char *buf, size_t size)
  * Finds key in map. Absent, or nil when not required: *out = NULL. Missing when required, or given
  * twice: ERR_BAD_REQUEST naming the field.
  */
-static int field(struct dec *d, const obj_t *map, const char *path, const char *key, bool required,
-                 const obj_t **out)
+static int
+field(struct dec *d, const obj_t *map, const char *path, const char *key, bool required,
+      const obj_t **out)
 {
     size_t klen = strlen(key);
 
@@ -290,15 +298,16 @@ static int field(struct dec *d, const obj_t *map, const char *path, const char *
     return ERR_OK;
 }
 
-static int type_error(struct dec *d, const char *path, const char *key, const char *want,
-                      const obj_t *o)
+static int
+type_error(struct dec *d, const char *path, const char *key, const char *want, const obj_t *o)
 {
     return err_set(d->err, ERR_BAD_REQUEST, "%s%s must be %s, got %s", path, key, want,
                    obj_type_name(o));
 }
 
-static int check_uint(struct dec *d, const obj_t *o, const char *path, const char *key, uint64_t lo,
-                      uint64_t hi, uint64_t *out)
+static int
+check_uint(struct dec *d, const obj_t *o, const char *path, const char *key, uint64_t lo,
+           uint64_t hi, uint64_t *out)
 {
     if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
         return err_set(d->err, ERR_BAD_REQUEST, "%s%s must be in [%llu, %llu], got %lld", path, key,
@@ -314,8 +323,9 @@ static int check_uint(struct dec *d, const obj_t *o, const char *path, const cha
 }
 
 /* Reads an unsigned integer field in [lo, hi]; an absent optional field leaves *out as it is. */
-static int rd_u64(struct dec *d, const obj_t *map, const char *path, const char *key, bool required,
-                  uint64_t lo, uint64_t hi, uint64_t *out)
+static int
+rd_u64(struct dec *d, const obj_t *map, const char *path, const char *key, bool required,
+       uint64_t lo, uint64_t hi, uint64_t *out)
 {
     const obj_t *o;
     int rc = field(d, map, path, key, required, &o);
@@ -325,8 +335,9 @@ static int rd_u64(struct dec *d, const obj_t *map, const char *path, const char 
     return check_uint(d, o, path, key, lo, hi, out);
 }
 
-static int rd_u32(struct dec *d, const obj_t *map, const char *path, const char *key, bool required,
-                  uint64_t lo, uint64_t hi, uint32_t *out)
+static int
+rd_u32(struct dec *d, const obj_t *map, const char *path, const char *key, bool required,
+       uint64_t lo, uint64_t hi, uint32_t *out)
 {
     uint64_t v = *out;
     int rc = rd_u64(d, map, path, key, required, lo, hi, &v);
@@ -335,8 +346,9 @@ static int rd_u32(struct dec *d, const obj_t *map, const char *path, const char 
     return rc;
 }
 
-static int rd_i32(struct dec *d, const obj_t *map, const char *path, const char *key, bool required,
-                  uint64_t lo, uint64_t hi, int32_t *out)
+static int
+rd_i32(struct dec *d, const obj_t *map, const char *path, const char *key, bool required,
+       uint64_t lo, uint64_t hi, int32_t *out)
 {
     uint64_t v = (uint64_t)*out;
     int rc = rd_u64(d, map, path, key, required, lo, hi, &v);
@@ -346,8 +358,9 @@ static int rd_i32(struct dec *d, const obj_t *map, const char *path, const char 
 }
 
 /* Reads a number (float or integer) in [lo, hi] (NaN is out of range). */
-static int rd_f64(struct dec *d, const obj_t *map, const char *path, const char *key, bool required,
-                  double lo, double hi, double *out)
+static int
+rd_f64(struct dec *d, const obj_t *map, const char *path, const char *key, bool required, double lo,
+       double hi, double *out)
 {
     const obj_t *o;
     double v;
@@ -370,8 +383,9 @@ static int rd_f64(struct dec *d, const obj_t *map, const char *path, const char 
     return ERR_OK;
 }
 
-static int rd_f32(struct dec *d, const obj_t *map, const char *path, const char *key, bool required,
-                  double lo, double hi, float *out)
+static int
+rd_f32(struct dec *d, const obj_t *map, const char *path, const char *key, bool required, double lo,
+       double hi, float *out)
 {
     double v = *out;
     int rc = rd_f64(d, map, path, key, required, lo, hi, &v);
@@ -386,8 +400,9 @@ static int rd_f32(struct dec *d, const obj_t *map, const char *path, const char 
     return rc;
 }
 
-static int rd_bool(struct dec *d, const obj_t *map, const char *path, const char *key,
-                   bool required, bool *out)
+static int
+rd_bool(struct dec *d, const obj_t *map, const char *path, const char *key, bool required,
+        bool *out)
 {
     const obj_t *o;
     int rc = field(d, map, path, key, required, &o);
@@ -408,8 +423,9 @@ enum str_kind {
 };
 
 /* Copies a string object of min..max bytes into the arena (NUL-terminated). */
-static int copy_str(struct dec *d, const obj_t *o, const char *path, const char *key, size_t min,
-                    size_t max, enum str_kind kind, char **out, size_t *out_len)
+static int
+copy_str(struct dec *d, const obj_t *o, const char *path, const char *key, size_t min, size_t max,
+         enum str_kind kind, char **out, size_t *out_len)
 {
     const char *s;
     size_t n;
@@ -442,8 +458,9 @@ static int copy_str(struct dec *d, const obj_t *o, const char *path, const char 
     return ERR_OK;
 }
 
-static int rd_str(struct dec *d, const obj_t *map, const char *path, const char *key, bool required,
-                  size_t min, size_t max, enum str_kind kind, char **out)
+static int
+rd_str(struct dec *d, const obj_t *map, const char *path, const char *key, bool required,
+       size_t min, size_t max, enum str_kind kind, char **out)
 {
     const obj_t *o;
     int rc = field(d, map, path, key, required, &o);
@@ -454,8 +471,9 @@ static int rd_str(struct dec *d, const obj_t *map, const char *path, const char 
 }
 
 /* Reads a string naming one of count values (name(i) for i < count); *out gets its index. */
-static int rd_enum(struct dec *d, const obj_t *map, const char *path, const char *key,
-                   bool required, const char *(*name)(int), int count, int *out)
+static int
+rd_enum(struct dec *d, const obj_t *map, const char *path, const char *key, bool required,
+        const char *(*name)(int), int count, int *out)
 {
     const obj_t *o;
     char list[160] = "", shown[48];
@@ -482,8 +500,9 @@ static int rd_enum(struct dec *d, const obj_t *map, const char *path, const char
 }
 
 /* Finds an array field of min..max elements. */
-static int rd_array(struct dec *d, const obj_t *map, const char *path, const char *key,
-                    bool required, uint32_t min, uint32_t max, const obj_t **out)
+static int
+rd_array(struct dec *d, const obj_t *map, const char *path, const char *key, bool required,
+         uint32_t min, uint32_t max, const obj_t **out)
 {
     int rc = field(d, map, path, key, required, out);
 
@@ -498,8 +517,9 @@ static int rd_array(struct dec *d, const obj_t *map, const char *path, const cha
 }
 
 /* Finds a map field. */
-static int rd_map(struct dec *d, const obj_t *map, const char *path, const char *key, bool required,
-                  const obj_t **out)
+static int
+rd_map(struct dec *d, const obj_t *map, const char *path, const char *key, bool required,
+       const obj_t **out)
 {
     int rc = field(d, map, path, key, required, out);
 
@@ -511,7 +531,8 @@ static int rd_map(struct dec *d, const obj_t *map, const char *path, const char 
 }
 
 /* Allocates n elements of size bytes (n may be 0: a valid empty array). */
-static void *alloc_n(struct dec *d, size_t n, size_t size, const char *path, const char *key)
+static void *
+alloc_n(struct dec *d, size_t n, size_t size, const char *path, const char *key)
 {
     void *p = arena_alloc(d->arena, n == 0 ? 1 : n * size);
 
@@ -520,8 +541,9 @@ static void *alloc_n(struct dec *d, size_t n, size_t size, const char *path, con
     return p;
 }
 
-static int rd_ids(struct dec *d, const obj_t *map, const char *path, const char *key, bool required,
-                  uint32_t min, int32_t **ids, uint32_t *n)
+static int
+rd_ids(struct dec *d, const obj_t *map, const char *path, const char *key, bool required,
+       uint32_t min, int32_t **ids, uint32_t *n)
 {
     const obj_t *a;
     char elem[96];
@@ -546,9 +568,9 @@ static int rd_ids(struct dec *d, const obj_t *map, const char *path, const char 
 }
 
 /* An array of strings of min..max bytes each. */
-static int rd_strs(struct dec *d, const obj_t *map, const char *path, const char *key,
-                   uint32_t max_n, size_t min, size_t max, enum str_kind kind, char ***out,
-                   uint32_t *n)
+static int
+rd_strs(struct dec *d, const obj_t *map, const char *path, const char *key, uint32_t max_n,
+        size_t min, size_t max, enum str_kind kind, char ***out, uint32_t *n)
 {
     const obj_t *a;
     char elem[96];
@@ -570,8 +592,9 @@ static int rd_strs(struct dec *d, const obj_t *map, const char *path, const char
 }
 
 /* The element i of array a must be a map; its field prefix is written into sub. */
-static int elem_map(struct dec *d, const obj_t *a, uint32_t i, const char *path, const char *key,
-                    char *sub, size_t size, const obj_t **out)
+static int
+elem_map(struct dec *d, const obj_t *a, uint32_t i, const char *path, const char *key, char *sub,
+         size_t size, const obj_t **out)
 {
     *out = &a->via.array.ptr[i];
     snprintf(sub, size, "%s%s[%u].", path, key, i);
@@ -590,28 +613,33 @@ static int elem_map(struct dec *d, const obj_t *a, uint32_t i, const char *path,
             return rc_;                                                                            \
     } while (0)
 
-static const char *prio_name(int i)
+static const char *
+prio_name(int i)
 {
     return proto_priority_name((enum proto_priority)i);
 }
 
-static const char *reason_name(int i)
+static const char *
+reason_name(int i)
 {
     return proto_reason_name((enum proto_reason)i);
 }
 
-static const char *kind_name(int i)
+static const char *
+kind_name(int i)
 {
     return proto_frame_kind_name((enum proto_frame_kind)i);
 }
 
-static const char *wstate_name(int i)
+static const char *
+wstate_name(int i)
 {
     return proto_worker_state_name((enum proto_worker_state)i);
 }
 
 /* "opts": every field optional in a submit (defaults preset), all required in a dispatch. */
-static int dec_sampling(struct dec *d, const obj_t *map, bool all, struct proto_sampling *s)
+static int
+dec_sampling(struct dec *d, const obj_t *map, bool all, struct proto_sampling *s)
 {
     const obj_t *o;
     const char *p = "opts.";
@@ -630,7 +658,8 @@ static int dec_sampling(struct dec *d, const obj_t *map, bool all, struct proto_
     return ERR_OK;
 }
 
-static int dec_stats(struct dec *d, const obj_t *map, const char *path, struct proto_stats *st)
+static int
+dec_stats(struct dec *d, const obj_t *map, const char *path, struct proto_stats *st)
 {
     const obj_t *o;
     char sub[96];
@@ -645,19 +674,20 @@ static int dec_stats(struct dec *d, const obj_t *map, const char *path, struct p
     return ERR_OK;
 }
 
-static int rd_id(struct dec *d, const obj_t *map, const char *path, const char *key, bool required,
-                 char **out)
+static int
+rd_id(struct dec *d, const obj_t *map, const char *path, const char *key, bool required, char **out)
 {
     return rd_str(d, map, path, key, required, 1, PROTO_MAX_ID_BYTES, STR_WORD, out);
 }
 
-static int rd_msg_text(struct dec *d, const obj_t *map, const char *path, const char *key,
-                       char **out)
+static int
+rd_msg_text(struct dec *d, const obj_t *map, const char *path, const char *key, char **out)
 {
     return rd_str(d, map, path, key, true, 0, PROTO_MAX_MSG_TEXT, STR_TEXT, out);
 }
 
-static int dec_submit(struct dec *d, const obj_t *m, struct proto_submit *s)
+static int
+dec_submit(struct dec *d, const obj_t *m, struct proto_submit *s)
 {
     const obj_t *a;
     int prio = PROTO_PRIO_INTERACTIVE;
@@ -693,7 +723,8 @@ static int dec_submit(struct dec *d, const obj_t *m, struct proto_submit *s)
     return ERR_OK;
 }
 
-static int dec_poll(struct dec *d, const obj_t *m, struct proto_poll *p)
+static int
+dec_poll(struct dec *d, const obj_t *m, struct proto_poll *p)
 {
     TRY(rd_id(d, m, "", "id", true, &p->id));
     TRY(rd_u64(d, m, "", "from", true, 0, UINT64_MAX, &p->from));
@@ -701,7 +732,8 @@ static int dec_poll(struct dec *d, const obj_t *m, struct proto_poll *p)
     return ERR_OK;
 }
 
-static int dec_frame(struct dec *d, const obj_t *f, const char *sub, struct proto_frame *fr)
+static int
+dec_frame(struct dec *d, const obj_t *f, const char *sub, struct proto_frame *fr)
 {
     int kind = 0, reason = 0;
 
@@ -732,7 +764,8 @@ static int dec_frame(struct dec *d, const obj_t *f, const char *sub, struct prot
     return ERR_OK;
 }
 
-static int dec_frames(struct dec *d, const obj_t *m, struct proto_frames *fs)
+static int
+dec_frames(struct dec *d, const obj_t *m, struct proto_frames *fs)
 {
     const obj_t *a;
 
@@ -756,7 +789,8 @@ static int dec_frames(struct dec *d, const obj_t *m, struct proto_frames *fs)
     return ERR_OK;
 }
 
-static int dec_status_info(struct dec *d, const obj_t *m, struct proto_status_info *s)
+static int
+dec_status_info(struct dec *d, const obj_t *m, struct proto_status_info *s)
 {
     const obj_t *a;
 
@@ -788,7 +822,8 @@ static int dec_status_info(struct dec *d, const obj_t *m, struct proto_status_in
     return ERR_OK;
 }
 
-static int dec_workers_info(struct dec *d, const obj_t *m, struct proto_workers_info *w)
+static int
+dec_workers_info(struct dec *d, const obj_t *m, struct proto_workers_info *w)
 {
     const obj_t *a;
 
@@ -816,7 +851,8 @@ static int dec_workers_info(struct dec *d, const obj_t *m, struct proto_workers_
     return ERR_OK;
 }
 
-static int dec_dispatch(struct dec *d, const obj_t *m, struct proto_dispatch *x)
+static int
+dec_dispatch(struct dec *d, const obj_t *m, struct proto_dispatch *x)
 {
     TRY(rd_id(d, m, "", "id", true, &x->id));
     TRY(rd_ids(d, m, "", "prompt_ids", true, 1, &x->prompt_ids, &x->n_prompt));
@@ -832,7 +868,8 @@ static int dec_dispatch(struct dec *d, const obj_t *m, struct proto_dispatch *x)
     return ERR_OK;
 }
 
-static int dec_body(struct dec *d, const obj_t *m, struct proto_msg *msg)
+static int
+dec_body(struct dec *d, const obj_t *m, struct proto_msg *msg)
 {
     int reason = 0;
 
@@ -905,7 +942,8 @@ static int dec_body(struct dec *d, const obj_t *m, struct proto_msg *msg)
 }
 
 /* The links each type may travel on. */
-static unsigned type_links(enum proto_type t)
+static unsigned
+type_links(enum proto_type t)
 {
     switch (t) {
     case PROTO_SUBMIT:
@@ -932,7 +970,8 @@ static unsigned type_links(enum proto_type t)
 }
 
 /* Reads "v" and "t" and picks the type; all failures are ERR_PROTOCOL. */
-static int dec_envelope(const obj_t *root, unsigned links, enum proto_type *type, char *err)
+static int
+dec_envelope(const obj_t *root, unsigned links, enum proto_type *type, char *err)
 {
     const obj_t *v = NULL, *t = NULL;
     char shown[48];
@@ -975,7 +1014,8 @@ static int dec_envelope(const obj_t *root, unsigned links, enum proto_type *type
                    echo(t->via.str.ptr, t->via.str.size, shown, sizeof(shown)));
 }
 
-int proto_decode(const void *buf, size_t len, unsigned links, struct proto_msg *m, char *err)
+int
+proto_decode(const void *buf, size_t len, unsigned links, struct proto_msg *m, char *err)
 {
     msgpack_unpacked up;
     size_t off = 0;

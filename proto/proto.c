@@ -43,32 +43,38 @@ static const char *const wstate_names[] = {"starting", "ready",    "busy",   "ba
 #define NAME_OF(table, i)                                                                          \
     ((unsigned)(i) < sizeof(table) / sizeof(table[0]) && table[i] != NULL ? table[i] : "?")
 
-const char *proto_type_name(enum proto_type t)
+const char *
+proto_type_name(enum proto_type t)
 {
     return NAME_OF(type_names, t);
 }
 
-const char *proto_priority_name(enum proto_priority p)
+const char *
+proto_priority_name(enum proto_priority p)
 {
     return NAME_OF(priority_names, p);
 }
 
-const char *proto_reason_name(enum proto_reason r)
+const char *
+proto_reason_name(enum proto_reason r)
 {
     return NAME_OF(reason_names, r);
 }
 
-const char *proto_frame_kind_name(enum proto_frame_kind k)
+const char *
+proto_frame_kind_name(enum proto_frame_kind k)
 {
     return NAME_OF(kind_names, k);
 }
 
-const char *proto_worker_state_name(enum proto_worker_state s)
+const char *
+proto_worker_state_name(enum proto_worker_state s)
 {
     return NAME_OF(wstate_names, s);
 }
 
-void proto_sampling_default(struct proto_sampling *s)
+void
+proto_sampling_default(struct proto_sampling *s)
 {
     s->temperature = 0.8f;
     s->top_k = 40;
@@ -79,7 +85,8 @@ void proto_sampling_default(struct proto_sampling *s)
     s->seed = PROTO_SEED_RANDOM;
 }
 
-void proto_submit_init(struct proto_msg *m)
+void
+proto_submit_init(struct proto_msg *m)
 {
     memset(m, 0, sizeof(*m));
     m->type = PROTO_SUBMIT;
@@ -97,7 +104,8 @@ struct enc {
     bool failed;
 };
 
-static int enc_write(void *data, const char *buf, size_t len)
+static int
+enc_write(void *data, const char *buf, size_t len)
 {
     struct enc *e = data;
 
@@ -106,44 +114,51 @@ static int enc_write(void *data, const char *buf, size_t len)
     return e->failed ? -1 : 0;
 }
 
-static void put_bytes(struct enc *e, const char *s, size_t n)
+static void
+put_bytes(struct enc *e, const char *s, size_t n)
 {
     msgpack_pack_str(&e->pk, n);
     msgpack_pack_str_body(&e->pk, s != NULL ? s : "", n);
 }
 
-static void put_str(struct enc *e, const char *s)
+static void
+put_str(struct enc *e, const char *s)
 {
     put_bytes(e, s, s != NULL ? strlen(s) : 0);
 }
 
 /* Each put_k* writes a key and its value. */
-static void put_kstr(struct enc *e, const char *k, const char *v)
+static void
+put_kstr(struct enc *e, const char *k, const char *v)
 {
     put_str(e, k);
     put_str(e, v);
 }
 
-static void put_ku(struct enc *e, const char *k, uint64_t v)
+static void
+put_ku(struct enc *e, const char *k, uint64_t v)
 {
     put_str(e, k);
     msgpack_pack_uint64(&e->pk, v);
 }
 
-static void put_kf(struct enc *e, const char *k, double v)
+static void
+put_kf(struct enc *e, const char *k, double v)
 {
     put_str(e, k);
     msgpack_pack_double(&e->pk, v);
 }
 
 /* Signed values stay signed, so that a negative one reads back as out of range. */
-static void put_ki(struct enc *e, const char *k, int64_t v)
+static void
+put_ki(struct enc *e, const char *k, int64_t v)
 {
     put_str(e, k);
     msgpack_pack_int64(&e->pk, v);
 }
 
-static void put_kids(struct enc *e, const char *k, const int32_t *ids, uint32_t n)
+static void
+put_kids(struct enc *e, const char *k, const int32_t *ids, uint32_t n)
 {
     put_str(e, k);
     msgpack_pack_array(&e->pk, n);
@@ -151,7 +166,8 @@ static void put_kids(struct enc *e, const char *k, const int32_t *ids, uint32_t 
         msgpack_pack_int64(&e->pk, ids[i]);
 }
 
-static void put_kstrs(struct enc *e, const char *k, char *const *v, uint32_t n)
+static void
+put_kstrs(struct enc *e, const char *k, char *const *v, uint32_t n)
 {
     put_str(e, k);
     msgpack_pack_array(&e->pk, n);
@@ -159,7 +175,8 @@ static void put_kstrs(struct enc *e, const char *k, char *const *v, uint32_t n)
         put_str(e, v[i]);
 }
 
-static void put_sampling(struct enc *e, const struct proto_sampling *s)
+static void
+put_sampling(struct enc *e, const struct proto_sampling *s)
 {
     bool seed = s->seed != PROTO_SEED_RANDOM;
 
@@ -175,7 +192,8 @@ static void put_sampling(struct enc *e, const struct proto_sampling *s)
         put_ku(e, "seed", s->seed);
 }
 
-static void put_stats(struct enc *e, const struct proto_stats *st)
+static void
+put_stats(struct enc *e, const struct proto_stats *st)
 {
     put_str(e, "stats");
     msgpack_pack_map(&e->pk, 5);
@@ -187,7 +205,8 @@ static void put_stats(struct enc *e, const struct proto_stats *st)
 }
 
 /* Number of map entries of m's body (beside v, t and key). */
-static uint32_t body_fields(const struct proto_msg *m)
+static uint32_t
+body_fields(const struct proto_msg *m)
 {
     switch (m->type) {
     case PROTO_SUBMIT:
@@ -222,7 +241,8 @@ static uint32_t body_fields(const struct proto_msg *m)
     }
 }
 
-static void put_submit(struct enc *e, const struct proto_submit *s)
+static void
+put_submit(struct enc *e, const struct proto_submit *s)
 {
     if (s->prompt != NULL)
         put_kstr(e, "prompt", s->prompt);
@@ -243,7 +263,8 @@ static void put_submit(struct enc *e, const struct proto_submit *s)
         put_kstr(e, "client_id", s->client_id);
 }
 
-static void put_frame(struct enc *e, const struct proto_frame *f)
+static void
+put_frame(struct enc *e, const struct proto_frame *f)
 {
     uint32_t n = f->kind == PROTO_FRAME_QUEUED ? 1 : f->kind == PROTO_FRAME_STARTED ? 0 : 2;
 
@@ -272,7 +293,8 @@ static void put_frame(struct enc *e, const struct proto_frame *f)
     }
 }
 
-static void put_status(struct enc *e, const struct proto_status_info *s)
+static void
+put_status(struct enc *e, const struct proto_status_info *s)
 {
     put_ku(e, "queued_interactive", s->queued_interactive);
     put_ku(e, "queued_batch", s->queued_batch);
@@ -294,7 +316,8 @@ static void put_status(struct enc *e, const struct proto_status_info *s)
     }
 }
 
-static void put_workers(struct enc *e, const struct proto_workers_info *w)
+static void
+put_workers(struct enc *e, const struct proto_workers_info *w)
 {
     put_str(e, "workers");
     msgpack_pack_array(&e->pk, w->n_workers);
@@ -311,7 +334,8 @@ static void put_workers(struct enc *e, const struct proto_workers_info *w)
     }
 }
 
-static void put_dispatch(struct enc *e, const struct proto_dispatch *x)
+static void
+put_dispatch(struct enc *e, const struct proto_dispatch *x)
 {
     put_kstr(e, "id", x->id);
     put_kids(e, "prompt_ids", x->prompt_ids, x->n_prompt);
@@ -322,7 +346,8 @@ static void put_dispatch(struct enc *e, const struct proto_dispatch *x)
 }
 
 /* Writes the body_fields(m) entries of m's body. */
-static void put_body(struct enc *e, const struct proto_msg *m)
+static void
+put_body(struct enc *e, const struct proto_msg *m)
 {
     switch (m->type) {
     case PROTO_SUBMIT:
@@ -407,7 +432,8 @@ static void put_body(struct enc *e, const struct proto_msg *m)
     }
 }
 
-int proto_encode(const struct proto_msg *m, void **out, size_t *len, char *err)
+int
+proto_encode(const struct proto_msg *m, void **out, size_t *len, char *err)
 {
     struct enc e;
     struct proto_msg check;

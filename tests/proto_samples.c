@@ -26,7 +26,8 @@ static struct proto_worker_info sample_workers[] = {
 static char err_msg[] = "max_tokens must be in [1, 8192], got 0";
 static struct proto_frame sample_frames[5];
 
-static void sample_frames_init(void)
+static void
+sample_frames_init(void)
 {
     struct proto_frame *f = sample_frames;
 
@@ -49,7 +50,8 @@ static void sample_frames_init(void)
     f[4].msg = err_msg;
 }
 
-void proto_sample(enum proto_type t, struct proto_msg *m)
+void
+proto_sample(enum proto_type t, struct proto_msg *m)
 {
     static char key[] = "tk_0123456789abcdef", id[] = "r-00000042", client_id[] = "cli-7";
     static char prompt[] = "Once upon a time", busy[] = "queue full (64 queued)";
@@ -130,7 +132,8 @@ void proto_sample(enum proto_type t, struct proto_msg *m)
     }
 }
 
-void proto_sample_chat(struct proto_msg *m)
+void
+proto_sample_chat(struct proto_msg *m)
 {
     proto_sample(PROTO_SUBMIT, m);
     m->u.submit.prompt = NULL;

@@ -24,7 +24,8 @@ struct bytes {
     size_t cap;
 };
 
-static void b_put(struct bytes *b, const void *src, size_t n)
+static void
+b_put(struct bytes *b, const void *src, size_t n)
 {
     if (b->n + n > b->cap) {
         b->cap = (b->n + n) * 2 + 64;
@@ -36,32 +37,37 @@ static void b_put(struct bytes *b, const void *src, size_t n)
     b->n += n;
 }
 
-static void b_byte(struct bytes *b, unsigned v)
+static void
+b_byte(struct bytes *b, unsigned v)
 {
     unsigned char c = (unsigned char)v;
 
     b_put(b, &c, 1);
 }
 
-static void b_be(struct bytes *b, uint64_t v, unsigned n)
+static void
+b_be(struct bytes *b, uint64_t v, unsigned n)
 {
     for (unsigned i = n; i-- > 0;)
         b_byte(b, (unsigned)(v >> (8 * i)));
 }
 
-static void mp_uint(struct bytes *b, uint64_t v)
+static void
+mp_uint(struct bytes *b, uint64_t v)
 {
     b_byte(b, 0xcf);
     b_be(b, v, 8);
 }
 
-static void mp_neg(struct bytes *b, int64_t v)
+static void
+mp_neg(struct bytes *b, int64_t v)
 {
     b_byte(b, 0xd3);
     b_be(b, (uint64_t)v, 8);
 }
 
-static void mp_f64(struct bytes *b, double v)
+static void
+mp_f64(struct bytes *b, double v)
 {
     uint64_t u;
 
@@ -70,20 +76,23 @@ static void mp_f64(struct bytes *b, double v)
     b_be(b, u, 8);
 }
 
-static void mp_strn(struct bytes *b, const char *s, size_t n)
+static void
+mp_strn(struct bytes *b, const char *s, size_t n)
 {
     b_byte(b, 0xdb);
     b_be(b, n, 4);
     b_put(b, s, n);
 }
 
-static void mp_str(struct bytes *b, const char *s)
+static void
+mp_str(struct bytes *b, const char *s)
 {
     mp_strn(b, s, strlen(s));
 }
 
 /* A string of n copies of c. */
-static void mp_fill(struct bytes *b, size_t n, char c)
+static void
+mp_fill(struct bytes *b, size_t n, char c)
 {
     char *s = malloc(n + 1);
 
@@ -92,20 +101,23 @@ static void mp_fill(struct bytes *b, size_t n, char c)
     free(s);
 }
 
-static void mp_array(struct bytes *b, uint32_t n)
+static void
+mp_array(struct bytes *b, uint32_t n)
 {
     b_byte(b, 0xdd);
     b_be(b, n, 4);
 }
 
-static void mp_map(struct bytes *b, uint32_t n)
+static void
+mp_map(struct bytes *b, uint32_t n)
 {
     b_byte(b, 0xdf);
     b_be(b, n, 4);
 }
 
 /* Length of the msgpack object at p (within n bytes), or 0 when it does not fit. */
-static size_t mp_skip(const unsigned char *p, size_t n)
+static size_t
+mp_skip(const unsigned char *p, size_t n)
 {
     size_t len = 1, count = 0;
     unsigned b;
@@ -155,7 +167,8 @@ static size_t mp_skip(const unsigned char *p, size_t n)
 
 /* ---- editing encoded samples ---- */
 
-static struct bytes encode_sample(const struct proto_msg *m)
+static struct bytes
+encode_sample(const struct proto_msg *m)
 {
     struct bytes b = {0};
     char err[ERR_MSG_MAX];
@@ -171,7 +184,8 @@ static struct bytes encode_sample(const struct proto_msg *m)
     return b;
 }
 
-static struct bytes sample_bytes(enum proto_type t)
+static struct bytes
+sample_bytes(enum proto_type t)
 {
     struct proto_msg m;
 
@@ -180,7 +194,8 @@ static struct bytes sample_bytes(enum proto_type t)
 }
 
 /* Offset of the first map key `key` (a fixstr, not the value of "t") in b, or -1. */
-static long find_key(const struct bytes *b, const char *key)
+static long
+find_key(const struct bytes *b, const char *key)
 {
     size_t kl = strlen(key);
 
@@ -192,7 +207,8 @@ static long find_key(const struct bytes *b, const char *key)
 }
 
 /* Replaces the value of the first key `key` by the bytes of v; returns false if there is none. */
-static bool replace_value(struct bytes *b, const char *key, const struct bytes *v)
+static bool
+replace_value(struct bytes *b, const char *key, const struct bytes *v)
 {
     long k = find_key(b, key);
     size_t vs, vl;
@@ -214,7 +230,8 @@ static bool replace_value(struct bytes *b, const char *key, const struct bytes *
 }
 
 /* Renames the first key `key` (its last letter becomes '~'): the field goes missing. */
-static bool rename_key(struct bytes *b, const char *key)
+static bool
+rename_key(struct bytes *b, const char *key)
 {
     long k = find_key(b, key);
 
@@ -224,13 +241,15 @@ static bool rename_key(struct bytes *b, const char *key)
     return true;
 }
 
-static int decode(const struct bytes *b, struct proto_msg *m, char *err)
+static int
+decode(const struct bytes *b, struct proto_msg *m, char *err)
 {
     return proto_decode(b->p, b->n, PROTO_LINK_ANY, m, err);
 }
 
 /* Decodes b expecting failure with code and a message containing want. */
-static bool expect_fail(const struct bytes *b, int code, const char *want, char *got, size_t size)
+static bool
+expect_fail(const struct bytes *b, int code, const char *want, char *got, size_t size)
 {
     struct proto_msg m;
     char err[ERR_MSG_MAX] = "";
@@ -246,7 +265,8 @@ static bool expect_fail(const struct bytes *b, int code, const char *want, char 
 
 /* ---- round trips ---- */
 
-static void test_roundtrip_every_type(void)
+static void
+test_roundtrip_every_type(void)
 {
     for (int t = 1; t <= PROTO__TYPE_COUNT; t++) {
         struct proto_msg in, out;
@@ -272,7 +292,8 @@ static void test_roundtrip_every_type(void)
     }
 }
 
-static void test_roundtrip_fields(void)
+static void
+test_roundtrip_fields(void)
 {
     struct proto_msg in, out;
     struct bytes b;
@@ -316,7 +337,8 @@ static void test_roundtrip_fields(void)
     proto_msg_free(&out);
 }
 
-static void test_submit_defaults(void)
+static void
+test_submit_defaults(void)
 {
     struct proto_msg in, out;
     struct bytes b;
@@ -354,7 +376,8 @@ static void test_submit_defaults(void)
     proto_msg_free(&out);
 }
 
-static void test_links(void)
+static void
+test_links(void)
 {
     struct proto_msg m;
     struct bytes b = sample_bytes(PROTO_SUBMIT);
@@ -469,7 +492,8 @@ static const struct {
     {PROTO_DONE, "gen_tokens", "stats.gen_tokens"},
 };
 
-static struct bytes required_sample(int type)
+static struct bytes
+required_sample(int type)
 {
     struct proto_msg m;
 
@@ -480,7 +504,8 @@ static struct bytes required_sample(int type)
     return sample_bytes((enum proto_type)type);
 }
 
-static void test_each_missing_field(void)
+static void
+test_each_missing_field(void)
 {
     for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
         struct bytes b = required_sample(required[i].type);
@@ -494,7 +519,8 @@ static void test_each_missing_field(void)
     }
 }
 
-static void test_each_wrong_type(void)
+static void
+test_each_wrong_type(void)
 {
     for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
         struct bytes b = required_sample(required[i].type), v = {0}, nil = {0};
@@ -566,58 +592,67 @@ MAKER(v_msg_big, mp_fill(v, PROTO_MAX_MSG_TEXT + 1, 'm'))
 MAKER(v_float_int, mp_f64(v, 3.0))
 MAKER(v_just_above_min, mp_f64(v, 0.0100000001))
 
-static void v_stop17(struct bytes *v)
+static void
+v_stop17(struct bytes *v)
 {
     mp_array(v, 17);
     for (int i = 0; i < 17; i++)
         mp_str(v, "x");
 }
 
-static void v_stop_empty_elem(struct bytes *v)
+static void
+v_stop_empty_elem(struct bytes *v)
 {
     mp_array(v, 1);
     mp_str(v, "");
 }
 
-static void v_stop_long_elem(struct bytes *v)
+static void
+v_stop_long_elem(struct bytes *v)
 {
     mp_array(v, 2);
     mp_str(v, "ok");
     mp_fill(v, PROTO_MAX_STOP_BYTES + 1, 's');
 }
 
-static void v_stop_int_elem(struct bytes *v)
+static void
+v_stop_int_elem(struct bytes *v)
 {
     mp_array(v, 1);
     mp_uint(v, 3);
 }
 
-static void v_ids_empty(struct bytes *v)
+static void
+v_ids_empty(struct bytes *v)
 {
     mp_array(v, 0);
 }
 
-static void v_ids_neg(struct bytes *v)
+static void
+v_ids_neg(struct bytes *v)
 {
     mp_array(v, 2);
     mp_uint(v, 1);
     mp_neg(v, -5);
 }
 
-static void v_ids_big(struct bytes *v)
+static void
+v_ids_big(struct bytes *v)
 {
     mp_array(v, 1);
     mp_uint(v, 1ull << 31);
 }
 
-static void v_ids_too_many(struct bytes *v)
+static void
+v_ids_too_many(struct bytes *v)
 {
     mp_array(v, PROTO_MAX_IDS + 1);
     for (int i = 0; i <= PROTO_MAX_IDS; i++)
         b_byte(v, 1);
 }
 
-static void v_messages_257(struct bytes *v)
+static void
+v_messages_257(struct bytes *v)
 {
     mp_array(v, 257);
     for (int i = 0; i < 257; i++) {
@@ -629,13 +664,15 @@ static void v_messages_257(struct bytes *v)
     }
 }
 
-static void v_messages_not_map(struct bytes *v)
+static void
+v_messages_not_map(struct bytes *v)
 {
     mp_array(v, 1);
     mp_str(v, "hello");
 }
 
-static void v_two_replay(struct bytes *v)
+static void
+v_two_replay(struct bytes *v)
 {
     mp_uint(v, 2);
 }
@@ -742,7 +779,8 @@ static const struct bad_value bad_values[] = {
      "ready must be a boolean, got an integer"},
 };
 
-static void test_out_of_range_values(void)
+static void
+test_out_of_range_values(void)
 {
     for (size_t i = 0; i < sizeof(bad_values) / sizeof(bad_values[0]); i++) {
         const struct bad_value *bv = &bad_values[i];
@@ -771,7 +809,8 @@ static void test_out_of_range_values(void)
     }
 }
 
-static void test_encode_refuses_invalid(void)
+static void
+test_encode_refuses_invalid(void)
 {
     struct proto_msg m;
     char err[ERR_MSG_MAX];
@@ -802,7 +841,8 @@ static void test_encode_refuses_invalid(void)
 }
 
 /* A message {"v": v, "t": t} followed by nothing else. */
-static struct bytes envelope(const struct bytes *v, const char *t)
+static struct bytes
+envelope(const struct bytes *v, const char *t)
 {
     struct bytes b = {0};
 
@@ -816,7 +856,8 @@ static struct bytes envelope(const struct bytes *v, const char *t)
     return b;
 }
 
-static void test_envelope_errors(void)
+static void
+test_envelope_errors(void)
 {
     struct bytes v = {0}, b;
     char got[ERR_MSG_MAX + 64];
@@ -871,7 +912,8 @@ static void test_envelope_errors(void)
     free(b.p);
 }
 
-static void test_unknown_fields_ignored(void)
+static void
+test_unknown_fields_ignored(void)
 {
     struct bytes b = sample_bytes(PROTO_POLL), extra = {0};
     struct proto_msg m;
@@ -896,7 +938,8 @@ static void test_unknown_fields_ignored(void)
     free(b.p);
 }
 
-static void test_duplicate_field(void)
+static void
+test_duplicate_field(void)
 {
     struct bytes b = sample_bytes(PROTO_POLL);
     char got[ERR_MSG_MAX + 64];
@@ -908,7 +951,8 @@ static void test_duplicate_field(void)
     free(b.p);
 }
 
-static void test_prompt_xor_messages(void)
+static void
+test_prompt_xor_messages(void)
 {
     struct bytes b = sample_bytes(PROTO_SUBMIT);
     char got[ERR_MSG_MAX + 64];
@@ -931,7 +975,8 @@ static void test_prompt_xor_messages(void)
     free(b.p);
 }
 
-static void test_frames_seq_consecutive(void)
+static void
+test_frames_seq_consecutive(void)
 {
     struct bytes b = sample_bytes(PROTO_FRAMES);
     long k;
@@ -953,7 +998,8 @@ static void test_frames_seq_consecutive(void)
 
 /* ---- hostile bytes ---- */
 
-static void test_truncated_every_length(void)
+static void
+test_truncated_every_length(void)
 {
     for (int t = 1; t < PROTO__TYPE_COUNT; t++) {
         struct bytes b = sample_bytes((enum proto_type)t);
@@ -975,7 +1021,8 @@ static void test_truncated_every_length(void)
     }
 }
 
-static void test_bit_flips(void)
+static void
+test_bit_flips(void)
 {
     unsigned long accepted = 0, refused = 0;
 
@@ -1008,7 +1055,8 @@ static void test_bit_flips(void)
     CHECK(refused > 0 && accepted > 0);
 }
 
-static void test_random_bytes(void)
+static void
+test_random_bytes(void)
 {
     uint64_t x = 0x9e3779b97f4a7c15ull;
     unsigned char buf[512];
@@ -1030,7 +1078,8 @@ static void test_random_bytes(void)
     }
 }
 
-static void test_huge_declared_lengths(void)
+static void
+test_huge_declared_lengths(void)
 {
     static const unsigned char cases[][16] = {
         {0xdd, 0xff, 0xff, 0xff, 0xff},                  /* array32 of 4G */
@@ -1060,7 +1109,8 @@ static void test_huge_declared_lengths(void)
     CHECKF(strstr(err, "exceeds the limit") != NULL, "%s", err);
 }
 
-static void test_deep_nesting(void)
+static void
+test_deep_nesting(void)
 {
     struct bytes b = {0};
     struct proto_msg m;
@@ -1080,7 +1130,8 @@ static void test_deep_nesting(void)
     free(b.p);
 }
 
-static void test_names(void)
+static void
+test_names(void)
 {
     CHECK(strcmp(proto_type_name(PROTO_SUBMIT), "submit") == 0);
     CHECK(strcmp(proto_type_name(PROTO__TYPE_COUNT), "?") == 0);
@@ -1091,7 +1142,33 @@ static void test_names(void)
     CHECK(strcmp(proto_priority_name(PROTO_PRIO_BATCH), "batch") == 0);
 }
 
-int main(int argc, char **argv)
+/* docs/protocol.md's table of error codes names every code of common/err.h with its number. */
+static void
+test_doc_error_table(void)
+{
+    FILE *f = fopen("docs/protocol.md", "r");
+    char line[512];
+    bool seen[ERR__COUNT] = {false};
+
+    CHECK(f != NULL);
+    while (fgets(line, sizeof(line), f) != NULL) {
+        int code;
+        char name[64];
+
+        if (sscanf(line, "| %d | `%63[a-z_]` |", &code, name) != 2)
+            continue;
+        CHECKF(code > 0 && code < ERR__COUNT, "docs name code %d, not in common/err.h", code);
+        CHECKF(strcmp(name, err_str(code)) == 0, "docs call code %d %s, err.h %s", code, name,
+               err_str(code));
+        seen[code] = true;
+    }
+    fclose(f);
+    for (int code = 1; code < ERR__COUNT; code++)
+        CHECKF(seen[code], "docs/protocol.md lacks error code %d (%s)", code, err_str(code));
+}
+
+int
+main(int argc, char **argv)
 {
     static const struct test tests[] = {
         TEST(test_roundtrip_every_type),
@@ -1113,6 +1190,7 @@ int main(int argc, char **argv)
         TEST(test_huge_declared_lengths),
         TEST(test_deep_nesting),
         TEST(test_names),
+        TEST(test_doc_error_table),
         {0},
     };
     return harness_run(tests, argc, argv);

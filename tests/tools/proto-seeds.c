@@ -10,7 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static int write_seed(const char *dir, const char *name, const struct proto_msg *m)
+static int
+write_seed(const char *dir, const char *name, const struct proto_msg *m)
 {
     char err[ERR_MSG_MAX], path[4096];
     void *buf;
@@ -32,7 +33,8 @@ static int write_seed(const char *dir, const char *name, const struct proto_msg 
     return 0;
 }
 
-int main(int argc, char **argv)
+int
+main(int argc, char **argv)
 {
     struct proto_msg m;
 
