@@ -10,6 +10,7 @@
 #include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "workerd/engine/chat.h"
 #include "workerd/engine/tokenizer.h"
 
 #include <nng/nng.h>
@@ -117,34 +118,65 @@ workers_reply(void *ud, const struct proto_workers_info *wi)
     send_msg(ud, &m);
 }
 
-/* The prompt's ids (malloc'ed), as llama.cpp tokenizes a prompt: BOS as the model asks. */
+/*
+ * The prompt text of a submit: its prompt, or its chat messages rendered with the model's template
+ * and the opening of the assistant's turn (*rendered then owns it; the markers in it are special
+ * tokens to parse).
+ */
 static int
-tokenize_prompt(const struct tokenizer *tok, const struct proto_submit *sub, int32_t **ids,
-                uint32_t *n, char *err)
+prompt_text(const struct front *f, const struct proto_submit *sub, const char **text,
+            char **rendered, size_t *len, char *err)
 {
-    size_t len, max, got = 0;
+    struct chat_msg *msgs;
+    int rc;
+
+    *rendered = NULL;
+    if (sub->prompt != NULL) {
+        *text = sub->prompt;
+        *len = strlen(sub->prompt);
+        return ERR_OK;
+    }
+    msgs = calloc(sub->n_messages, sizeof(*msgs));
+    if (msgs == NULL)
+        return err_set(err, ERR_NOMEM, "messages: out of memory");
+    for (uint32_t i = 0; i < sub->n_messages; i++)
+        msgs[i] = (struct chat_msg){sub->messages[i].role, sub->messages[i].content};
+    rc = chat_render(f->cfg.chat, msgs, sub->n_messages, true, rendered, len, err);
+    free(msgs);
+    *text = *rendered;
+    return rc;
+}
+
+/* The prompt's ids (malloc'ed), as llama.cpp tokenizes a prompt: BOS as the model asks, special
+ * tokens parsed only in a rendered chat. */
+static int
+tokenize_prompt(const struct front *f, const struct proto_submit *sub, int32_t **ids, uint32_t *n,
+                char *err)
+{
+    const char *text = NULL;
+    char *rendered = NULL;
+    size_t len = 0, max, got = 0;
     char detail[ERR_MSG_MAX];
     int rc;
 
     *ids = NULL;
-    if (sub->prompt == NULL)
-        return err_set(err, ERR_UNSUPPORTED,
-                       "messages: chat templates are not supported yet; send a prompt");
-    len = strlen(sub->prompt);
-    max = tokenizer_max_tokens(tok, len);
-    if (max > PROTO_MAX_IDS)
-        max = PROTO_MAX_IDS;
+    if ((rc = prompt_text(f, sub, &text, &rendered, &len, err)) != ERR_OK)
+        return rc;
+    max = len + 2 < PROTO_MAX_IDS ? len + 2 : PROTO_MAX_IDS;
     *ids = malloc(max * sizeof(**ids));
-    if (*ids == NULL)
+    if (*ids == NULL) {
+        free(rendered);
         return err_set(err, ERR_NOMEM, "prompt: out of memory tokenizing %zu bytes", len);
-    rc = tokenizer_encode(tok, sub->prompt, len, tokenizer_add_bos(tok), false, *ids, max, &got,
-                          detail);
+    }
+    rc = tokenizer_encode(f->cfg.tok, text, len, tokenizer_add_bos(f->cfg.tok), rendered != NULL,
+                          *ids, max, &got, detail);
+    free(rendered);
     if (rc == ERR_OK && got == 0)
         rc = err_set(detail, ERR_BAD_REQUEST, "the prompt gives no tokens");
     if (rc != ERR_OK) {
         free(*ids);
         *ids = NULL;
-        return err_set(err, rc, "prompt: %s", detail);
+        return err_set(err, rc, "%s: %s", sub->prompt != NULL ? "prompt" : "messages", detail);
     }
     *n = (uint32_t)got;
     return ERR_OK;
@@ -161,7 +193,7 @@ handle_submit(struct fctx *c, const struct proto_submit *sub)
     uint32_t n = 0;
     int rc;
 
-    rc = tokenize_prompt(c->f->cfg.tok, sub, &ids, &n, err);
+    rc = tokenize_prompt(c->f, sub, &ids, &n, err);
     if (rc != ERR_OK) {
         send_error(c, rc, err, NULL);
         return;

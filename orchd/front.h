@@ -12,6 +12,7 @@
 
 #include "orchd/sched.h"
 
+struct chat_format;
 struct tokenizer;
 
 #define FRONT_MAX_URLS 16
@@ -19,9 +20,10 @@ struct tokenizer;
 struct front_config {
     const char *const *urls; /* n_urls listen URLs */
     int n_urls;
-    int contexts;                /* per socket: requests in flight (parked polls included) */
-    struct sched *sched;         /* not owned */
-    const struct tokenizer *tok; /* prompt -> ids; not owned */
+    int contexts;                   /* per socket: requests in flight (parked polls included) */
+    struct sched *sched;            /* not owned */
+    const struct tokenizer *tok;    /* prompt -> ids; not owned */
+    const struct chat_format *chat; /* chat messages -> prompt text (the model's template) */
 };
 
 struct front;

@@ -14,6 +14,7 @@
 #include "orchd/sched.h"
 #include "orchd/wlink.h"
 #include "proto/client.h"
+#include "workerd/engine/chat.h"
 #include "workerd/engine/gguf.h"
 #include "workerd/engine/tokenizer.h"
 
@@ -342,6 +343,7 @@ main(int argc, char **argv)
     struct front *front = NULL;
     struct gguf *g = NULL;
     struct tokenizer *tok = NULL;
+    struct chat_format chat;
     char err[ERR_MSG_MAX], url[PATH_MAX + 32], workerd[PATH_MAX], link[PATH_MAX + 32];
     char rundir[] = "/tmp/orchd-XXXXXX", threads[16];
     const char *wargv[12];
@@ -364,7 +366,8 @@ main(int argc, char **argv)
         return 1;
     }
     if ((rc = gguf_open(&g, opt.model, err)) != ERR_OK ||
-        (rc = tokenizer_load(&tok, g, err)) != ERR_OK) {
+        (rc = tokenizer_load(&tok, g, err)) != ERR_OK ||
+        (rc = chat_format_from_model(&chat, g, tok, err)) != ERR_OK) {
         fprintf(stderr, "orchd: %s: %s\n", opt.model, err);
         gguf_close(g);
         return EXIT_USAGE;
@@ -403,6 +406,7 @@ main(int argc, char **argv)
     fc.contexts = 64;
     fc.sched = o.sched;
     fc.tok = tok;
+    fc.chat = &chat;
     if (front_open(&front, &fc, err) != ERR_OK) {
         fprintf(stderr, "orchd: %s\n", err);
         goto out;

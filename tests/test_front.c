@@ -10,6 +10,7 @@
 #include "common/log.h"
 #include "orchd/front.h"
 #include "tests/harness.h"
+#include "workerd/engine/chat.h"
 #include "workerd/engine/gguf.h"
 #include "workerd/engine/tokenizer.h"
 
@@ -49,6 +50,7 @@ static const struct sched_ops ops = {NULL, ops_dispatch, ops_cancel, ops_kill};
 struct rig {
     struct gguf *g;
     struct tokenizer *tok;
+    struct chat_format chat;
     struct sched *s;
     struct front *f;
     nng_socket req;
@@ -65,7 +67,8 @@ rig_open(struct rig *r, const char *url, uint32_t queue_max)
     memset(r, 0, sizeof(*r));
     if (!harness_shared(path, sizeof(path), "models/stories260K.gguf"))
         return false;
-    if (gguf_open(&r->g, path, err) != ERR_OK || tokenizer_load(&r->tok, r->g, err) != ERR_OK) {
+    if (gguf_open(&r->g, path, err) != ERR_OK || tokenizer_load(&r->tok, r->g, err) != ERR_OK ||
+        chat_format_from_model(&r->chat, r->g, r->tok, err) != ERR_OK) {
         printf("  %s: %s\n", path, err);
         return false;
     }
@@ -78,6 +81,7 @@ rig_open(struct rig *r, const char *url, uint32_t queue_max)
     fc.contexts = 4;
     fc.sched = r->s;
     fc.tok = r->tok;
+    fc.chat = &r->chat;
     if (front_open(&r->f, &fc, err) != ERR_OK) {
         printf("  front_open: %s\n", err);
         return false;
@@ -317,6 +321,10 @@ test_busy_and_bad_messages(void)
     static const unsigned char probe[] = {0x83, 0xa1, 'v',  0x01, 0xa1, 't', 0xa5, 'p', 'r', 'o',
                                           'b',  'e',  0xa5, 'n',  'o',  'n', 'c',  'e', 0x01};
     static const unsigned char junk[] = {0xc1, 0x00, 0xff, 0x13};
+    struct chat_msg msgs[] = {{"system", "Be brief."}, {"user", "hi"}};
+    char err[ERR_MSG_MAX], id[PROTO_MAX_ID_BYTES + 1], *text;
+    int32_t ids[256];
+    size_t len, n;
 
     snprintf(url, sizeof(url), "ipc://%s/busy.sock", harness_tmpdir());
     if (!rig_open(&r, url, 2))
@@ -334,12 +342,22 @@ test_busy_and_bad_messages(void)
     CHECK(call_raw(&r, probe, sizeof(probe), &rep) == 0 && rep.type == PROTO_ERROR);
     CHECK(rep.u.error.code == ERR_PROTOCOL);
     proto_msg_free(&rep);
-    /* chat messages are refused honestly */
+    /* chat messages are rendered with the model's template (ChatML here: stories260K has none)
+       and their markers tokenized as special tokens */
     proto_submit_init(&m);
-    m.u.submit.messages = &(struct proto_chat_msg){"user", "hi"};
-    m.u.submit.n_messages = 1;
-    CHECK(call(&r, &m, &rep) == 0 && rep.type == PROTO_ERROR);
-    CHECK(rep.u.error.code == ERR_UNSUPPORTED);
+    m.u.submit.messages = (struct proto_chat_msg[]){{"system", "Be brief."}, {"user", "hi"}};
+    m.u.submit.n_messages = 2;
+    CHECK(call(&r, &m, &rep) == 0 && rep.type == PROTO_SUBMITTED);
+    snprintf(id, sizeof(id), "%s", rep.u.submitted.id);
+    proto_msg_free(&rep);
+    CHECK(chat_render(&r.chat, msgs, 2, true, &text, &len, err) == ERR_OK);
+    CHECK(strstr(text, "<|im_start|>assistant") != NULL);
+    CHECK(tokenizer_encode(r.tok, text, len, true, true, ids, 256, &n, err) == ERR_OK);
+    free(text);
+    CHECK(sched_cancel(r.s, id, clock_now_ms(), err) == ERR_OK);
+    CHECK(poll_id(&r, id, 1, 0, &rep) == 0 && rep.u.frames.n_frames == 1);
+    CHECKF(rep.u.frames.frames[0].stats.prompt_tokens == n, "%u prompt tokens, want %zu",
+           rep.u.frames.frames[0].stats.prompt_tokens, n);
     proto_msg_free(&rep);
     /* the queue holds two; the third is busy at once */
     CHECK(submit(&r, "a", NULL, &rep) == 0 && rep.type == PROTO_SUBMITTED);
