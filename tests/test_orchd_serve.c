@@ -3,8 +3,9 @@
  * the client library: concurrent streams give exactly `workerd generate`'s ids and text; a worker
  * killed with SIGKILL mid-stream or during prefill costs no token (the streams complete with the
  * undisturbed ids, the slot restarts); cancel frees the worker within 100 ms with no token frame
- * after it; a client that stops polling is cancelled. Prints the restart time after a kill -9 and
- * the first-token latency through orchd next to `workerd generate`'s.
+ * after it; a client that stops polling is cancelled; 4 workers map the weights once; kill -9 of
+ * orchd leaves no workerd. Prints the restart time after a kill -9, the first-token latency
+ * through orchd next to `workerd generate`'s, and the workers' memory.
  */
 #include "common/clock.h"
 #include "common/err.h"
@@ -465,6 +466,7 @@ test_four_workers_share_the_weights(void)
     pthread_t th[4];
     char model[512], real[4096];
     long sum_private = 0, sum_file_pss = 0, file_kb;
+    pid_t pids[4];
     FILE *f;
 
     if (!harness_shared(model, sizeof(model), "models/stories260K.gguf"))
@@ -503,6 +505,16 @@ test_four_workers_share_the_weights(void)
            sum_private, sum_file_pss, file_kb);
     CHECKF(sum_file_pss <= file_kb + 16, "the weights cost %ld kB over 4 workers, file %ld kB",
            sum_file_pss, file_kb);
+    /* kill -9 of orchd: no workerd outlives it */
+    for (uint32_t i = 0; i < 4; i++)
+        pids[i] = daemon_worker_pid(&d, i);
+    kill(d.pid, SIGKILL);
+    CHECK(daemon_wait(&d) != -1);
+    for (uint32_t i = 0; i < 4; i++) {
+        for (int t = 0; t < 300 && !process_gone(pids[i]); t++)
+            sleep_ms(10);
+        CHECKF(process_gone(pids[i]), "workerd %d outlived orchd", (int)pids[i]);
+    }
     daemon_stop(&d);
 }
 
