@@ -19,10 +19,11 @@
 #define KERNEL_X86 1
 #endif
 
-#define LANES      8
-#define TOK_TILE   2  /* tokens per tile */
-#define TOK_BLOCK  32 /* tokens that share one conversion of a weight tile */
-#define DIRECT_MAX 2  /* up to this many tokens, F16/BF16 rows are converted inside the dot loop */
+#define LANES       8
+#define TOK_TILE    2  /* tokens per tile */
+#define WIDE_TOKENS 6  /* tokens per tile with AVX-512VL's 32 registers */
+#define TOK_BLOCK   64 /* tokens that share one conversion of a weight tile */
+#define DIRECT_MAX  2  /* up to this many tokens, F16/BF16 rows are converted inside the dot loop */
 
 /* How a weight row's elements are read: LOAD_NONE types go through their row conversion. */
 enum load_kind { LOAD_NONE = 0, LOAD_F32, LOAD_F16, LOAD_BF16 };
@@ -301,6 +302,84 @@ convert_avx2(enum load_kind kind, const void *src, float *dst, size_t n)
         dst[k] = load1(kind, src, k);
 }
 
+/*
+ * With AVX-512VL, 256-bit operations reach 32 registers: a tile of 4 rows x 6 tokens keeps 24
+ * accumulators, 6 token vectors and a weight vector in registers (prefill; f32 rows only: the
+ * converted tiles or F32 weights). Same lanes, same order: the same bits as the AVX2 tiles.
+ */
+#define AVX512VL __attribute__((target("avx2,fma,f16c,avx512f,avx512vl")))
+
+#define STEP_4X6(w, x, k)                                                                          \
+    do {                                                                                           \
+        __m256 x0 = _mm256_loadu_ps((x)[0] + (k)), x1 = _mm256_loadu_ps((x)[1] + (k)),             \
+               x2 = _mm256_loadu_ps((x)[2] + (k));                                                 \
+        __m256 x3 = _mm256_loadu_ps((x)[3] + (k)), x4 = _mm256_loadu_ps((x)[4] + (k)),             \
+               x5 = _mm256_loadu_ps((x)[5] + (k)), w_;                                             \
+        w_ = _mm256_loadu_ps((w)[0] + (k));                                                        \
+        a00 = _mm256_fmadd_ps(w_, x0, a00);                                                        \
+        a01 = _mm256_fmadd_ps(w_, x1, a01);                                                        \
+        a02 = _mm256_fmadd_ps(w_, x2, a02);                                                        \
+        a03 = _mm256_fmadd_ps(w_, x3, a03);                                                        \
+        a04 = _mm256_fmadd_ps(w_, x4, a04);                                                        \
+        a05 = _mm256_fmadd_ps(w_, x5, a05);                                                        \
+        w_ = _mm256_loadu_ps((w)[1] + (k));                                                        \
+        a10 = _mm256_fmadd_ps(w_, x0, a10);                                                        \
+        a11 = _mm256_fmadd_ps(w_, x1, a11);                                                        \
+        a12 = _mm256_fmadd_ps(w_, x2, a12);                                                        \
+        a13 = _mm256_fmadd_ps(w_, x3, a13);                                                        \
+        a14 = _mm256_fmadd_ps(w_, x4, a14);                                                        \
+        a15 = _mm256_fmadd_ps(w_, x5, a15);                                                        \
+        w_ = _mm256_loadu_ps((w)[2] + (k));                                                        \
+        a20 = _mm256_fmadd_ps(w_, x0, a20);                                                        \
+        a21 = _mm256_fmadd_ps(w_, x1, a21);                                                        \
+        a22 = _mm256_fmadd_ps(w_, x2, a22);                                                        \
+        a23 = _mm256_fmadd_ps(w_, x3, a23);                                                        \
+        a24 = _mm256_fmadd_ps(w_, x4, a24);                                                        \
+        a25 = _mm256_fmadd_ps(w_, x5, a25);                                                        \
+        w_ = _mm256_loadu_ps((w)[3] + (k));                                                        \
+        a30 = _mm256_fmadd_ps(w_, x0, a30);                                                        \
+        a31 = _mm256_fmadd_ps(w_, x1, a31);                                                        \
+        a32 = _mm256_fmadd_ps(w_, x2, a32);                                                        \
+        a33 = _mm256_fmadd_ps(w_, x3, a33);                                                        \
+        a34 = _mm256_fmadd_ps(w_, x4, a34);                                                        \
+        a35 = _mm256_fmadd_ps(w_, x5, a35);                                                        \
+    } while (0)
+
+AVX512VL static void
+tile_f32_4x6(const void *const *w, const float *const *x, size_t n, float *y, size_t ys)
+{
+    float wt[KERNEL_TILE_ROWS][LANES], xt[WIDE_TOKENS][LANES];
+    const float *wl[KERNEL_TILE_ROWS] = {wt[0], wt[1], wt[2], wt[3]};
+    const float *xl[WIDE_TOKENS] = {xt[0], xt[1], xt[2], xt[3], xt[4], xt[5]};
+    const float *const *wf = (const float *const *)w;
+    size_t n8 = n & ~(size_t)(LANES - 1);
+
+    if (n8 < n) { /* before the loop: a call there would spill the accumulators */
+        pad_tail(LOAD_F32, KERNEL_TILE_ROWS, w, n8, n, wt);
+        pad_tail(LOAD_F32, WIDE_TOKENS, (const void *const *)x, n8, n, xt);
+    }
+    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a04 = a00, a05 = a00,
+           a10 = a00, a11 = a00, a12 = a00, a13 = a00, a14 = a00, a15 = a00, a20 = a00, a21 = a00,
+           a22 = a00, a23 = a00, a24 = a00, a25 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00,
+           a34 = a00, a35 = a00;
+    for (size_t k = 0; k < n8; k += LANES)
+        STEP_4X6(wf, x, k);
+    if (n8 < n)
+        STEP_4X6(wl, xl, 0);
+    y[0 * ys + 0] = hsum8(a00), y[0 * ys + 1] = hsum8(a10), y[0 * ys + 2] = hsum8(a20),
+               y[0 * ys + 3] = hsum8(a30);
+    y[1 * ys + 0] = hsum8(a01), y[1 * ys + 1] = hsum8(a11), y[1 * ys + 2] = hsum8(a21),
+               y[1 * ys + 3] = hsum8(a31);
+    y[2 * ys + 0] = hsum8(a02), y[2 * ys + 1] = hsum8(a12), y[2 * ys + 2] = hsum8(a22),
+               y[2 * ys + 3] = hsum8(a32);
+    y[3 * ys + 0] = hsum8(a03), y[3 * ys + 1] = hsum8(a13), y[3 * ys + 2] = hsum8(a23),
+               y[3 * ys + 3] = hsum8(a33);
+    y[4 * ys + 0] = hsum8(a04), y[4 * ys + 1] = hsum8(a14), y[4 * ys + 2] = hsum8(a24),
+               y[4 * ys + 3] = hsum8(a34);
+    y[5 * ys + 0] = hsum8(a05), y[5 * ys + 1] = hsum8(a15), y[5 * ys + 2] = hsum8(a25),
+               y[5 * ys + 3] = hsum8(a35);
+}
+
 /* AVX, AVX2, FMA and F16C present and the OS saves the YMM registers. */
 static bool
 cpu_has_avx2(void)
@@ -321,25 +400,48 @@ cpu_has_avx2(void)
     __cpuid_count(7, 0, a, b, c, d);
     return (b & (1u << 5)) != 0;
 }
+
+/* AVX-512F and VL present and the OS saves the opmask and upper ZMM registers too. */
+static bool
+cpu_has_avx512vl(void)
+{
+    unsigned a, b, c, d;
+    unsigned lo, hi;
+
+    if (!cpu_has_avx2())
+        return false;
+    __cpuid_count(7, 0, a, b, c, d);
+    if (!(b & (1u << 16)) || !(b & (1u << 31)))
+        return false;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    (void)hi;
+    return (lo & 0xe6) == 0xe6;
+}
 #endif /* KERNEL_X86 */
 
-/* 0 = not yet decided, 1 = AVX2, 2 = scalar. */
+/* 0 = not yet decided, 1 = AVX2, 2 = scalar, 3 = AVX2 and the AVX-512VL prefill tile. */
 static atomic_int simd_mode;
 
-bool
-kernel_simd_active(void)
+static int
+simd_level(void)
 {
     int m = atomic_load(&simd_mode);
 
     if (m == 0) {
 #ifdef KERNEL_X86
-        m = cpu_has_avx2() ? 1 : 2;
+        m = cpu_has_avx512vl() ? 3 : cpu_has_avx2() ? 1 : 2;
 #else
         m = 2;
 #endif
         atomic_store(&simd_mode, m);
     }
-    return m == 1;
+    return m;
+}
+
+bool
+kernel_simd_active(void)
+{
+    return simd_level() != 2;
 }
 
 void
@@ -378,6 +480,9 @@ kernel_matmul_rows(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, cons
     bool direct = dk == LOAD_F32 || (dk != LOAD_NONE && ntok <= DIRECT_MAX);
     enum load_kind kind = direct ? dk : LOAD_F32;
     bool simd = kernel_simd_active();
+#ifdef KERNEL_X86
+    bool wide = simd_level() == 3 && kind == LOAD_F32;
+#endif
     size_t cols = w->cols;
 
     if (ntok == 1 && direct) /* decode: 8 rows at a time keep more loads in flight */
@@ -410,7 +515,16 @@ kernel_matmul_rows(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, cons
                 to_f32(src, scratch + i * cols, (int64_t)cols);
             }
             for (uint32_t t = t0; t < t1;) {
-                const float *xr[TOK_TILE];
+                const float *xr[WIDE_TOKENS];
+#ifdef KERNEL_X86
+                if (wide && nr == KERNEL_TILE_ROWS && t1 - t >= WIDE_TOKENS) {
+                    for (int j = 0; j < WIDE_TOKENS; j++)
+                        xr[j] = x + (t + j) * xs;
+                    tile_f32_4x6(wr, xr, cols, y + t * ys + r, ys);
+                    t += WIDE_TOKENS;
+                    continue;
+                }
+#endif
                 if (nr == KERNEL_TILE_ROWS && t1 - t >= TOK_TILE) {
                     for (int j = 0; j < TOK_TILE; j++)
                         xr[j] = x + (t + j) * xs;
