@@ -79,18 +79,17 @@ worker_run(void *arg)
     return NULL;
 }
 
+/* Reads the value after option argv[*i] into *out when it is an integer in [lo, hi]. */
 static int
-parse_int(const char *opt, const char *s, long lo, long hi, long *out, char *err)
+opt_value(int argc, char **argv, int *i, long lo, long hi, long *out, char *err)
 {
-    char *end;
-    long v;
+    const char *opt = argv[*i];
+    char tail;
 
-    errno = 0;
-    v = s != NULL ? strtol(s, &end, 10) : 0;
-    if (s == NULL || errno != 0 || end == s || *end != '\0' || v < lo || v > hi)
+    if (*i + 1 >= argc || sscanf(argv[*i + 1], "%ld%c", out, &tail) != 1 || *out < lo || *out > hi)
         return err_set(err, ERR_BAD_REQUEST, "option %s: expected an integer in [%ld, %ld]", opt,
                        lo, hi);
-    *out = v;
+    (*i)++;
     return ERR_OK;
 }
 
@@ -146,12 +145,11 @@ main(int argc, char **argv)
         if (strcmp(argv[i], "--json") == 0)
             json = 1;
         else if (strcmp(argv[i], "--mib") == 0)
-            rc = parse_int("--mib", i + 1 < argc ? argv[++i] : NULL, 1, 1 << 20, &mib, err);
+            rc = opt_value(argc, argv, &i, 1, 1 << 20, &mib, err);
         else if (strcmp(argv[i], "--threads") == 0 || strcmp(argv[i], "-t") == 0)
-            rc = parse_int("--threads", i + 1 < argc ? argv[++i] : NULL, 1, MAX_THREADS, &threads,
-                           err);
+            rc = opt_value(argc, argv, &i, 1, MAX_THREADS, &threads, err);
         else if (strcmp(argv[i], "--reps") == 0)
-            rc = parse_int("--reps", i + 1 < argc ? argv[++i] : NULL, 1, 64, &reps, err);
+            rc = opt_value(argc, argv, &i, 1, 64, &reps, err);
         else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             printf("usage: membw [--mib N] [--threads N] [--reps N] [--json]\n"
                    "Sums an N MiB buffer (default 1024) with N threads (default 1), --reps times\n"
