@@ -7,6 +7,7 @@
  * written here; context errors. Writes a proof bundle (.proof_bundle/validation/<run_id>/, see
  * docs/engine.md) with what each check measured.
  */
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/sha256.h"
 #include "tests/gguf_write.h"
@@ -20,6 +21,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -774,6 +776,67 @@ test_context_errors(void)
     unload(&l);
 }
 
+/* Sets the abort flag after a delay, noting when. */
+struct canceller {
+    atomic_bool flag;
+    uint64_t delay_ms, set_ns;
+};
+
+static void *
+cancel_later(void *p)
+{
+    struct canceller *k = p;
+    struct timespec ts = {0, (long)(k->delay_ms * 1000000)};
+
+    nanosleep(&ts, NULL);
+    k->set_ns = clock_now_ns();
+    atomic_store(&k->flag, true);
+    return NULL;
+}
+
+/* A long prefill (2048 tokens on a 4-layer model) cancelled from another thread stops promptly
+ * (checked twice per layer of each batch of 64) and leaves the context as it was. */
+static void
+test_cancel_midway(void)
+{
+    struct synth_config cfg;
+    char path[600], err[ERR_MSG_MAX];
+    struct gguf *g;
+    struct model *m;
+    struct context *c;
+    struct canceller k = {.delay_ms = 20};
+    pthread_t th;
+    int32_t *ids = malloc(2048 * sizeof(*ids));
+
+    synth_config_default(&cfg, SYNTH_ARCH_LLAMA);
+    cfg.n_layer = 4;
+    snprintf(path, sizeof(path), "%s/cancel.gguf", harness_tmpdir());
+    CHECKF(synth_write_file(&cfg, path, err) == ERR_OK, "%s", err);
+    CHECKF(gguf_open(&g, path, err) == ERR_OK, "%s", err);
+    CHECKF(model_load(&m, g, err) == ERR_OK, "%s", err);
+    CHECKF(context_new(&c, m, 2048, THREADS, err) == ERR_OK, "%s", err);
+    for (int i = 0; i < 2048; i++)
+        ids[i] = (int32_t)(i * 31 % 512);
+    atomic_init(&k.flag, false);
+    context_set_abort(c, &k.flag);
+    pthread_create(&th, NULL, cancel_later, &k);
+    int rc = context_eval(c, ids, 2048, false, NULL, err);
+    uint64_t done = clock_now_ns();
+    pthread_join(th, NULL);
+    double late_ms = clock_ms_between(k.set_ns, done);
+    uint32_t pos = context_pos(c);
+    json_object_set_new(bundle, "cancel",
+                        json_pack("{s:i, s:f, s:b}", "prompt_tokens", 2048, "ms_after_flag",
+                                  late_ms, "cancelled", rc == ERR_CANCELLED));
+    context_free(c);
+    model_free(m);
+    gguf_close(g);
+    free(ids);
+    CHECKF(rc == ERR_CANCELLED, "eval returned %d (%s)", rc, err);
+    CHECKF(pos == 0, "position %u after a cancelled call", pos);
+    CHECKF(late_ms < 1000, "stopped %.1f ms after the flag", late_ms);
+}
+
 static void
 test_config_stories260K(void)
 {
@@ -1248,6 +1311,7 @@ main(int argc, char **argv)
         TEST(test_determinism_scalar_kernels),
         TEST(test_synthetic_shapes),
         TEST(test_context_errors),
+        TEST(test_cancel_midway),
         TEST(test_config_stories260K),
         TEST(test_unsupported_type_named),
         TEST(test_cmd_logits),
