@@ -62,7 +62,7 @@ struct sched_req {
     uint64_t final_delivered_ms; /* when a poll took the done or error frame; 0 before */
 };
 
-#define SCHED_BUSY_PAUSE_MS 2 /* after a worker refused a dispatch as busy */
+#define SCHED_BUSY_PAUSE_MS 2 /* after a worker refused a dispatch, or it could not be sent */
 
 enum wslot_state { WSLOT_DOWN, WSLOT_STARTING, WSLOT_READY, WSLOT_FATAL };
 
@@ -75,7 +75,8 @@ struct wslot {
     uint32_t n_running;
     uint64_t started_ms, progress_ms, progress_tokens;
     bool kill_sent;
-    uint64_t pause_until_ms; /* it refused a dispatch as busy: none before this */
+    uint64_t pause_until_ms;  /* it refused a dispatch or could not be sent one: none before */
+    struct proto_ready early; /* a ready that came before the start was reported (pid != 0) */
     char detail[128];
 };
 
@@ -606,8 +607,10 @@ dispatch_locked(struct sched *s, uint64_t now_ms)
         d = (struct proto_dispatch){r->id,       r->prompt,     r->n_prompt, r->gen,   r->n_gen,
                                     r->sampling, r->max_tokens, r->stop,     r->n_stop};
         if (s->ops.dispatch(s->ops.ud, slot, &d, err) != 0) {
+            /* it stays first in its queue; this worker gets nothing for a moment */
             log_error("dispatch of %s to worker %d failed: %s", r->id, slot, err);
-            return; /* it stays first in its queue */
+            s->slots[slot].pause_until_ms = now_ms + SCHED_BUSY_PAUSE_MS;
+            continue;
         }
         queue_remove(s, r);
         w = &s->slots[slot];
@@ -803,6 +806,24 @@ running_on(struct sched *s, int slot, const char *id)
     return NULL;
 }
 
+/* The worker in w answered its probe: it takes work from now on. Lock held. */
+static void
+slot_ready(struct sched *s, int slot, const struct proto_ready *rd, uint64_t now_ms)
+{
+    struct wslot *w = &s->slots[slot];
+
+    w->state = WSLOT_READY;
+    w->max_batch = rd->max_batch;
+    w->progress_ms = now_ms;
+    w->progress_tokens = 0;
+    w->pause_until_ms = 0;
+    w->detail[0] = '\0';
+    s->n_ctx = rd->n_ctx;
+    log_info("worker %d ready (pid %d, context %u, batch %u) after %llu ms", slot, rd->pid,
+             rd->n_ctx, rd->max_batch, (unsigned long long)elapsed(now_ms, w->started_ms));
+    dispatch_locked(s, now_ms);
+}
+
 void
 sched_worker_started(struct sched *s, int slot, int pid, uint32_t restarts, uint64_t now_ms)
 {
@@ -815,6 +836,9 @@ sched_worker_started(struct sched *s, int slot, int pid, uint32_t restarts, uint
         w->restarts = restarts;
         w->started_ms = now_ms;
         w->kill_sent = false;
+        if (w->early.pid == pid) /* it was quicker than the news of its start */
+            slot_ready(s, slot, &w->early, now_ms);
+        w->early.pid = 0;
     }
     pthread_mutex_unlock(&s->mu);
 }
@@ -825,16 +849,11 @@ sched_worker_ready(struct sched *s, int slot, const struct proto_ready *rd, uint
     struct wslot *w;
 
     pthread_mutex_lock(&s->mu);
-    if ((w = slot_of(s, slot)) != NULL && w->state == WSLOT_STARTING) {
-        w->state = WSLOT_READY;
-        w->max_batch = rd->max_batch;
-        w->progress_ms = now_ms;
-        w->progress_tokens = 0;
-        w->detail[0] = '\0';
-        s->n_ctx = rd->n_ctx;
-        log_info("worker %d ready (pid %d, context %u, batch %u) after %llu ms", slot, rd->pid,
-                 rd->n_ctx, rd->max_batch, (unsigned long long)elapsed(now_ms, w->started_ms));
-        dispatch_locked(s, now_ms);
+    if ((w = slot_of(s, slot)) != NULL) {
+        if (w->state == WSLOT_STARTING && w->pid == rd->pid)
+            slot_ready(s, slot, rd, now_ms);
+        else if (w->state == WSLOT_DOWN)
+            w->early = *rd; /* sched_worker_started() for this pid comes next */
     }
     pthread_mutex_unlock(&s->mu);
 }

@@ -44,8 +44,8 @@ void sched_config_default(struct sched_config *c);
  */
 struct sched_ops {
     void *ud;
-    /* Sends a dispatch to the worker in slot; nonzero (with err) if it could not be sent, and the
-     * request then goes back to the front of its queue. */
+    /* Sends a dispatch to the worker in slot; nonzero (with err) if it could not be sent: the
+     * request then stays first in its queue and that slot gets no dispatch for a moment. */
     int (*dispatch)(void *ud, int slot, const struct proto_dispatch *d, char *err);
     /* Tells the worker in slot to stop request id (it may already have). */
     void (*cancel)(void *ud, int slot, const char *id);
@@ -128,7 +128,9 @@ int sched_cancel(struct sched *s, const char *id, uint64_t now_ms, char *err);
 
 /* A process was started in slot (pid, restarts so far): it is starting until it is ready. */
 void sched_worker_started(struct sched *s, int slot, int pid, uint32_t restarts, uint64_t now_ms);
-/* The worker answered the probe: it takes up to r->max_batch requests from now on. */
+/* The worker answered the probe: it takes up to r->max_batch requests from now on. r->pid must be
+ * the started process's; a ready that comes before sched_worker_started() reported its pid is
+ * kept until then (the worker may be quicker than the main thread). */
 void sched_worker_ready(struct sched *s, int slot, const struct proto_ready *r, uint64_t now_ms);
 void sched_worker_heartbeat(struct sched *s, int slot, const struct proto_heartbeat *h,
                             uint64_t now_ms);

@@ -111,6 +111,23 @@ daemon_wait(struct daemon *d)
 }
 
 void
+daemon_print_log(const struct daemon *d)
+{
+    char lines[40][512];
+    int n = 0;
+    FILE *f = fopen(d->log, "r");
+
+    if (f == NULL)
+        return;
+    while (fgets(lines[n % 40], sizeof(lines[0]), f) != NULL)
+        n++;
+    fclose(f);
+    printf("  --- the end of %s\n", d->log);
+    for (int i = n > 40 ? n - 40 : 0; i < n; i++)
+        printf("  %s", lines[i % 40]);
+}
+
+void
 daemon_stop(struct daemon *d)
 {
     client_close(d->c);

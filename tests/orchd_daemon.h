@@ -30,6 +30,9 @@ bool daemon_start(struct daemon *d, const char *workerd, const char *const *extr
 /* Waits up to 5 s for orchd to exit; returns its wait status, or -1. */
 int daemon_wait(struct daemon *d);
 
+/* Prints the last lines of orchd's log (its stderr) to stdout: call it when a check fails. */
+void daemon_print_log(const struct daemon *d);
+
 /* Closes the client and kills orchd (SIGKILL) if it still runs. */
 void daemon_stop(struct daemon *d);
 

@@ -201,6 +201,7 @@ test_concurrent_streams_match_generate(void)
     pthread_t th[8];
 
     if (!daemon_start(&d, NULL, extra) || !wait_ready(&d, 2)) {
+        daemon_print_log(&d);
         daemon_stop(&d);
         CHECK(!"orchd with 2 ready workers");
     }
@@ -262,6 +263,7 @@ test_kill_worker_mid_stream_and_in_prefill(void)
     static char long_prompt[8192];
 
     if (!daemon_start(&d, NULL, extra) || !wait_ready(&d, 2)) {
+        daemon_print_log(&d);
         daemon_stop(&d);
         CHECK(!"orchd with 2 ready workers");
     }
@@ -325,6 +327,7 @@ test_cancel_and_vanished_client(void)
     int tokens_after = 0;
 
     if (!daemon_start(&d, NULL, extra) || !wait_ready(&d, 1)) {
+        daemon_print_log(&d);
         daemon_stop(&d);
         CHECK(!"orchd with a ready worker");
     }
@@ -372,6 +375,7 @@ test_first_token_latency(void)
     double best = 1e9;
 
     if (!daemon_start(&d, NULL, extra) || !wait_ready(&d, 1)) {
+        daemon_print_log(&d);
         daemon_stop(&d);
         CHECK(!"orchd with a ready worker");
     }
@@ -477,6 +481,7 @@ test_four_workers_share_the_weights(void)
     file_kb = (ftell(f) + 1023) / 1024;
     fclose(f);
     if (!daemon_start(&d, NULL, extra) || !wait_ready(&d, 4)) {
+        daemon_print_log(&d);
         daemon_stop(&d);
         CHECK(!"orchd with 4 ready workers");
     }

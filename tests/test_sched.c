@@ -27,7 +27,7 @@ struct sent {
 
 static struct sent sent[MAX_EVENTS];
 static int n_sent;
-static int fail_dispatch;
+static int fail_dispatch; /* a bit per slot whose dispatches fail */
 
 static int
 rec_dispatch(void *ud, int slot, const struct proto_dispatch *d, char *err)
@@ -35,7 +35,7 @@ rec_dispatch(void *ud, int slot, const struct proto_dispatch *d, char *err)
     struct sent *e = &sent[n_sent++ % MAX_EVENTS];
 
     (void)ud;
-    if (fail_dispatch)
+    if (fail_dispatch & (1 << slot))
         return err_set(err, ERR_IO, "link down");
     memset(e, 0, sizeof(*e));
     e->kind = 'd';
@@ -598,18 +598,51 @@ test_watchdog(void)
 static void
 test_dispatch_failure_keeps_request(void)
 {
-    struct sched *s = new_sched(1, 4);
+    struct sched *s = new_sched(2, 4);
     struct sched_admit a;
 
-    fail_dispatch = 1;
+    fail_dispatch = 1; /* slot 0's link is down */
     make_ready(s, 0, 1, 1000);
     CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 1000) == ERR_OK && a.position == 1);
+    CHECK(n_sent == 1); /* tried, failed: it stays first in the queue */
+    make_ready(s, 1, 1, 1001);
+    CHECK(n_sent == 2 && sent[1].slot == 1 && strcmp(sent[1].id, a.id) == 0);
+    /* slot 0 is tried again after a short pause */
     fail_dispatch = 0;
-    make_ready(s, 0, 1, 1001); /* not starting: no effect */
-    sched_worker_exited(s, 0, "exited with status 1", false, 1002);
-    make_ready(s, 0, 1, 1003);
-    CHECK(sent[n_sent - 1].kind == 'd' && strcmp(sent[n_sent - 1].id, a.id) == 0);
-    CHECK(sent[n_sent - 1].n_replay == 0);
+    CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 1001) == ERR_OK && a.position == 1);
+    CHECK(n_sent == 2);
+    sched_tick(s, 1002);
+    CHECK(n_sent == 3 && sent[2].slot == 0 && strcmp(sent[2].id, a.id) == 0);
+    sched_free(s);
+}
+
+static void
+test_ready_before_its_start_is_reported(void)
+{
+    struct sched *s = new_sched(1, 4);
+    struct proto_ready rd = {7, 4321, 512, 32000, 1};
+    struct proto_health_info h;
+
+    /* the worker answered its probe before the main thread reported its start */
+    sched_worker_ready(s, 0, &rd, 1000);
+    sched_health(s, &h);
+    CHECK(!h.ready);
+    sched_worker_started(s, 0, 4321, 0, 1001);
+    sched_health(s, &h);
+    CHECK(h.ready);
+    /* a ready from another process (an earlier one's, late) does not make a slot ready */
+    sched_worker_exited(s, 0, "killed by signal 9", false, 1002);
+    sched_worker_ready(s, 0, &rd, 1003);
+    sched_worker_started(s, 0, 4400, 1, 1004);
+    sched_health(s, &h);
+    CHECK(!h.ready);
+    sched_worker_ready(s, 0, &rd, 1005);
+    sched_health(s, &h);
+    CHECK(!h.ready);
+    rd.pid = 4400;
+    sched_worker_ready(s, 0, &rd, 1006);
+    sched_health(s, &h);
+    CHECK(h.ready);
     sched_free(s);
 }
 
@@ -755,6 +788,7 @@ main(int argc, char **argv)
         TEST(test_watchdog),
         TEST(test_dispatch_failure_keeps_request),
         TEST(test_worker_refusing_as_busy),
+        TEST(test_ready_before_its_start_is_reported),
         TEST(test_reports),
         TEST(test_prompt_longer_than_context),
         {0},
