@@ -556,13 +556,16 @@ rd_ids(struct dec *d, const obj_t *map, const char *path, const char *key, bool 
     if (*ids == NULL)
         return ERR_NOMEM;
     for (uint32_t i = 0; i < *n; i++) {
+        const obj_t *o = &a->via.array.ptr[i];
         uint64_t v;
 
+        if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= PROTO_MAX_TOKEN_ID) {
+            (*ids)[i] = (int32_t)o->via.u64;
+            continue;
+        }
+        /* not an id: the element's name only for the error */
         snprintf(elem, sizeof(elem), "%s[%u]", key, i);
-        rc = check_uint(d, &a->via.array.ptr[i], path, elem, 0, PROTO_MAX_TOKEN_ID, &v);
-        if (rc != ERR_OK)
-            return rc;
-        (*ids)[i] = (int32_t)v;
+        return check_uint(d, o, path, elem, 0, PROTO_MAX_TOKEN_ID, &v);
     }
     return ERR_OK;
 }
