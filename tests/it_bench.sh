@@ -2,7 +2,8 @@
 # it_bench.sh: scripts/bench runs to the end on a tiny synthetic shape and writes what it promises:
 # the model once into its cache, a JSON result with every row (measured, or "unsupported" for a type
 # the engine does not run yet), decode bounds from the measured bandwidth, the runs' memory, a
-# markdown table; bad options fail with a message. Speed itself is not asserted (a shared machine).
+# markdown table; through orchd, the streams' tokens and first-token times and each worker's
+# memory; bad options fail with a message. Speed itself is not asserted (a shared machine).
 # Ends with "N passed, N failed" like the C tests.
 set -u
 BUILD=${BUILD:-build}
@@ -22,7 +23,8 @@ check() { # name, jq filter that must print true, file
 }
 
 # shellcheck disable=SC2054 # the commas are the options' lists
-ARGS=(--tiny --types f16,q8_0 --threads 1,2 --reps 2 --prompt 40 --gen 8 --membw-mib 32)
+ARGS=(--tiny --types f16,q8_0 --threads 1,2 --reps 2 --prompt 40 --gen 8 --membw-mib 32
+  --streams 1,3 --stream-gen 6)
 if scripts/bench "${ARGS[@]}" >"$TMP/out" 2>"$TMP/err"; then
   ok runs_to_the_end
 else
@@ -55,7 +57,15 @@ check worker_memory_sampled '[.rows[] | select(.status == "ok")
   | .peak_anon_kib > 0 and .peak_rss_kib >= .peak_anon_kib] | all' "$res"
 check machine_recorded '.machine.cores > 0 and (.machine.cpu | length) > 0
   and (.machine.load_average_start | length) > 0 and .prompt_tokens == 40' "$res"
-if [ "$(grep -c '^| tiny |' "$TMP/out")" -eq 4 ] && grep -q '^| shape | type |' "$TMP/out"; then
+check orchd_streams '.orchd.type == "f16" and ([.orchd.streams[] | .streams] == [1,3])
+  and ([.orchd.streams[] | .gen_tokens > 0 and .gen_tokens <= .streams * 6 and .aggregate_tps > 0
+        and .first_token_ms.mean > 0 and .first_token_ms.max >= .first_token_ms.mean] | all)' "$res"
+check orchd_workers_memory '(.orchd.workers_memory | length) == .machine.cores
+  and ([.orchd.workers_memory[] | .pid > 0 and .peak_private_kib > 0 and .peak_anon_kib > 0
+        and .peak_rss_kib >= .peak_anon_kib] | all)' "$res"
+check first_token_alone '[.rows[] | select(.status == "ok") | .first_token_ms.mean > 0] | all' "$res"
+if [ "$(grep -c '^| tiny |' "$TMP/out")" -eq 4 ] && grep -q '^| shape | type |' "$TMP/out" &&
+  grep -q '^through orchd: tiny f16, ' "$TMP/out"; then
   ok table_printed
 else
   bad table_printed "$(cat "$TMP/out")"
@@ -65,7 +75,7 @@ fi
 f=$TMP/cache/synth-tiny-f16.gguf
 before=$(stat -c %Y.%s "$f" 2>/dev/null)
 sleep 1
-if scripts/bench --tiny --types f16 --threads 1 --reps 1 --prompt 8 --gen 2 --membw-mib 8 \
+if scripts/bench --tiny --types f16 --threads 1 --reps 1 --prompt 8 --gen 2 --membw-mib 8 --no-orchd \
   >"$TMP/out2" 2>"$TMP/err2" && ! grep -q writing "$TMP/err2" &&
   [ "$(stat -c %Y.%s "$f")" = "$before" ]; then
   ok model_cached_once
@@ -73,7 +83,7 @@ else
   bad model_cached_once "$(cat "$TMP/err2")"
 fi
 
-for opts in "--reps 0" "--types f17" "--threads 1,x" "--prompt 2" "--llama-bench $TMP/none" "--bogus"; do
+for opts in "--reps 0" "--types f17" "--threads 1,x" "--prompt 2" "--llama-bench $TMP/none" "--streams 0" "--bogus"; do
   # shellcheck disable=SC2086
   if scripts/bench --tiny $opts >"$TMP/o" 2>"$TMP/e"; then
     bad "rejects $opts" "exit 0"
