@@ -345,7 +345,8 @@ main(int argc, char **argv)
     struct tokenizer *tok = NULL;
     struct chat_format chat;
     char err[ERR_MSG_MAX], url[PATH_MAX + 32], workerd[PATH_MAX], link[PATH_MAX + 32];
-    char rundir[] = "/tmp/orchd-XXXXXX", threads[16];
+    char rundir[PATH_MAX], threads[16];
+    const char *tmp = getenv("TMPDIR");
     const char *wargv[12];
     bool have_rundir = false;
     sigset_t set;
@@ -387,6 +388,8 @@ main(int argc, char **argv)
         status = EXIT_USAGE;
         goto out;
     }
+    snprintf(rundir, sizeof(rundir), "%s/orchd-XXXXXX",
+             tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
     if (mkdtemp(rundir) == NULL) {
         fprintf(stderr, "orchd: mkdtemp %s: %s\n", rundir, strerror(errno));
         goto out;

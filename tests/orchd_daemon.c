@@ -71,7 +71,8 @@ daemon_start(struct daemon *d, const char *workerd, const char *const *extra)
     argv[n] = NULL;
     d->pid = fork();
     if (d->pid == 0) {
-        if (freopen(d->log, "w", stderr) == NULL)
+        /* its run directory in ours, so that a kill -9 leaves nothing behind */
+        if (freopen(d->log, "w", stderr) == NULL || setenv("TMPDIR", harness_tmpdir(), 1) != 0)
             _exit(126);
         execv(orchd, (char **)argv);
         _exit(127);
