@@ -1,9 +1,10 @@
 /*
  * kernels.c: see kernels.h. Two implementations of every dot product: AVX2+FMA+F16C (chosen at run
  * time by CPUID, compiled with per-function target attributes so the rest of the build stays
- * baseline x86-64) and the scalar reference, which follows the same canonical order with fmaf() so
- * that the two agree bit for bit. Not the fast kernels of the performance issue: no AVX-512, no
- * quantized activations; correctness and a fixed reduction order first.
+ * baseline x86-64; with AVX-512VL a wider prefill tile of the same 8-lane vectors) and the scalar
+ * reference, which follows the same canonical order with fmaf() so that they agree bit for bit.
+ * Not the fast kernels of the performance issue: no 512-bit lanes, no quantized activations;
+ * correctness and a fixed reduction order first.
  */
 #include "workerd/engine/kernels.h"
 

@@ -3,7 +3,7 @@
  * the weights (struct model: views into the mapping, each with its shape), the run state (struct
  * context: every buffer, allocated once), and forward() reading top to bottom like the paper.
  * Matrix products and attention are split over the context's threads by output rows (or by
- * (token, head) pairs), so each output element is computed whole by one thread in a fixed order.
+ * (token, KV head) pairs), so each output element is computed whole by one thread in a fixed order.
  */
 #include "workerd/engine/model.h"
 
