@@ -133,7 +133,9 @@ static const struct ref_model ref_models[] = {
 struct case_result {
     double top5, lse, full; /* max |delta| over the reference's top-5 logits, lse, all logits */
     int top1_checked, greedy_checked, greedy_steps;
-    char fail[1024]; /* empty when the case passed */
+    char logits_sha256[65];  /* of the teacher-forced logits' bytes: compare runs and machines */
+    int32_t greedy_ids[256]; /* the tokens greedy generation produced (until a near-tie) */
+    char fail[1024];         /* empty when the case passed */
 };
 
 /* |mine - ref| over ref's top-5 ids and the lse of one position; false on a top-1 mismatch. */
@@ -189,6 +191,15 @@ run_case(const struct model *m, const json_t *cs, float tol, const char *full_pa
         goto out;
     }
     /* teacher-forced */
+    {
+        struct sha256 h;
+        uint8_t d[32];
+        sha256_init(&h);
+        sha256_update(&h, logits, n * n_vocab * sizeof(float));
+        sha256_final(&h, d);
+        for (int i = 0; i < 32; i++)
+            snprintf(r->logits_sha256 + 2 * i, 3, "%02x", d[i]);
+    }
     for (size_t i = 0; i < n; i++)
         if (!check_position(logits + i * n_vocab, n_vocab, json_array_get(positions, i), tol,
                             &r->top5, &r->lse, &r->top1_checked) &&
@@ -218,6 +229,8 @@ run_case(const struct model *m, const json_t *cs, float tol, const char *full_pa
         if (json_real_value(json_array_get(margins, k)) < tol)
             break;
         int32_t tok = (int32_t)argmax(logits, n_vocab);
+        if (k < sizeof(r->greedy_ids) / sizeof(r->greedy_ids[0]))
+            r->greedy_ids[k] = tok;
         double top5 = 0, dl = 0;
         int checked = 0;
         check_position(logits, n_vocab, json_array_get(steps, k), tol, &top5, &dl, &checked);
@@ -289,14 +302,18 @@ run_ref_model(const struct ref_model *rm)
             n_failed++;
             printf("  %s %s: %s\n", rm->gguf, json_string_value(json_object_get(cs, "id")), r.fail);
         }
+        json_t *greedy = json_array();
+        for (int k = 0; k < r.greedy_checked && k < 256; k++)
+            json_array_append_new(greedy, json_integer(r.greedy_ids[k]));
         json_array_append_new(
             cases,
-            json_pack("{s:s, s:O, s:f, s:f, s:f, s:i, s:i, s:i, s:b, s:s}", "id",
+            json_pack("{s:s, s:O, s:f, s:f, s:f, s:i, s:i, s:i, s:o, s:s, s:b, s:s}", "id",
                       json_string_value(json_object_get(cs, "id")), "prompt_ids",
                       json_object_get(cs, "prompt_ids"), "max_delta_top5", r.top5, "max_delta_lse",
                       r.lse, "max_delta_full_logits", r.full, "top1_positions_checked",
                       r.top1_checked, "greedy_steps_compared", r.greedy_checked, "greedy_steps",
-                      r.greedy_steps, "pass", r.fail[0] == '\0', "failure", r.fail));
+                      r.greedy_steps, "greedy_ids", greedy, "logits_sha256", r.logits_sha256,
+                      "pass", r.fail[0] == '\0', "failure", r.fail));
         json_decref(cs);
     }
     free(line);
