@@ -4,8 +4,9 @@
  * killed with SIGKILL mid-stream or during prefill costs no token (the streams complete with the
  * undisturbed ids, the slot restarts); cancel frees the worker within 100 ms with no token frame
  * after it; a client that stops polling is cancelled; 4 workers map the weights once; kill -9 of
- * orchd leaves no workerd. Prints the restart time after a kill -9, the first-token latency
- * through orchd next to `workerd generate`'s, and the workers' memory.
+ * orchd leaves no workerd; workers that cannot load the model go fatal, not into a fork loop.
+ * Prints the restart time after a kill -9, the first-token latency through orchd next to
+ * `workerd generate`'s, and the workers' memory.
  */
 #include "common/clock.h"
 #include "common/err.h"
@@ -395,6 +396,44 @@ test_first_token_latency(void)
     daemon_stop(&d);
 }
 
+static void
+test_broken_model_goes_fatal(void)
+{
+    /* a vocabulary-only file: orchd loads its tokenizer, the workers find no tensors (exit 2) */
+    char vocab[512], err[ERR_MSG_MAX];
+    const char *extra[] = {"-w", "2", "-m", vocab, NULL};
+    struct daemon d;
+    struct proto_msg rep;
+    bool fatal = false;
+
+    if (!harness_shared(vocab, sizeof(vocab), "models/vocab/ggml-vocab-llama-spm.gguf"))
+        return;
+    if (!daemon_start(&d, NULL, extra)) {
+        daemon_print_log(&d);
+        daemon_stop(&d);
+        CHECK(!"orchd started");
+    }
+    for (int i = 0; i < 300 && !fatal; i++) {
+        CHECK(client_workers(d.c, &rep, err) == ERR_OK && rep.u.workers.n_workers == 2);
+        fatal = rep.u.workers.workers[0].state == PROTO_WSTATE_FATAL &&
+                rep.u.workers.workers[1].state == PROTO_WSTATE_FATAL;
+        if (fatal)
+            for (uint32_t j = 0; j < 2; j++) {
+                CHECK(rep.u.workers.workers[j].restarts == 0);
+                CHECKF(strstr(rep.u.workers.workers[j].detail, "status 2") != NULL, "%s",
+                       rep.u.workers.workers[j].detail);
+            }
+        proto_msg_free(&rep);
+        sleep_ms(10);
+    }
+    CHECK(fatal);
+    CHECK(client_health(d.c, &rep, err) == ERR_OK && !rep.u.health.ready);
+    proto_msg_free(&rep);
+    kill(d.pid, SIGTERM);
+    CHECK(daemon_wait(&d) == 0);
+    daemon_stop(&d);
+}
+
 /* kB figures of one process: its whole (smaps_rollup) and its mappings of path (smaps). */
 struct mem {
     long pss, private_kb;                              /* the whole process */
@@ -532,6 +571,7 @@ main(int argc, char **argv)
         TEST(test_cancel_and_vanished_client),
         TEST(test_first_token_latency),
         TEST(test_four_workers_share_the_weights),
+        TEST(test_broken_model_goes_fatal),
         {0},
     };
 
