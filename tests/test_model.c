@@ -130,6 +130,19 @@ static const struct ref_model ref_models[] = {
     {"models/small/p-qwen2-bias-F16.gguf", "ref/p-qwen2-bias-F16.jsonl", "f16", 5e-2f},
 };
 
+/*
+ * Quantized files: validated (tolerance 0.5) once their tensor types are `supported` in the type
+ * table; until then model_load refuses them and the test says so. One of each block family.
+ */
+static const struct ref_model quant_models[] = {
+    {"models/small/p-llama-gqa-Q8_0.gguf", "ref/p-llama-gqa-Q8_0.jsonl", "q8_0", 0.5f},
+    {"models/small/p-llama-gqa-Q4_0.gguf", "ref/p-llama-gqa-Q4_0.jsonl", "q4_0", 0.5f},
+    {"models/small/p-llama-gqa-Q4_K_M.gguf", "ref/p-llama-gqa-Q4_K_M.jsonl", "q4_k_m", 0.5f},
+    {"models/small/p-llama-gqa-Q6_K.gguf", "ref/p-llama-gqa-Q6_K.jsonl", "q6_k", 0.5f},
+    {"models/derived/stories260K-Q4_K_M.gguf", "ref/stories260K-Q4_K_M.jsonl", "q5_0+q8_0", 0.5f},
+    {"models/small/p-qwen2-bias-Q8_0.gguf", "ref/p-qwen2-bias-Q8_0.jsonl", "q8_0", 0.5f},
+};
+
 struct case_result {
     double top5, lse, full; /* max |delta| over the reference's top-5 logits, lse, all logits */
     int top1_checked, greedy_checked, greedy_steps;
@@ -272,6 +285,10 @@ run_ref_model(const struct ref_model *rm)
     if (!harness_shared(path, sizeof(path), rm->jsonl))
         return;
     if (!load(rm->gguf, &l, err)) {
+        if (strstr(err, "which llorch does not support") != NULL && rm->tol >= 0.5f) {
+            printf("  skip %s: %s\n", rm->gguf, err);
+            return;
+        }
         CHECKF(err[0] == '\0', "%s: %s", rm->gguf, err);
         return;
     }
@@ -363,6 +380,13 @@ static void
 test_ref_p_qwen2_bias_F16(void)
 {
     run_ref_model(&ref_models[6]);
+}
+
+static void
+test_ref_quantized(void)
+{
+    for (size_t i = 0; i < sizeof(quant_models) / sizeof(quant_models[0]); i++)
+        run_ref_model(&quant_models[i]);
 }
 
 /* ---- determinism ---- */
@@ -1322,6 +1346,7 @@ main(int argc, char **argv)
         TEST(test_ref_p_llama_gqa_BF16),
         TEST(test_ref_p_qwen2_bias_F32),
         TEST(test_ref_p_qwen2_bias_F16),
+        TEST(test_ref_quantized),
         TEST(test_stages_stories260K),
         TEST(test_stages_p_qwen2_bias_F32),
         TEST(test_determinism_threads_and_batches),
