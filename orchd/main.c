@@ -59,7 +59,7 @@ usage(FILE *f)
             "usage: orchd -m MODEL [-w WORKERS] [-l URL]... [-t THREADS_PER_WORKER]\n"
             "             [--queue-max N] [--workerd PATH] [--log-level L] [--grace-ms MS]\n"
             "             [--client-timeout-ms MS] [--progress-timeout-ms MS]\n"
-            "             [--start-timeout-ms MS]\n"
+            "             [--prefill-timeout-ms MS] [--start-timeout-ms MS]\n"
             "  -m MODEL      GGUF model the workers serve (required)\n"
             "  -w WORKERS    worker processes (default 2)\n"
             "  -l URL        listen URL, ipc:// or tcp://, repeatable\n"
@@ -71,6 +71,7 @@ usage(FILE *f)
             "  --grace-ms MS   on SIGTERM, time running requests get to finish (default 10000)\n"
             "  --client-timeout-ms MS    cancel a request not polled this long (default 30000)\n"
             "  --progress-timeout-ms MS  kill a busy worker without progress (default 30000)\n"
+            "  --prefill-timeout-ms MS   ... while a request awaits its first token (600000)\n"
             "  --start-timeout-ms MS     kill a worker not ready this long (default 120000)\n"
             "exit status: 0 after a clean stop, 1 on a runtime failure, 2 on bad usage or model\n");
 }
@@ -93,7 +94,16 @@ parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 static int
 parse_args(int argc, char **argv, struct options *o)
 {
-    enum { OPT_QUEUE = 256, OPT_WORKERD, OPT_LOG, OPT_GRACE, OPT_CLIENT, OPT_PROGRESS, OPT_START };
+    enum {
+        OPT_QUEUE = 256,
+        OPT_WORKERD,
+        OPT_LOG,
+        OPT_GRACE,
+        OPT_CLIENT,
+        OPT_PROGRESS,
+        OPT_PREFILL,
+        OPT_START
+    };
     static const struct option longs[] = {
         {"queue-max", required_argument, NULL, OPT_QUEUE},
         {"workerd", required_argument, NULL, OPT_WORKERD},
@@ -101,6 +111,7 @@ parse_args(int argc, char **argv, struct options *o)
         {"grace-ms", required_argument, NULL, OPT_GRACE},
         {"client-timeout-ms", required_argument, NULL, OPT_CLIENT},
         {"progress-timeout-ms", required_argument, NULL, OPT_PROGRESS},
+        {"prefill-timeout-ms", required_argument, NULL, OPT_PREFILL},
         {"start-timeout-ms", required_argument, NULL, OPT_START},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -156,6 +167,7 @@ parse_args(int argc, char **argv, struct options *o)
         case OPT_GRACE:
         case OPT_CLIENT:
         case OPT_PROGRESS:
+        case OPT_PREFILL:
         case OPT_START:
             if (!parse_u64(optarg, 1, 86400000, &v)) {
                 what = "timeouts must be in [1, 86400000] ms";
@@ -167,6 +179,8 @@ parse_args(int argc, char **argv, struct options *o)
                 o->sc.client_timeout_ms = v;
             else if (c == OPT_PROGRESS)
                 o->sc.progress_timeout_ms = v;
+            else if (c == OPT_PREFILL)
+                o->sc.prefill_timeout_ms = v;
             else
                 o->sc.start_timeout_ms = v;
             break;

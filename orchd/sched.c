@@ -36,6 +36,7 @@ struct sched_req {
     enum proto_priority prio;
     int slot; /* while RUNNING */
     uint32_t crashes;
+    bool prefilling; /* dispatched, and no token from this dispatch yet */
 
     int32_t *prompt;
     uint32_t n_prompt;
@@ -109,6 +110,7 @@ sched_config_default(struct sched_config *c)
     c->linger_ms = 60000;
     c->linger_polled_ms = 5000;
     c->progress_timeout_ms = 30000;
+    c->prefill_timeout_ms = 600000;
     c->start_timeout_ms = 120000;
 }
 
@@ -620,6 +622,7 @@ dispatch_locked(struct sched *s, uint64_t now_ms)
         w->n_running++;
         r->state = REQ_RUNNING;
         r->slot = slot;
+        r->prefilling = true;
         if (r->dispatch_ms == 0) {
             r->dispatch_ms = now_ms;
             frame_push(r, PROTO_FRAME_STARTED);
@@ -902,6 +905,8 @@ sched_worker_tokens(struct sched *s, int slot, const struct proto_wtokens *t, ui
         goto out;
     s->slots[slot].progress_ms = now_ms;
     r = running_on(s, slot, t->id);
+    if (r != NULL)
+        r->prefilling = false;
     if (r == NULL || r->ended) {
         s->ops.cancel(s->ops.ud, slot, t->id); /* work nobody waits for */
         goto out;
@@ -1000,6 +1005,16 @@ out:
 
 /* ---- timers ---- */
 
+/* How long w may go without token progress: longer while a request of it is still in prefill. */
+static uint64_t
+progress_bound(const struct sched *s, const struct wslot *w)
+{
+    for (const struct sched_req *r = w->head; r != NULL; r = r->next)
+        if (r->prefilling && !r->ended && s->cfg.prefill_timeout_ms > s->cfg.progress_timeout_ms)
+            return s->cfg.prefill_timeout_ms;
+    return s->cfg.progress_timeout_ms;
+}
+
 void
 sched_tick(struct sched *s, uint64_t now_ms)
 {
@@ -1043,7 +1058,7 @@ sched_tick(struct sched *s, uint64_t now_ms)
             w->kill_sent = true;
             s->ops.kill(s->ops.ud, i, "not ready in time");
         } else if (w->state == WSLOT_READY && w->n_running > 0 &&
-                   elapsed(now_ms, w->progress_ms) >= s->cfg.progress_timeout_ms) {
+                   elapsed(now_ms, w->progress_ms) >= progress_bound(s, w)) {
             w->kill_sent = true;
             s->ops.kill(s->ops.ud, i, "no token progress");
         }

@@ -30,11 +30,12 @@ struct sched_config {
     uint64_t linger_ms;           /* a finished request is kept this long for late polls */
     uint64_t linger_polled_ms;    /* ... or this long once its last frame was delivered */
     uint64_t progress_timeout_ms; /* a busy worker with no token progress this long is killed */
+    uint64_t prefill_timeout_ms;  /* ... this long while a request of it awaits its first token */
     uint64_t start_timeout_ms;    /* a worker not ready this long after its start is killed */
 };
 
 /* Fills c with the defaults: 1 slot, queue 64, 3 replays, retry 1 s, client 30 s, linger 60 s
- * (5 s once the last frame was delivered), progress 30 s, start 120 s. */
+ * (5 s once the last frame was delivered), progress 30 s (600 s in prefill), start 120 s. */
 void sched_config_default(struct sched_config *c);
 
 /*

@@ -596,6 +596,41 @@ test_watchdog(void)
 }
 
 static void
+test_watchdog_allows_a_long_prefill(void)
+{
+    struct sched *s = new_sched(1, 4);
+    struct sched_admit a;
+    static const int32_t t1[] = {41};
+
+    make_ready(s, 0, 1, 1000);
+    CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 1000) == ERR_OK && n_sent == 1);
+    /* no token yet: the prefill bound (600 s) applies, not the progress bound (30 s) */
+    for (uint64_t t = 10000; t < 600000; t += 10000) {
+        CHECK(poll_now(s, a.id, 0, &(struct catcher){0}, t) == ERR_OK);
+        sched_tick(s, t);
+    }
+    CHECK(n_sent == 1);
+    /* once tokens flow the progress bound is back */
+    tokens(s, 0, a.id, 0, t1, 1, "a", 600000);
+    CHECK(poll_now(s, a.id, 0, &(struct catcher){0}, 629999) == ERR_OK);
+    sched_tick(s, 629999);
+    CHECK(n_sent == 1);
+    sched_tick(s, 630000);
+    CHECK(n_sent == 2 && sent[1].kind == 'k');
+    /* a prefill that never ends is killed at the prefill bound */
+    sched_worker_exited(s, 0, "killed by signal 9", false, 630001);
+    make_ready(s, 0, 1, 630002);
+    CHECK(n_sent == 3 && sent[2].kind == 'd' && sent[2].n_replay == 1);
+    for (uint64_t t = 640000; t <= 1230002; t += 10000) {
+        CHECK(poll_now(s, a.id, 0, &(struct catcher){0}, t) == ERR_OK);
+        sched_tick(s, t);
+    }
+    sched_tick(s, 1230002);
+    CHECK(n_sent == 4 && sent[3].kind == 'k');
+    sched_free(s);
+}
+
+static void
 test_dispatch_failure_keeps_request(void)
 {
     struct sched *s = new_sched(2, 4);
@@ -786,6 +821,7 @@ main(int argc, char **argv)
         TEST(test_utf8_holdback_and_flush),
         TEST(test_client_timeout_and_linger),
         TEST(test_watchdog),
+        TEST(test_watchdog_allows_a_long_prefill),
         TEST(test_dispatch_failure_keeps_request),
         TEST(test_worker_refusing_as_busy),
         TEST(test_ready_before_its_start_is_reported),
