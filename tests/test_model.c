@@ -280,7 +280,7 @@ run_ref_model(const struct ref_model *rm)
     char *line = NULL;
     size_t cap = 0;
     int n_cases = 0, n_failed = 0;
-    json_t *entry, *cases = json_array();
+    json_t *entry, *cases;
 
     if (!harness_shared(path, sizeof(path), rm->jsonl))
         return;
@@ -293,6 +293,7 @@ run_ref_model(const struct ref_model *rm)
         return;
     }
     sha256_file_hex(l.path, sha, err);
+    cases = json_array();
     entry = json_pack("{s:s, s:s, s:s, s:f}", "model", rm->gguf, "sha256", sha, "type", rm->type,
                       "tolerance", rm->tol);
     json_object_set_new(entry, "cases", cases);
