@@ -324,6 +324,8 @@ run(struct orchd *o, const sigset_t *set, uint64_t grace_ms)
             deadline = now + grace_ms;
         } else if ((sig == SIGTERM || sig == SIGINT) && phase == DRAINING) {
             deadline = now; /* a second signal: no more grace */
+        } else if (sig == SIGHUP) {
+            log_info("SIGHUP: nothing to reload (no configuration file yet)");
         }
         if (phase == STOPPING) {
             if (master_stop_tick(o->master, now))

@@ -820,7 +820,6 @@ slot_ready(struct sched *s, int slot, const struct proto_ready *rd, uint64_t now
     w->progress_ms = now_ms;
     w->progress_tokens = 0;
     w->pause_until_ms = 0;
-    w->detail[0] = '\0';
     s->n_ctx = rd->n_ctx;
     log_info("worker %d ready (pid %d, context %u, batch %u) after %llu ms", slot, rd->pid,
              rd->n_ctx, rd->max_batch, (unsigned long long)elapsed(now_ms, w->started_ms));
@@ -981,7 +980,7 @@ sched_worker_exited(struct sched *s, int slot, const char *detail, bool fatal, u
         goto out;
     w->state = fatal ? WSLOT_FATAL : WSLOT_DOWN;
     w->pid = 0;
-    snprintf(w->detail, sizeof(w->detail), "%s%s", fatal ? "fatal: " : "", detail);
+    snprintf(w->detail, sizeof(w->detail), "%s%s", fatal ? "fatal: " : "last: ", detail);
     /* replay in the order they were dispatched: push each to the front, last first */
     while ((r = w->tail) != NULL) {
         slot_remove(s, r);

@@ -766,6 +766,13 @@ test_reports(void)
     CHECK(rep.state[2] == PROTO_WSTATE_FATAL && strstr(rep.detail[2], "status 2") != NULL);
     sched_health(s, &h);
     CHECK(h.ready && h.workers_ready == 1);
+    /* a restarted worker keeps how its predecessor ended in its detail */
+    sched_worker_exited(s, 1, "killed by signal 9 (Killed)", false, 1500);
+    sched_worker_started(s, 1, 301, 3, 1501);
+    sched_worker_ready(s, 1, &(struct proto_ready){1, 301, 512, 32000, 1}, 1502);
+    sched_workers(s, take_workers, &rep);
+    CHECK(rep.state[1] == PROTO_WSTATE_BUSY); /* it took the queued request */
+    CHECKF(strcmp(rep.detail[1], "last: killed by signal 9 (Killed)") == 0, "%s", rep.detail[1]);
     /* shutdown: not ready, and the rest ends with an error frame */
     sched_shutdown(s);
     sched_health(s, &h);
