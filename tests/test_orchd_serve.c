@@ -1,12 +1,12 @@
 /*
  * test_orchd_serve.c: orchd with real `workerd serve` processes on stories260K, driven through
- * the client library: concurrent streams give exactly `workerd generate`'s ids and text; a worker
- * killed with SIGKILL mid-stream or during prefill costs no token (the streams complete with the
- * undisturbed ids, the slot restarts); cancel frees the worker within 100 ms with no token frame
- * after it; a client that stops polling is cancelled; 4 workers map the weights once; kill -9 of
- * orchd leaves no workerd; workers that cannot load the model go fatal, not into a fork loop.
- * Prints the restart time after a kill -9, the first-token latency through orchd next to
- * `workerd generate`'s, and the workers' memory.
+ * the client library: concurrent streams give exactly `workerd generate`'s ids and text (also
+ * with a stop string); a worker killed with SIGKILL mid-stream or during prefill costs no token
+ * (the streams complete with the undisturbed ids, the slot restarts); cancel frees the worker
+ * within 100 ms with no token frame after it; a client that stops polling is cancelled; 4 workers
+ * map the weights once; kill -9 of orchd leaves no workerd; workers that cannot load the model go
+ * fatal, not into a fork loop. Prints the restart time after a kill -9, the first-token latency
+ * through orchd next to `workerd generate`'s, and the workers' memory.
  */
 #include "common/clock.h"
 #include "common/err.h"
@@ -37,7 +37,8 @@ struct run {
 
 /* Runs workerd generate --json for the reference. */
 static bool
-reference(const char *prompt, uint32_t n, float temp, uint64_t seed, struct run *out)
+reference(const char *prompt, uint32_t n, float temp, uint64_t seed, const char *stop,
+          struct run *out)
 {
     const char *build = getenv("BUILD");
     char model[512], cmd[16384], buf[65536];
@@ -50,8 +51,10 @@ reference(const char *prompt, uint32_t n, float temp, uint64_t seed, struct run 
     if (!harness_shared(model, sizeof(model), "models/stories260K.gguf"))
         return false;
     snprintf(cmd, sizeof(cmd),
-             "%s/workerd generate -m %s -n %u --temp %g --seed %llu --json -- '%s' 2>/dev/null",
+             "%s/workerd generate -m %s -n %u --temp %g --seed %llu --json %s%s%s -- '%s' "
+             "2>/dev/null",
              build != NULL ? build : "build", model, n, (double)temp, (unsigned long long)seed,
+             stop != NULL ? "--stop '" : "", stop != NULL ? stop : "", stop != NULL ? "'" : "",
              prompt);
     p = popen(cmd, "r");
     if (p == NULL)
@@ -79,11 +82,15 @@ reference(const char *prompt, uint32_t n, float temp, uint64_t seed, struct run 
 
 static int
 submit(struct client *c, const char *prompt, uint32_t n, float temp, uint64_t seed,
-       struct client_submitted *out, char *err)
+       const char *stop, struct client_submitted *out, char *err)
 {
     struct proto_msg m;
 
     proto_submit_init(&m);
+    if (stop != NULL) {
+        m.u.submit.stop = (char **)&stop;
+        m.u.submit.n_stop = 1;
+    }
     m.u.submit.prompt = (char *)prompt;
     m.u.submit.max_tokens = n;
     m.u.submit.sampling.temperature = temp;
@@ -187,7 +194,7 @@ run_job(void *arg)
     struct job *j = arg;
     struct client_submitted s;
 
-    j->rc = submit(j->d->c, prompts[j->k], 48, 0.8f, 100 + (uint64_t)j->k, &s, j->err);
+    j->rc = submit(j->d->c, prompts[j->k], 48, 0.8f, 100 + (uint64_t)j->k, NULL, &s, j->err);
     if (j->rc == ERR_OK)
         j->rc = stream(j->d->c, s.id, 0, &j->got, NULL, NULL, j->err);
     return NULL;
@@ -216,7 +223,7 @@ test_concurrent_streams_match_generate(void)
         struct run want;
 
         CHECKF(jobs[k].rc == ERR_OK, "request %d: %s", k, jobs[k].err);
-        CHECK(reference(prompts[k], 48, 0.8f, 100 + (uint64_t)k, &want));
+        CHECK(reference(prompts[k], 48, 0.8f, 100 + (uint64_t)k, NULL, &want));
         CHECKF(same_run(&jobs[k].got, &want), "request %d", k);
     }
     daemon_stop(&d);
@@ -281,8 +288,8 @@ test_kill_worker_mid_stream_and_in_prefill(void)
            restart_ms);
     CHECKF(restart_ms < 3000, "%.1f ms", restart_ms);
     /* mid-stream: greedy, long; the worker dies at the first tokens frame */
-    CHECK(reference(prompts[0], 120, 0.0f, 1, &want));
-    CHECKF(submit(d.c, prompts[0], 120, 0.0f, 1, &s, err) == ERR_OK, "%s", err);
+    CHECK(reference(prompts[0], 120, 0.0f, 1, NULL, &want));
+    CHECKF(submit(d.c, prompts[0], 120, 0.0f, 1, NULL, &s, err) == ERR_OK, "%s", err);
     k = (struct killer){&d, s.id, 0, 0};
     CHECKF(stream(d.c, s.id, 0, &got, kill_its_worker, &k, err) == ERR_OK, "%s", err);
     CHECK(k.killed > 0);
@@ -291,8 +298,8 @@ test_kill_worker_mid_stream_and_in_prefill(void)
     /* during prefill: a long prompt, the worker killed as soon as it has the request */
     for (int i = 0; i < 12; i++)
         strcat(long_prompt, "Once upon a time there was a little girl who liked to play. ");
-    CHECK(reference(long_prompt, 100, 0.8f, 5, &want));
-    CHECKF(submit(d.c, long_prompt, 100, 0.8f, 5, &s, err) == ERR_OK, "%s", err);
+    CHECK(reference(long_prompt, 100, 0.8f, 5, NULL, &want));
+    CHECKF(submit(d.c, long_prompt, 100, 0.8f, 5, NULL, &s, err) == ERR_OK, "%s", err);
     k = (struct killer){&d, s.id, 0, 0};
     for (int i = 0; i < 100 && k.killed == 0; i++)
         kill_its_worker(&k);
@@ -332,7 +339,7 @@ test_cancel_and_vanished_client(void)
         daemon_stop(&d);
         CHECK(!"orchd with a ready worker");
     }
-    CHECKF(submit(d.c, prompts[2], 2000, 0.0f, 1, &s, err) == ERR_OK, "%s", err);
+    CHECKF(submit(d.c, prompts[2], 2000, 0.0f, 1, NULL, &s, err) == ERR_OK, "%s", err);
     CHECK(client_stream_open(d.c, s.id, 0, &st, err) == ERR_OK);
     do {
         CHECK(client_stream_next(st, 5000, &f, err) == ERR_OK && f != NULL);
@@ -356,12 +363,35 @@ test_cancel_and_vanished_client(void)
     CHECKF(tokens_after <= 1, "%d tokens frames after the cancel", tokens_after);
     client_stream_close(st);
     /* a client that submits and never polls is cancelled after the client timeout */
-    CHECKF(submit(d.c, prompts[3], 2000, 0.0f, 1, &s, err) == ERR_OK, "%s", err);
+    CHECKF(submit(d.c, prompts[3], 2000, 0.0f, 1, NULL, &s, err) == ERR_OK, "%s", err);
     sleep_ms(600);
     CHECK(client_status(d.c, &rep, err) == ERR_OK);
     CHECKF(rep.u.status.running == 0 && rep.u.status.completed == 2, "running %u, completed %llu",
            rep.u.status.running, (unsigned long long)rep.u.status.completed);
     proto_msg_free(&rep);
+    daemon_stop(&d);
+}
+
+static void
+test_stop_string_matches_generate(void)
+{
+    static const char *const extra[] = {"-w", "1", NULL};
+    struct daemon d;
+    struct client_submitted s;
+    struct run got, want;
+    char err[ERR_MSG_MAX];
+
+    if (!daemon_start(&d, NULL, extra) || !wait_ready(&d, 1)) {
+        daemon_print_log(&d);
+        daemon_stop(&d);
+        CHECK(!"orchd with a ready worker");
+    }
+    CHECK(reference(prompts[0], 40, 0.0f, 1, "Lily", &want));
+    CHECK(want.n > 0 && strstr(want.text, "Lily") == NULL);
+    CHECKF(submit(d.c, prompts[0], 40, 0.0f, 1, "Lily", &s, err) == ERR_OK, "%s", err);
+    CHECKF(stream(d.c, s.id, 0, &got, NULL, NULL, err) == ERR_OK, "%s", err);
+    CHECK(got.reason == PROTO_REASON_STOP);
+    CHECKF(same_run(&got, &want), "the stream with a stop string");
     daemon_stop(&d);
 }
 
@@ -380,11 +410,11 @@ test_first_token_latency(void)
         daemon_stop(&d);
         CHECK(!"orchd with a ready worker");
     }
-    CHECK(reference(prompts[4], 16, 0.0f, 1, &want));
+    CHECK(reference(prompts[4], 16, 0.0f, 1, NULL, &want));
     for (int i = 0; i < 5; i++) {
         uint64_t t0 = clock_now_ns();
 
-        CHECKF(submit(d.c, prompts[4], 16, 0.0f, 1, &s, err) == ERR_OK, "%s", err);
+        CHECKF(submit(d.c, prompts[4], 16, 0.0f, 1, NULL, &s, err) == ERR_OK, "%s", err);
         CHECKF(stream(d.c, s.id, t0, &got, NULL, NULL, err) == ERR_OK, "%s", err);
         CHECK(same_run(&got, &want));
         if (got.first_ms < best)
@@ -569,6 +599,7 @@ main(int argc, char **argv)
         TEST(test_concurrent_streams_match_generate),
         TEST(test_kill_worker_mid_stream_and_in_prefill),
         TEST(test_cancel_and_vanished_client),
+        TEST(test_stop_string_matches_generate),
         TEST(test_first_token_latency),
         TEST(test_four_workers_share_the_weights),
         TEST(test_broken_model_goes_fatal),
