@@ -162,7 +162,9 @@ tokenize_prompt(const struct front *f, const struct proto_submit *sub, int32_t *
     *ids = NULL;
     if ((rc = prompt_text(f, sub, &text, &rendered, &len, err)) != ERR_OK)
         return rc;
-    max = len + 2 < PROTO_MAX_IDS ? len + 2 : PROTO_MAX_IDS;
+    max = tokenizer_max_tokens(f->cfg.tok, len);
+    if (max > PROTO_MAX_IDS)
+        max = PROTO_MAX_IDS;
     *ids = malloc(max * sizeof(**ids));
     if (*ids == NULL) {
         free(rendered);

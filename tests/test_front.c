@@ -299,6 +299,18 @@ test_long_poll_over_tcp(void)
         CHECK(rep.type == PROTO_FRAMES && rep.u.frames.n_frames == 0);
         proto_msg_free(&rep);
     }
+    /* a prompt that needs more ids than bytes + 2 (a space after a bad lead byte costs three) */
+    {
+        char odd[201];
+
+        for (int i = 0; i < 200; i += 2)
+            memcpy(odd + i, "\xc3 ", 2);
+        odd[200] = '\0';
+        CHECK(submit(&r, odd, NULL, &rep) == 0);
+        CHECKF(rep.type == PROTO_SUBMITTED, "%s: %s", proto_type_name(rep.type),
+               rep.type == PROTO_ERROR ? rep.u.error.msg : "");
+        proto_msg_free(&rep);
+    }
     free((void *)l.id);
     rig_close(&r);
 }
