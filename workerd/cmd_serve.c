@@ -237,17 +237,25 @@ reason_of(enum generate_reason r)
     return PROTO_REASON_ERROR;
 }
 
-/* Runs one dispatched request to its end and reports DONE or ERROR. */
+/* How a request ended: what run_job() leaves for the main loop to report once the worker is free.
+ */
+struct job_end {
+    char id[PROTO_MAX_ID_BYTES + 1];
+    int rv; /* ERR_OK: done with res; else an error with err */
+    struct generate_result res;
+    uint32_t n_prompt;
+    char err[ERR_MSG_MAX];
+};
+
+/* Runs one dispatched request to its end; tokens go out as they come, the end is reported later. */
 static void
-run_job(struct serve *s, const struct proto_dispatch *d)
+run_job(struct serve *s, const struct proto_dispatch *d, struct job_end *end)
 {
     struct generate_request req = {0};
-    struct generate_result res = {0};
     struct token_sink sink = {s, d->id};
-    struct proto_msg done = {.type = PROTO_DONE};
-    char err[ERR_MSG_MAX];
-    int rv;
 
+    snprintf(end->id, sizeof(end->id), "%s", d->id);
+    end->n_prompt = d->n_prompt;
     req.prompt = d->prompt_ids;
     req.n_prompt = d->n_prompt;
     req.replay = d->replay_ids;
@@ -264,18 +272,27 @@ run_job(struct serve *s, const struct proto_dispatch *d)
     req.n_stops = d->n_stop;
     req.cancel = &s->cancel;
     context_truncate(s->ctx, 0);
-    rv = generate_run(s->model, s->ctx, s->tok, &req, on_token, &sink, &res, err);
-    if (rv != ERR_OK) {
-        log_warn("request %s failed: %s: %s", d->id, err_str(rv), err);
-        send_error(s, d->id, rv, err);
+    end->rv = generate_run(s->model, s->ctx, s->tok, &req, on_token, &sink, &end->res, end->err);
+}
+
+/* Reports a request's end: DONE with its statistics, or ERROR. Called once the worker is free, so
+ * orchd may dispatch again as soon as it reads this. */
+static void
+report_end(struct serve *s, const struct job_end *end)
+{
+    struct proto_msg done = {.type = PROTO_DONE};
+
+    if (end->rv != ERR_OK) {
+        log_warn("request %s failed: %s: %s", end->id, err_str(end->rv), end->err);
+        send_error(s, end->id, end->rv, end->err);
         return;
     }
-    done.u.done.id = d->id;
-    done.u.done.reason = reason_of(res.reason);
-    done.u.done.stats.prompt_tokens = (uint32_t)d->n_prompt;
-    done.u.done.stats.gen_tokens = res.n_gen;
-    done.u.done.stats.prefill_ms = res.prefill_ms;
-    done.u.done.stats.decode_ms = res.decode_ms;
+    done.u.done.id = (char *)end->id;
+    done.u.done.reason = reason_of(end->res.reason);
+    done.u.done.stats.prompt_tokens = end->n_prompt;
+    done.u.done.stats.gen_tokens = end->res.n_gen;
+    done.u.done.stats.prefill_ms = end->res.prefill_ms;
+    done.u.done.stats.decode_ms = end->res.decode_ms;
     serve_send(s, &done);
 }
 
@@ -420,6 +437,7 @@ cmd_serve(int argc, char **argv)
 
     pthread_mutex_lock(&s.mu);
     while (!atomic_load(&serve_quit)) {
+        struct job_end end;
         struct timespec until;
 
         if (!s.has_job) {
@@ -436,10 +454,13 @@ cmd_serve(int argc, char **argv)
         s.busy = true;
         atomic_store(&s.cancel, false);
         pthread_mutex_unlock(&s.mu);
-        run_job(&s, &s.job.u.dispatch);
+        run_job(&s, &s.job.u.dispatch, &end);
         pthread_mutex_lock(&s.mu);
         s.busy = false;
         proto_msg_free(&s.job);
+        pthread_mutex_unlock(&s.mu);
+        report_end(&s, &end);
+        pthread_mutex_lock(&s.mu);
     }
     pthread_mutex_unlock(&s.mu);
 
