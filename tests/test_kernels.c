@@ -7,6 +7,7 @@
 #include "tests/harness.h"
 #include "tests/synth_rand.h"
 #include "workerd/engine/kernels.h"
+#include "workerd/engine/quant.h"
 #include "workerd/engine/threadpool.h"
 #include "workerd/engine/types.h"
 
@@ -119,6 +120,109 @@ test_grouping_invariant(void)
     }
 }
 
+/* The quantized types and where their half-precision scales sit in a block (offsets of d, then
+ * dmin or m when there is one). */
+static const struct {
+    uint32_t type;
+    int d, m;
+} qtypes[] = {
+    {TYPE_Q8_0, 0, -1}, {TYPE_Q4_0, 0, -1},   {TYPE_Q4_1, 0, 2},    {TYPE_Q5_0, 0, -1},
+    {TYPE_Q5_1, 0, 2},  {TYPE_Q2_K, 80, 82},  {TYPE_Q3_K, 108, -1}, {TYPE_Q4_K, 0, 2},
+    {TYPE_Q5_K, 0, 2},  {TYPE_Q6_K, 208, -1},
+};
+
+/*
+ * A rows x cols matrix of quantized type qtypes[qi]: rows quantized from noise of varied scale,
+ * or (random) random bytes with sane scales, so every bit pattern of quants, sub-block scales
+ * and mins comes up.
+ */
+static void *
+make_qmatrix(size_t qi, uint32_t rows, uint32_t cols, uint64_t seed, bool random,
+             struct kernel_matrix *m)
+{
+    const struct type_traits *t = type_traits(qtypes[qi].type);
+    size_t rb = type_row_size(qtypes[qi].type, cols);
+    uint8_t *data = malloc(rb * rows);
+    float *row = malloc(cols * sizeof(float));
+
+    for (uint32_t r = 0; r < rows; r++) {
+        if (!random) {
+            for (uint32_t k = 0; k < cols; k++)
+                row[k] = (synth_rand_uniform(seed, 1, (uint64_t)r * cols + k) * 2.0f - 1.0f) *
+                         (float)(1 + r % 5) * (k % 97 == 3 ? 8.0f : 1.0f);
+            t->from_float(row, data + r * rb, cols);
+            continue;
+        }
+        for (size_t i = 0; i < rb; i++)
+            data[r * rb + i] = (uint8_t)(synth_rand_uniform(seed, 3, r * rb + i) * 256.0f);
+        for (size_t b = 0; b < rb / t->size; b++) {
+            uint16_t d = f32_to_fp16(0.01f * (float)(1 + b % 3)), mn = f32_to_fp16(0.003f);
+            memcpy(data + r * rb + b * t->size + qtypes[qi].d, &d, 2);
+            if (qtypes[qi].m >= 0)
+                memcpy(data + r * rb + b * t->size + qtypes[qi].m, &mn, 2);
+        }
+    }
+    free(row);
+    *m = (struct kernel_matrix){data, qtypes[qi].type, rows, cols, rb};
+    return data;
+}
+
+/*
+ * Every quantized type, odd row counts, an odd number of blocks, 1 to 70 tokens (past one block
+ * of 64): the AVX2 kernels give the bits of the scalar path, which gives the bits of the type's
+ * reference vec_dot on the activations quantized by its vec_dot_type's reference quantizer; and
+ * one token at a time over any split of the rows gives the same bits as the whole batch.
+ */
+static void
+test_quant_equals_reference(void)
+{
+    static const uint32_t shapes[][3] = {{7, 3, 1}, {13, 5, 3}, {6, 1, 70}, {9, 2, 2}};
+
+    for (size_t qi = 0; qi < sizeof(qtypes) / sizeof(qtypes[0]); qi++)
+        for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++)
+            for (int random = 0; random < 2; random++) {
+                const struct type_traits *t = type_traits(qtypes[qi].type);
+                const struct type_traits *yt = type_traits(t->vec_dot_type);
+                uint32_t rows = shapes[s][0], cols = shapes[s][1] * t->blck, ntok = shapes[s][2];
+                struct kernel_matrix m;
+                void *data = make_qmatrix(qi, rows, cols, 21 + s, random, &m);
+                float *x = make_vector((size_t)ntok * cols, 7 + s);
+                size_t n = (size_t)ntok * rows, yrb = type_row_size(t->vec_dot_type, cols);
+                float *y1 = calloc(n, sizeof(float)), *y2 = calloc(n, sizeof(float));
+                float *y3 = calloc(n, sizeof(float)), *y4 = calloc(n, sizeof(float));
+                float *scratch = malloc(kernel_scratch_floats(cols) * sizeof(float));
+                uint8_t *yq = malloc(yrb);
+                bool finite = true;
+
+                kernel_matmul_rows(&m, 0, rows, x, cols, ntok, y1, rows, scratch);
+                for (uint32_t tk = 0; tk < ntok; tk++) {
+                    const float *xt = x + tk * cols;
+                    kernel_matmul_rows(&m, 0, 5, xt, cols, 1, y2 + tk * rows, rows, scratch);
+                    kernel_matmul_rows(&m, 5, rows, xt, cols, 1, y2 + tk * rows, rows, scratch);
+                    yt->from_float(xt, yq, cols);
+                    for (uint32_t r = 0; r < rows; r++) {
+                        y4[tk * rows + r] = t->vec_dot((uint8_t *)data + r * m.row_bytes, yq, cols);
+                        finite = finite && isfinite(y4[tk * rows + r]);
+                    }
+                }
+                kernel_force_scalar(true);
+                kernel_matmul_rows(&m, 0, rows, x, cols, ntok, y3, rows, scratch);
+                kernel_force_scalar(false);
+                CHECKF(memcmp(y1, y3, n * sizeof(float)) == 0,
+                       "%s %ux%u, %u tokens%s: SIMD != scalar", t->name, rows, cols, ntok,
+                       random ? " (random bytes)" : "");
+                CHECKF(memcmp(y1, y2, n * sizeof(float)) == 0,
+                       "%s %ux%u, %u tokens%s: batch != one token at a time", t->name, rows, cols,
+                       ntok, random ? " (random bytes)" : "");
+                CHECKF(memcmp(y3, y4, n * sizeof(float)) == 0,
+                       "%s %ux%u, %u tokens%s: scalar path != vec_dot", t->name, rows, cols, ntok,
+                       random ? " (random bytes)" : "");
+                CHECKF(finite, "%s: a non-finite dot product", t->name);
+                free(data), free(x), free(y1), free(y2), free(y3), free(y4), free(scratch),
+                    free(yq);
+            }
+}
+
 /* a . b over 16 floats as a 1-row product */
 static float
 dot16(const float *a, const float *b)
@@ -220,6 +324,7 @@ main(int argc, char **argv)
     static const struct test tests[] = {
         TEST(test_simd_equals_scalar),
         TEST(test_grouping_invariant),
+        TEST(test_quant_equals_reference),
         TEST(test_dot_canonical_order),
         TEST(test_elementwise),
         TEST(test_types_supported),

@@ -3,11 +3,13 @@
  * time by CPUID, compiled with per-function target attributes so the rest of the build stays
  * baseline x86-64; with AVX-512VL a wider prefill tile of the same 8-lane vectors) and the scalar
  * reference, which follows the same canonical order with fmaf() so that they agree bit for bit.
- * Not the fast kernels of the performance issue: no 512-bit lanes, no quantized activations;
- * correctness and a fixed reduction order first.
+ * Quantized weights: activations quantized once per matrix call to the type's vec_dot_type, exact
+ * integer block sums (AVX2 maddubs) and the float part in the order of quant.c's reference
+ * vec_dot, which is the scalar path. Not here: the reference kernels themselves (quant.c).
  */
 #include "workerd/engine/kernels.h"
 
+#include "workerd/engine/quant.h"
 #include "workerd/engine/types.h"
 
 #include <math.h>
@@ -50,13 +52,21 @@ kernel_type_supported(uint32_t type)
 {
     const struct type_traits *t = type_traits(type);
 
-    return t != NULL && t->supported && t->to_float != NULL;
+    if (t == NULL || !t->supported || t->to_float == NULL)
+        return false;
+    return direct_kind(type) != LOAD_NONE ||
+           (t->vec_dot != NULL && type_traits(t->vec_dot_type)->from_float != NULL);
 }
 
 size_t
 kernel_scratch_floats(uint32_t cols)
 {
-    return (size_t)KERNEL_TILE_ROWS * cols;
+    /* F16/BF16 rows converted to f32, or TOK_BLOCK activation rows quantized to Q8_0, Q8_1 or
+     * Q8_K (at most 37 bytes per 32 elements) */
+    size_t conv = (size_t)KERNEL_TILE_ROWS * cols;
+    size_t quant = ((size_t)TOK_BLOCK * ((cols + 31) / 32) * 37 + 3) / 4;
+
+    return conv > quant ? conv : quant;
 }
 
 void
@@ -64,6 +74,9 @@ kernel_row_to_f32(const struct kernel_matrix *w, uint32_t r, float *out)
 {
     type_traits(w->type)->to_float((const char *)w->data + (size_t)r * w->row_bytes, out, w->cols);
 }
+
+/* out[i] = w[i] . y for KERNEL_TILE_ROWS rows of a quantized type and one activation row. */
+typedef void (*qrows_fn)(const void *const *w, const void *y, size_t n, float *out);
 
 /* ---- scalar reference ---- */
 
@@ -381,6 +394,278 @@ tile_f32_4x6(const void *const *w, const float *const *x, size_t n, float *y, si
                y[5 * ys + 3] = hsum8(a35);
 }
 
+/*
+ * Quantized weights (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) against activations
+ * quantized once per matrix call to the type's vec_dot_type: the integer sums of each block (or
+ * sub-block) are exact, and the float part runs in the reference's order (quant.c's vec_dot:
+ * one float sum per row in increasing block order), so these give the reference's bits. Four rows
+ * share one activation block; their four float sums are one 128-bit vector, still one sum per row.
+ */
+
+/* sum of q_x * q_y per 4-byte group (8 int32 lanes), for signed 8-bit x, y with |y| <= 127. */
+AVX2 static ALWAYS_INLINE __m256i
+dot_i8(__m256i x, __m256i y)
+{
+    __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
+/* The four lane sums of a, b, c, d, in that order (exact: integers). */
+AVX2 static ALWAYS_INLINE __m128i
+hsum4_i32(__m256i a, __m256i b, __m256i c, __m256i d)
+{
+    __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
+AVX2 static ALWAYS_INLINE int32_t
+hsum_i32(__m256i a)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+AVX2 static ALWAYS_INLINE float
+half_at(const uint8_t *p)
+{
+    uint16_t h;
+
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+/* 16 bytes of nibbles: element j < 16 the low nibble of byte j, element j + 16 its high one. */
+AVX2 static ALWAYS_INLINE __m256i
+nibbles32(const uint8_t *qs)
+{
+    __m128i q = _mm_loadu_si128((const __m128i *)qs);
+
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0f));
+}
+
+/* 0x10 in byte j where bit j of the 32 bits at qh is set (the 5th bit of Q5_0 / Q5_1). */
+AVX2 static ALWAYS_INLINE __m256i
+fifth_bits32(const uint8_t *qh)
+{
+    uint32_t h;
+
+    memcpy(&h, qh, 4);
+    __m256i v =
+        _mm256_shuffle_epi8(_mm256_set1_epi32((int)h),
+                            _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2,
+                                             2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+    __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+
+    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
+}
+
+/* One 32-element block of a weight row: its quants as signed bytes, d and m (m 0 without min). */
+AVX2 static ALWAYS_INLINE __m256i
+unpack32(uint32_t type, const uint8_t *b, float *d, float *m)
+{
+    *d = half_at(b);
+    *m = 0.0f;
+    switch (type) {
+    case TYPE_Q8_0:
+        return _mm256_loadu_si256((const __m256i *)(b + 2));
+    case TYPE_Q4_0:
+        return _mm256_sub_epi8(nibbles32(b + 2), _mm256_set1_epi8(8));
+    case TYPE_Q4_1:
+        *m = half_at(b + 2);
+        return nibbles32(b + 4);
+    case TYPE_Q5_0:
+        return _mm256_sub_epi8(_mm256_or_si256(nibbles32(b + 6), fifth_bits32(b + 2)),
+                               _mm256_set1_epi8(16));
+    default: /* TYPE_Q5_1 */
+        *m = half_at(b + 2);
+        return _mm256_or_si256(nibbles32(b + 8), fifth_bits32(b + 4));
+    }
+}
+
+/*
+ * out[i] = w[i] . y for 4 rows of a 32-element type and one activation row y (Q8_0, or Q8_1 for
+ * the types with a min): per block sum += d_x d_y isum, then (with a min) sum += m_x s_y.
+ */
+AVX2 static ALWAYS_INLINE void
+qrows32(uint32_t type, size_t bsize, const void *const *w, const void *y, size_t n, float *out)
+{
+    bool with_min = type == TYPE_Q4_1 || type == TYPE_Q5_1;
+    size_t ybs = with_min ? sizeof(struct block_q8_1) : sizeof(struct block_q8_0);
+    const uint8_t *r0 = w[0], *r1 = w[1], *r2 = w[2], *r3 = w[3];
+    __m128 acc = _mm_setzero_ps();
+
+    for (size_t k = 0; k < n / 32; k++) {
+        const uint8_t *yb = (const uint8_t *)y + k * ybs;
+        __m256i yq = _mm256_loadu_si256((const __m256i *)(yb + (with_min ? 4 : 2)));
+        float d0, d1, d2, d3, m0, m1, m2, m3;
+        __m256i s0 = dot_i8(unpack32(type, r0 + k * bsize, &d0, &m0), yq);
+        __m256i s1 = dot_i8(unpack32(type, r1 + k * bsize, &d1, &m1), yq);
+        __m256i s2 = dot_i8(unpack32(type, r2 + k * bsize, &d2, &m2), yq);
+        __m256i s3 = dot_i8(unpack32(type, r3 + k * bsize, &d3, &m3), yq);
+        __m128 isum = _mm_cvtepi32_ps(hsum4_i32(s0, s1, s2, s3));
+        __m128 dd = _mm_mul_ps(_mm_setr_ps(d0, d1, d2, d3), _mm_set1_ps(half_at(yb)));
+
+        acc = _mm_add_ps(acc, _mm_mul_ps(dd, isum));
+        if (with_min)
+            acc = _mm_add_ps(acc,
+                             _mm_mul_ps(_mm_setr_ps(m0, m1, m2, m3), _mm_set1_ps(half_at(yb + 2))));
+    }
+    _mm_storeu_ps(out, acc);
+}
+
+/* Q4_K / Q5_K (hbits: Q5_K's qh, else NULL) row x against a Q8_K row y. */
+AVX2 static ALWAYS_INLINE float
+qdot_k45(const uint8_t *x, size_t bsize, bool five, const struct block_q8_k *y, size_t n)
+{
+    float sum = 0.0f;
+
+    for (size_t k = 0; k < n / QUANT_QK_K; k++) {
+        const uint8_t *b = x + k * bsize;
+        const uint8_t *qs = b + (five ? 48 : 16);
+        const struct block_q8_k *yb = y + k;
+        int16_t sc[8], m[8];
+        __m256i acc = _mm256_setzero_si256(), mask = _mm256_set1_epi8(0x0f);
+        __m256i qh = five ? _mm256_loadu_si256((const __m256i *)(b + 16)) : acc;
+        __m256i one = _mm256_set1_epi8(1);
+        int32_t msum = 0;
+
+        quant_scales6_get(b + 4, sc, m);
+        for (int c = 0; c < 4; c++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+            __m256i lo = _mm256_and_si256(q, mask);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), mask);
+
+            if (five) { /* the 5th bits: bit 2c (low nibbles) and 2c + 1 (high) of qh[l] */
+                lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
+                hi = _mm256_or_si256(
+                    hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4));
+                qh = _mm256_srli_epi16(qh, 2);
+            }
+            __m256i plo =
+                _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(yb->qs + 64 * c)));
+            __m256i phi = _mm256_maddubs_epi16(
+                hi, _mm256_loadu_si256((const __m256i *)(yb->qs + 64 * c + 32)));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * c])));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(phi, _mm256_set1_epi16(sc[2 * c + 1])));
+        }
+        for (int j = 0; j < 8; j++)
+            msum += m[j] * (yb->bsums[2 * j] + yb->bsums[2 * j + 1]);
+        sum += yb->d * (half_at(b) * (float)hsum_i32(acc) - half_at(b + 2) * (float)msum);
+    }
+    return sum;
+}
+
+/* Q6_K row x against a Q8_K row y: quants + 32 as unsigned bytes, 32 * sum(sc bsums) taken off. */
+AVX2 static ALWAYS_INLINE float
+qdot_q6_k(const uint8_t *x, const struct block_q8_k *y, size_t n)
+{
+    float sum = 0.0f;
+
+    for (size_t k = 0; k < n / QUANT_QK_K; k++) {
+        const struct block_q6_k *b = (const struct block_q6_k *)(x + k * sizeof(*b));
+        const struct block_q8_k *yb = y + k;
+        __m256i acc = _mm256_setzero_si256(), mask = _mm256_set1_epi8(0x0f);
+        __m256i m2 = _mm256_set1_epi8(0x30);
+
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = b->ql + 64 * h;
+            const int8_t *ys = yb->qs + 128 * h, *sc = b->scales + 8 * h;
+            __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
+            __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
+            __m256i q[4] = {
+                _mm256_or_si256(_mm256_and_si256(l0, mask),
+                                _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2)),
+                _mm256_or_si256(_mm256_and_si256(l1, mask),
+                                _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), mask),
+                                _mm256_and_si256(qh, m2)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), mask),
+                                _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2)),
+            };
+            for (int i = 0; i < 4; i++) {
+                __m256i p =
+                    _mm256_maddubs_epi16(q[i], _mm256_loadu_si256((const __m256i *)(ys + 32 * i)));
+                __m256i s =
+                    _mm256_set_m128i(_mm_set1_epi16(sc[2 * i + 1]), _mm_set1_epi16(sc[2 * i]));
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, s));
+            }
+        }
+        __m256i bs = _mm256_loadu_si256((const __m256i *)yb->bsums);
+        __m256i scs = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
+        int32_t isum = hsum_i32(acc) - 32 * hsum_i32(_mm256_madd_epi16(bs, scs));
+
+        /* the reference subtracts its zero min term: x - 0 is x */
+        sum += yb->d * (half_at((const uint8_t *)&b->d) * (float)isum);
+    }
+    return sum;
+}
+
+/* The AVX2 4-row kernels, one per type, of shape qrows_fn. */
+#define QROWS32(sfx, type, blk)                                                                    \
+    AVX2 static void qrows_##sfx(const void *const *w, const void *y, size_t n, float *out)        \
+    {                                                                                              \
+        qrows32(type, sizeof(struct blk), w, y, n, out);                                           \
+    }
+QROWS32(q8_0, TYPE_Q8_0, block_q8_0)
+QROWS32(q4_0, TYPE_Q4_0, block_q4_0)
+QROWS32(q4_1, TYPE_Q4_1, block_q4_1)
+QROWS32(q5_0, TYPE_Q5_0, block_q5_0)
+QROWS32(q5_1, TYPE_Q5_1, block_q5_1)
+
+AVX2 static void
+qrows_q4_k(const void *const *w, const void *y, size_t n, float *out)
+{
+    for (int i = 0; i < KERNEL_TILE_ROWS; i++)
+        out[i] = qdot_k45(w[i], sizeof(struct block_q4_k), false, y, n);
+}
+
+AVX2 static void
+qrows_q5_k(const void *const *w, const void *y, size_t n, float *out)
+{
+    for (int i = 0; i < KERNEL_TILE_ROWS; i++)
+        out[i] = qdot_k45(w[i], sizeof(struct block_q5_k), true, y, n);
+}
+
+AVX2 static void
+qrows_q6_k(const void *const *w, const void *y, size_t n, float *out)
+{
+    for (int i = 0; i < KERNEL_TILE_ROWS; i++)
+        out[i] = qdot_q6_k(w[i], y, n);
+}
+
+/* The AVX2 kernel of a quantized type, or NULL (the type then runs its reference vec_dot). */
+static qrows_fn
+qrows_avx2(uint32_t type)
+{
+    switch (type) {
+    case TYPE_Q8_0:
+        return qrows_q8_0;
+    case TYPE_Q4_0:
+        return qrows_q4_0;
+    case TYPE_Q4_1:
+        return qrows_q4_1;
+    case TYPE_Q5_0:
+        return qrows_q5_0;
+    case TYPE_Q5_1:
+        return qrows_q5_1;
+    case TYPE_Q4_K:
+        return qrows_q4_k;
+    case TYPE_Q5_K:
+        return qrows_q5_k;
+    case TYPE_Q6_K:
+        return qrows_q6_k;
+    default:
+        return NULL;
+    }
+}
+
 /* AVX, AVX2, FMA and F16C present and the OS saves the YMM registers. */
 static bool
 cpu_has_avx2(void)
@@ -472,11 +757,55 @@ tile(bool simd, enum load_kind kind, int shape, const void *const *w, const floa
     tile_scalar(kind, nr[shape], nt[shape], w, x, n, y, ys);
 }
 
+/*
+ * A quantized type: each block of TOK_BLOCK tokens' activations is quantized to the type's
+ * vec_dot_type (its reference quantizer, so every thread and batch gets the same bytes), then
+ * every (row, token) is the type's dot product: the AVX2 kernel when there is one, else the
+ * reference vec_dot; both give the reference's bits.
+ */
+static void
+matmul_quant(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, const float *x, size_t xs,
+             uint32_t ntok, float *y, size_t ys, void *scratch)
+{
+    const struct type_traits *t = type_traits(w->type);
+    const struct type_traits *yt = type_traits(t->vec_dot_type);
+    size_t yrb = type_row_size(t->vec_dot_type, w->cols);
+    qrows_fn fast = NULL;
+
+#ifdef KERNEL_X86
+    if (kernel_simd_active())
+        fast = qrows_avx2(w->type);
+#endif
+    for (uint32_t t0 = 0; t0 < ntok; t0 += TOK_BLOCK) {
+        uint32_t t1 = ntok - t0 < TOK_BLOCK ? ntok : t0 + TOK_BLOCK;
+
+        for (uint32_t tk = t0; tk < t1; tk++)
+            yt->from_float(x + tk * xs, (char *)scratch + (tk - t0) * yrb, w->cols);
+        for (uint32_t r = r0; r < r1; r += KERNEL_TILE_ROWS) {
+            uint32_t nr = r1 - r < KERNEL_TILE_ROWS ? r1 - r : KERNEL_TILE_ROWS;
+            const void *wr[KERNEL_TILE_ROWS];
+            float out[KERNEL_TILE_ROWS];
+
+            for (uint32_t i = 0; i < KERNEL_TILE_ROWS; i++) /* a short tile repeats its last row */
+                wr[i] = (const char *)w->data + (size_t)(r + (i < nr ? i : nr - 1)) * w->row_bytes;
+            for (uint32_t tk = t0; tk < t1; tk++) {
+                const void *yq = (const char *)scratch + (tk - t0) * yrb;
+
+                if (fast != NULL)
+                    fast(wr, yq, w->cols, out);
+                else
+                    for (uint32_t i = 0; i < nr; i++)
+                        out[i] = t->vec_dot(wr[i], yq, w->cols);
+                memcpy(y + tk * ys + r, out, nr * sizeof(float));
+            }
+        }
+    }
+}
+
 void
 kernel_matmul_rows(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, const float *x,
                    size_t xs, uint32_t ntok, float *y, size_t ys, float *scratch)
 {
-    type_to_float_fn to_f32 = type_traits(w->type)->to_float;
     enum load_kind dk = direct_kind(w->type);
     bool direct = dk == LOAD_F32 || (dk != LOAD_NONE && ntok <= DIRECT_MAX);
     enum load_kind kind = direct ? dk : LOAD_F32;
@@ -486,6 +815,10 @@ kernel_matmul_rows(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, cons
 #endif
     size_t cols = w->cols;
 
+    if (dk == LOAD_NONE) {
+        matmul_quant(w, r0, r1, x, xs, ntok, y, ys, scratch);
+        return;
+    }
     if (ntok == 1 && direct) /* decode: 8 rows at a time keep more loads in flight */
         for (; r0 + 8 <= r1; r0 += 8) {
             const void *wr[8];
@@ -508,12 +841,12 @@ kernel_matmul_rows(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, cons
                 }
                 wr[i] = scratch + i * cols;
 #ifdef KERNEL_X86
-                if (simd && dk != LOAD_NONE) { /* F16/BF16: vector conversion */
+                if (simd) { /* F16/BF16: vector conversion */
                     convert_avx2(dk, src, scratch + i * cols, cols);
                     continue;
                 }
 #endif
-                to_f32(src, scratch + i * cols, (int64_t)cols);
+                type_traits(w->type)->to_float(src, scratch + i * cols, (int64_t)cols);
             }
             for (uint32_t t = t0; t < t1;) {
                 const float *xr[WIDE_TOKENS];

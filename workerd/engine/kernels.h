@@ -7,8 +7,10 @@
  * increasing k (a short last block is padded with zeros), then the lanes summed as
  * ((l0+l4)+(l2+l6))+((l1+l5)+(l3+l7)). The AVX2 kernels and the scalar reference both follow it,
  * so they give bit-identical results, and so do 1 or 2 threads, one token or a batch.
- * Weight types plug in through a row conversion (kernel_type_supported() says which): F32, F16 and
- * BF16 are read directly in the dot loop; a type with only a conversion goes through f32 tiles.
+ * Quantized weight types reduce in the order of their reference vec_dot (quant.c): exact integer
+ * sums per block against activations quantized to the type's vec_dot_type, then one float sum per
+ * row in block order. F32, F16 and BF16 are read directly in the dot loop (kernel_type_supported()
+ * says which types run).
  */
 #ifndef LLORCH_KERNELS_H
 #define LLORCH_KERNELS_H
@@ -31,7 +33,8 @@ struct kernel_matrix {
 /* Floats of per-thread scratch kernel_matmul_rows() needs for matrices of up to cols columns. */
 size_t kernel_scratch_floats(uint32_t cols);
 
-/* Whether matrices of this type can be multiplied (and rows read as f32). */
+/* Whether matrices of this type can be multiplied (and rows read as f32): `supported` in the type
+ * table, and read directly (F32, F16, BF16) or with a vec_dot. */
 bool kernel_type_supported(uint32_t type);
 
 /* Whether the AVX2/FMA/F16C kernels are in use (decided once by CPUID, see kernel_force_scalar). */

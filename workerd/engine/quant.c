@@ -592,8 +592,8 @@ pack_q3_k(const struct bk *u, uint16_t d, uint16_t dmin, void *blk)
 }
 
 /* Q4_K / Q5_K: 8 scales and 8 mins of 6 bits packed into 12 bytes (layout in quant.h). */
-static void
-scales6_get(const uint8_t *s, int16_t *sc, int16_t *m)
+void
+quant_scales6_get(const uint8_t *s, int16_t *sc, int16_t *m)
 {
     for (int j = 0; j < 4; j++) {
         sc[j] = (int16_t)(s[j] & 63);
@@ -640,7 +640,7 @@ unpack_q4_k(const void *blk, struct bk *u)
     u->d = fp16_to_f32(b->d);
     u->dmin = fp16_to_f32(b->dmin);
     u->sub = 32;
-    scales6_get(b->scales, u->sc, u->m);
+    quant_scales6_get(b->scales, u->sc, u->m);
     nibbles_k_get(b->qs, u->q);
 }
 
@@ -664,7 +664,7 @@ unpack_q5_k(const void *blk, struct bk *u)
     u->d = fp16_to_f32(b->d);
     u->dmin = fp16_to_f32(b->dmin);
     u->sub = 32;
-    scales6_get(b->scales, u->sc, u->m);
+    quant_scales6_get(b->scales, u->sc, u->m);
     nibbles_k_get(b->qs, u->q);
     for (int c = 0; c < 4; c++)
         for (int l = 0; l < 32; l++) {

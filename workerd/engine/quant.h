@@ -209,6 +209,10 @@ void quant_quantize_row_q5_k(const float *src, void *dst, int64_t n);
 void quant_dequantize_row_q6_k(const void *src, float *dst, int64_t n);
 void quant_quantize_row_q6_k(const float *src, void *dst, int64_t n);
 
+/* The 8 scales and 8 mins of a Q4_K / Q5_K super-block from its 12 packed bytes (the SIMD
+ * kernels share the layout with the references through this). */
+void quant_scales6_get(const uint8_t *s, int16_t *sc, int16_t *m);
+
 /* Q8_K: d = max|x| / 127 per 256 elements, q = round(x / d) in [-127, 127], and the bsums. */
 void quant_dequantize_row_q8_k(const void *src, float *dst, int64_t n);
 void quant_quantize_row_q8_k(const float *src, void *dst, int64_t n);
