@@ -18,7 +18,7 @@ FUZZ_SECONDS ?= 30
 
 CPPFLAGS += -I. -D_GNU_SOURCE
 CFLAGS   += -std=c11 -Wall -Wextra -Werror -g $(OPT) -pthread -MMD -MP
-LDLIBS   += -ljansson -lnng -lmsgpackc -lopenblas -lpcre2-8 -lm -pthread
+LDLIBS   += -ljansson -lsodium -lnng -lmsgpackc -lopenblas -lpcre2-8 -lm -pthread
 # jemalloc serves the daemons; sanitizer builds keep the sanitizer's allocator.
 ifeq ($(SAN),)
 DAEMON_LIBS = -ljemalloc

@@ -10,6 +10,7 @@
 #include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "orchd/config.h"
 #include "workerd/engine/chat.h"
 #include "workerd/engine/tokenizer.h"
 
@@ -185,7 +186,7 @@ tokenize_prompt(const struct front *f, const struct proto_submit *sub, int32_t *
 }
 
 static void
-handle_submit(struct fctx *c, const struct proto_submit *sub)
+handle_submit(struct fctx *c, int tenant, const struct proto_submit *sub)
 {
     struct sched_submit in = {0};
     struct sched_admit a;
@@ -208,6 +209,7 @@ handle_submit(struct fctx *c, const struct proto_submit *sub)
     in.n_stop = sub->n_stop;
     in.priority = sub->priority;
     in.client_id = sub->client_id;
+    in.tenant = tenant;
     rc = sched_submit(c->f->cfg.sched, &in, clock_now_ms(), &a, err);
     free(ids);
     if (rc == ERR_BUSY) {
@@ -225,9 +227,9 @@ handle_submit(struct fctx *c, const struct proto_submit *sub)
     }
 }
 
-/* Answers one decoded request (or parks it: a long poll). */
+/* Answers one decoded request of tenant (or parks it: a long poll). */
 static void
-handle(struct fctx *c, const struct proto_msg *req)
+handle(struct fctx *c, int tenant, const struct proto_msg *req)
 {
     struct sched *s = c->f->cfg.sched;
     struct proto_msg m = {0};
@@ -236,17 +238,17 @@ handle(struct fctx *c, const struct proto_msg *req)
 
     switch (req->type) {
     case PROTO_SUBMIT:
-        handle_submit(c, &req->u.submit);
+        handle_submit(c, tenant, &req->u.submit);
         break;
     case PROTO_POLL:
         c->state = FCTX_PARKED; /* the wake (maybe at once, on this thread) sends */
-        rc = sched_poll(s, req->u.poll.id, req->u.poll.from, req->u.poll.wait_ms, clock_now_ms(),
-                        &c->w, err);
+        rc = sched_poll(s, tenant, req->u.poll.id, req->u.poll.from, req->u.poll.wait_ms,
+                        clock_now_ms(), &c->w, err);
         if (rc != ERR_OK)
             send_error(c, rc, err, req->u.poll.id);
         break;
     case PROTO_CANCEL:
-        rc = sched_cancel(s, req->u.ref.id, clock_now_ms(), err);
+        rc = sched_cancel(s, tenant, req->u.ref.id, clock_now_ms(), err);
         if (rc != ERR_OK) {
             send_error(c, rc, err, req->u.ref.id);
             break;
@@ -259,7 +261,7 @@ handle(struct fctx *c, const struct proto_msg *req)
         sched_status(s, clock_now_ms(), status_reply, c);
         break;
     case PROTO_WORKERS:
-        sched_workers(s, workers_reply, c);
+        sched_workers(s, tenant, workers_reply, c);
         break;
     case PROTO_HEALTH:
         m.type = PROTO_HEALTH_INFO;
@@ -279,7 +281,7 @@ fctx_cb(void *arg)
     struct proto_msg req;
     char err[ERR_MSG_MAX];
     nng_msg *msg;
-    int rv = nng_aio_result(c->aio);
+    int tenant, rv = nng_aio_result(c->aio);
 
     switch (c->state) {
     case FCTX_SEND:
@@ -308,7 +310,12 @@ fctx_cb(void *arg)
             send_error(c, rv, err, NULL);
             return;
         }
-        handle(c, &req);
+        /* every message of a client is authenticated before any work */
+        if ((tenant = config_auth(c->f->cfg.conf, req.key)) < 0)
+            send_error(c, ERR_UNAUTHORIZED,
+                       req.key == NULL ? "a tenant key is required" : "unknown tenant key", NULL);
+        else
+            handle(c, tenant, &req);
         proto_msg_free(&req);
         break;
     case FCTX_PARKED:

@@ -2,10 +2,11 @@
  * front.h: orchd's client side. One NNG rep socket per listen URL (ipc://, tcp://), each with a
  * pool of contexts driven by their aio callbacks (NNG's demo/async pattern): a context receives a
  * request, decodes it strictly (proto_decode, client links only), answers submit / poll / cancel /
- * status / workers / health through the scheduler, and receives again. A long poll parks its
- * context on the request (sched_waiter) without holding a thread. Malformed messages get an error
- * reply naming the field, and the front carries on.
- * Not here: scheduling decisions (sched.h), worker links (wlink.h).
+ * status / workers / health through the scheduler, and receives again. With tenants configured,
+ * every message must carry a known key (else an unauthorized error reply) and acts for its tenant.
+ * A long poll parks its context on the request (sched_waiter) without holding a thread. Malformed
+ * messages get an error reply naming the field, and the front carries on. Not here: scheduling
+ * decisions (sched.h), worker links (wlink.h).
  */
 #ifndef LLORCH_ORCHD_FRONT_H
 #define LLORCH_ORCHD_FRONT_H
@@ -13,6 +14,7 @@
 #include "orchd/sched.h"
 
 struct chat_format;
+struct config;
 struct tokenizer;
 
 #define FRONT_MAX_URLS 16
@@ -24,6 +26,7 @@ struct front_config {
     struct sched *sched;            /* not owned */
     const struct tokenizer *tok;    /* prompt -> ids; not owned */
     const struct chat_format *chat; /* chat messages -> prompt text (the model's template) */
+    const struct config *conf;      /* tenants whose keys are required; NULL: tenant 0 for all */
 };
 
 struct front;

@@ -9,6 +9,7 @@
 #include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "orchd/config.h"
 #include "orchd/front.h"
 #include "orchd/master.h"
 #include "orchd/sched.h"
@@ -41,6 +42,7 @@ struct options {
     int n_urls;
     int threads;
     const char *workerd;
+    const char *config; /* -c FILE, or NULL */
     struct sched_config sc;
     uint64_t grace_ms;
 };
@@ -56,7 +58,7 @@ static void
 usage(FILE *f)
 {
     fprintf(f,
-            "usage: orchd -m MODEL [-w WORKERS] [-l URL]... [-t THREADS_PER_WORKER]\n"
+            "usage: orchd -m MODEL [-w WORKERS] [-l URL]... [-c CONFIG] [-t THREADS_PER_WORKER]\n"
             "             [--queue-max N] [--workerd PATH] [--log-level L] [--grace-ms MS]\n"
             "             [--client-timeout-ms MS] [--progress-timeout-ms MS]\n"
             "             [--prefill-timeout-ms MS] [--start-timeout-ms MS]\n"
@@ -64,6 +66,8 @@ usage(FILE *f)
             "  -w WORKERS    worker processes (default 2)\n"
             "  -l URL        listen URL, ipc:// or tcp://, repeatable\n"
             "                (default $LLORCH_URL, else " CLIENT_DEFAULT_URL ")\n"
+            "  -c CONFIG     tenants (keys, weights, limits) and TLS; docs/operations.md\n"
+            "                (default: one local tenant, no key)\n"
             "  -t THREADS    threads per worker (default 1)\n"
             "  --queue-max N queued requests before busy replies (default 64)\n"
             "  --workerd PATH  worker binary (default: workerd beside orchd)\n"
@@ -148,7 +152,7 @@ parse_args(int argc, char **argv, struct options *o)
             o->threads = (int)v;
             break;
         case 'c':
-            what = "-c: tenant configuration files are not supported yet";
+            o->config = optarg;
             break;
         case OPT_QUEUE:
             if (!parse_u64(optarg, 1, 1000000, &v))
@@ -325,7 +329,7 @@ run(struct orchd *o, const sigset_t *set, uint64_t grace_ms)
         } else if ((sig == SIGTERM || sig == SIGINT) && phase == DRAINING) {
             deadline = now; /* a second signal: no more grace */
         } else if (sig == SIGHUP) {
-            log_info("SIGHUP: nothing to reload (no configuration file yet)");
+            log_info("SIGHUP: nothing to reload (the configuration is read at start)");
         }
         if (phase == STOPPING) {
             if (master_stop_tick(o->master, now))
@@ -359,6 +363,7 @@ main(int argc, char **argv)
     struct front *front = NULL;
     struct gguf *g = NULL;
     struct tokenizer *tok = NULL;
+    struct config *conf = NULL;
     struct chat_format chat;
     char err[ERR_MSG_MAX], url[PATH_MAX + 32], workerd[PATH_MAX], link[PATH_MAX + 32];
     char rundir[PATH_MAX], threads[16];
@@ -371,6 +376,14 @@ main(int argc, char **argv)
     log_init("orchd", LOG_INFO);
     if ((rc = parse_args(argc, argv, &opt)) != 0)
         return rc;
+    if (opt.config != NULL) {
+        if (config_load(&conf, opt.config, err) != ERR_OK) {
+            fprintf(stderr, "orchd: %s\n", err);
+            return EXIT_USAGE;
+        }
+        opt.sc.tenants = conf->tenants;
+        opt.sc.n_tenants = conf->n_tenants;
+    }
     /* before any NNG thread exists, so that they inherit the mask */
     sigemptyset(&set);
     sigaddset(&set, SIGCHLD);
@@ -380,6 +393,7 @@ main(int argc, char **argv)
     sigaddset(&set, SIGPIPE);
     if ((errno = pthread_sigmask(SIG_BLOCK, &set, NULL)) != 0) {
         fprintf(stderr, "orchd: pthread_sigmask: %s\n", strerror(errno));
+        config_free(conf);
         return 1;
     }
     if ((rc = gguf_open(&g, opt.model, err)) != ERR_OK ||
@@ -387,6 +401,7 @@ main(int argc, char **argv)
         (rc = chat_format_from_model(&chat, g, tok, err)) != ERR_OK) {
         fprintf(stderr, "orchd: %s: %s\n", opt.model, err);
         gguf_close(g);
+        config_free(conf);
         return EXIT_USAGE;
     }
     if (opt.n_urls == 0) {
@@ -426,6 +441,7 @@ main(int argc, char **argv)
     fc.sched = o.sched;
     fc.tok = tok;
     fc.chat = &chat;
+    fc.conf = conf;
     if (front_open(&front, &fc, err) != ERR_OK) {
         fprintf(stderr, "orchd: %s\n", err);
         goto out;
@@ -453,8 +469,9 @@ main(int argc, char **argv)
         fprintf(stderr, "orchd: out of memory\n");
         goto out;
     }
-    log_info("serving %s with %d workers x %d threads (queue %u)", opt.model, opt.workers,
-             opt.threads, opt.sc.queue_max);
+    log_info("serving %s with %d workers x %d threads (queue %u, %d tenants%s)", opt.model,
+             opt.workers, opt.threads, opt.sc.queue_max, conf != NULL ? conf->n_tenants : 1,
+             conf != NULL ? "" : ": the local default, no key");
     run(&o, &set, opt.grace_ms);
     log_info("stopped");
     status = 0;
@@ -467,5 +484,6 @@ out:
         remove_rundir(rundir, opt.workers);
     tokenizer_free(tok);
     gguf_close(g);
+    config_free(conf);
     return status;
 }

@@ -7,6 +7,7 @@
 #include "common/clock.h"
 #include "common/err.h"
 #include "common/utf8.h"
+#include "orchd/config.h"
 #include "proto/client.h"
 #include "proto/proto.h"
 
@@ -48,6 +49,8 @@ static const char usage_text[] =
     "  status [--json]      queue depth, running requests, per-tenant counts\n"
     "  workers [--json]     one line per worker slot: slot, pid, state, restarts, requests\n"
     "  health [--json]      exit 0 when orchd is ready to serve\n"
+    "  hash-key [KEY]       print the hash of KEY (default: -k / $LLORCH_KEY) for a tenant's\n"
+    "                       `key =` in orchd's configuration; does not contact orchd\n"
     "\n"
     "options:\n"
     "  -u, --url URL        orchd's address (ipc://, tcp://, tls+tcp://); default $LLORCH_URL,\n"
@@ -736,12 +739,28 @@ cmd_health(struct global *g, int argc, char **argv)
     return ready ? EXIT_OK_ : EXIT_NOT_READY;
 }
 
+static int
+cmd_hash_key(struct global *g, int argc, char **argv)
+{
+    char out[CONFIG_HASH_TEXT], err[ERR_MSG_MAX];
+    const char *key = argc == 2 ? argv[1] : g->co.key;
+    int rc;
+
+    if (argc > 2 || key == NULL)
+        return usage_error("%s takes one KEY (or -k / $LLORCH_KEY)", argv[0]);
+    if ((rc = config_hash_key(key, out, err)) != ERR_OK)
+        return fail(rc, err);
+    printf("%s\n", out);
+    return EXIT_OK_;
+}
+
 static const struct {
     const char *name;
     int (*run)(struct global *g, int argc, char **argv);
 } commands[] = {
-    {"submit", cmd_submit}, {"attach", cmd_attach},   {"cancel", cmd_cancel},
-    {"status", cmd_status}, {"workers", cmd_workers}, {"health", cmd_health},
+    {"submit", cmd_submit},     {"attach", cmd_attach},   {"cancel", cmd_cancel},
+    {"status", cmd_status},     {"workers", cmd_workers}, {"health", cmd_health},
+    {"hash-key", cmd_hash_key},
 };
 
 int

@@ -6,6 +6,11 @@
  * tokens; a delivered frame never changes, so a resend or a resume from k gets the same bytes.
  * Ids and text are released in whole tokens: a token's id goes out with its text, held back while
  * the text may be the start of a stop string or ends inside a UTF-8 character.
+ * Tenants: each has its two queues; dispatch takes the head of the backlogged tenant (with room
+ * under its max_running) whose virtual time is least: start-time fair queueing over tokens. A
+ * dispatch charges prompt + max_tokens / weight, corrected to the tokens really generated when the
+ * request ends; a tenant that becomes backlogged starts at the virtual clock (no credit for idle
+ * time).
  */
 #include "orchd/sched.h"
 
@@ -36,6 +41,7 @@ struct sched_req {
     enum proto_priority prio;
     int slot; /* while RUNNING */
     uint32_t crashes;
+    bool charged;    /* its first dispatch charged its tenant's virtual time */
     bool prefilling; /* dispatched, and no token from this dispatch yet */
 
     int32_t *prompt;
@@ -86,12 +92,28 @@ struct queue {
     uint32_t n;
 };
 
+/* A tenant's queues, share and quota state. */
+struct tstate {
+    struct sched_tenant t;
+    struct queue q[2];  /* indexed by enum proto_priority */
+    uint32_t n_running; /* requests on a worker's list */
+    double vtime;       /* tokens charged / weight */
+    uint64_t used;      /* tokens in the current budget period */
+    uint64_t period_start_ms;
+    double bucket;       /* submits the rate limit allows now */
+    uint64_t bucket_ms;  /* when bucket was last refilled */
+    uint64_t gen_tokens; /* generated tokens served */
+};
+
 struct sched {
     pthread_mutex_t mu;
     struct sched_config cfg;
     struct sched_ops ops;
     struct wslot slots[SCHED_MAX_SLOTS];
-    struct queue q[2]; /* indexed by enum proto_priority */
+    struct tstate *ten; /* n_ten tenants */
+    int n_ten;
+    uint32_t n_queued; /* over every tenant's queues */
+    double vclock;     /* virtual time of the last dispatch */
     struct sched_req *all;
     uint64_t next_id, start_ms;
     uint32_t n_ctx; /* as the workers report it; 0 until one is ready */
@@ -102,6 +124,8 @@ struct sched {
 void
 sched_config_default(struct sched_config *c)
 {
+    c->tenants = NULL;
+    c->n_tenants = 0;
     c->n_slots = 1;
     c->queue_max = 64;
     c->max_replays = 3;
@@ -131,6 +155,26 @@ sched_new(const struct sched_config *cfg, const struct sched_ops *ops, uint64_t 
     s->cfg = *cfg;
     s->ops = *ops;
     s->start_ms = now_ms;
+    s->n_ten = cfg->n_tenants > 0 ? cfg->n_tenants : 1;
+    s->ten = calloc((size_t)s->n_ten, sizeof(*s->ten));
+    if (s->ten == NULL) {
+        pthread_mutex_destroy(&s->mu);
+        free(s);
+        return NULL;
+    }
+    for (int i = 0; i < s->n_ten; i++) {
+        struct tstate *t = &s->ten[i];
+
+        if (cfg->n_tenants > 0)
+            t->t = cfg->tenants[i];
+        else
+            t->t = (struct sched_tenant){.name = "default", .weight = 1};
+        if (t->t.weight == 0)
+            t->t.weight = 1;
+        t->period_start_ms = t->bucket_ms = now_ms;
+        t->bucket = t->t.rate_per_min;
+    }
+    s->cfg.tenants = NULL; /* copied */
     return s;
 }
 
@@ -175,20 +219,22 @@ list_remove(struct sched_req **head, struct sched_req **tail, struct sched_req *
 static void
 queue_push(struct sched *s, struct sched_req *r, bool front)
 {
-    struct queue *q = &s->q[r->prio];
+    struct queue *q = &s->ten[r->tenant].q[r->prio];
 
     list_push(&q->head, &q->tail, r, front);
     q->n++;
+    s->n_queued++;
     r->state = REQ_QUEUED;
 }
 
 static void
 queue_remove(struct sched *s, struct sched_req *r)
 {
-    struct queue *q = &s->q[r->prio];
+    struct queue *q = &s->ten[r->tenant].q[r->prio];
 
     list_remove(&q->head, &q->tail, r);
     q->n--;
+    s->n_queued--;
     r->state = REQ_IDLE;
 }
 
@@ -199,29 +245,32 @@ slot_remove(struct sched *s, struct sched_req *r)
 
     list_remove(&w->head, &w->tail, r);
     w->n_running--;
+    s->ten[r->tenant].n_running--;
     r->state = REQ_IDLE;
     r->slot = -1;
 }
 
-/* 1-based place of a queued request: the interactive queue goes first. */
+/* 1-based place of a queued request among its tenant's: the interactive queue goes first. */
 static uint32_t
 queue_position(const struct sched *s, const struct sched_req *r)
 {
+    const struct queue *q = s->ten[r->tenant].q;
     uint32_t pos = 1;
 
     if (r->prio == PROTO_PRIO_BATCH)
-        pos += s->q[PROTO_PRIO_INTERACTIVE].n;
-    for (const struct sched_req *p = s->q[r->prio].head; p != NULL && p != r; p = p->next)
+        pos += q[PROTO_PRIO_INTERACTIVE].n;
+    for (const struct sched_req *p = q[r->prio].head; p != NULL && p != r; p = p->next)
         pos++;
     return pos;
 }
 
+/* Request id of tenant; another tenant's id is not found either (nothing leaks). */
 static struct sched_req *
-find_req(const struct sched *s, const char *id)
+find_req(const struct sched *s, int tenant, const char *id)
 {
     for (struct sched_req *r = s->all; r != NULL; r = r->all_next)
         if (strcmp(r->id, id) == 0)
-            return r;
+            return r->tenant == tenant ? r : NULL;
     return NULL;
 }
 
@@ -462,6 +511,17 @@ req_shrink(struct sched_req *r)
     r->text_cap = r->text_len = r->text_sent = 0;
 }
 
+/* A request ends: its tenant's virtual time keeps only the tokens it really generated. */
+static void
+charge_settle(struct sched *s, struct sched_req *r)
+{
+    struct tstate *t = &s->ten[r->tenant];
+
+    if (r->charged && r->n_gen < r->max_tokens)
+        t->vtime -= (double)(r->max_tokens - r->n_gen) / t->t.weight;
+    r->charged = false;
+}
+
 /* Ends r with a done frame: the held-back text goes out first, except after a cancel. */
 static void
 end_done(struct sched *s, struct sched_req *r, enum proto_reason reason,
@@ -480,6 +540,7 @@ end_done(struct sched *s, struct sched_req *r, enum proto_reason reason,
     }
     r->ended = true;
     r->end_ms = now_ms;
+    charge_settle(s, r);
     req_shrink(r);
     s->completed++;
     if (r->state == REQ_QUEUED)
@@ -503,6 +564,7 @@ end_error(struct sched *s, struct sched_req *r, int code, const char *msg, uint6
     }
     r->ended = true;
     r->end_ms = now_ms;
+    charge_settle(s, r);
     req_shrink(r);
     s->failed++;
     if (r->state == REQ_QUEUED)
@@ -568,6 +630,7 @@ sched_free(struct sched *s)
         req_drop(s, s->all);
     }
     pthread_mutex_destroy(&s->mu);
+    free(s->ten);
     free(s);
 }
 
@@ -591,20 +654,43 @@ pick_slot(const struct sched *s, uint64_t now_ms)
     return best;
 }
 
+/*
+ * The next request to dispatch: the first of the backlogged tenant with room under its
+ * max_running whose virtual time is least (the lowest index on a tie), interactive before batch.
+ */
+static struct sched_req *
+pick_req(const struct sched *s)
+{
+    const struct tstate *best = NULL;
+
+    for (int i = 0; i < s->n_ten; i++) {
+        const struct tstate *t = &s->ten[i];
+
+        if (t->q[0].n + t->q[1].n == 0 ||
+            (t->t.max_running != 0 && t->n_running >= t->t.max_running))
+            continue;
+        if (best == NULL || t->vtime < best->vtime)
+            best = t;
+    }
+    if (best == NULL)
+        return NULL;
+    return best->q[PROTO_PRIO_INTERACTIVE].head != NULL ? best->q[PROTO_PRIO_INTERACTIVE].head
+                                                        : best->q[PROTO_PRIO_BATCH].head;
+}
+
 static void
 dispatch_locked(struct sched *s, uint64_t now_ms)
 {
     char err[ERR_MSG_MAX];
 
     for (;;) {
-        struct sched_req *r = s->q[PROTO_PRIO_INTERACTIVE].head;
+        struct sched_req *r;
         struct proto_dispatch d;
+        struct tstate *t;
         struct wslot *w;
         int slot;
 
-        if (r == NULL)
-            r = s->q[PROTO_PRIO_BATCH].head;
-        if (r == NULL || (slot = pick_slot(s, now_ms)) < 0)
+        if (s->n_queued == 0 || (slot = pick_slot(s, now_ms)) < 0 || (r = pick_req(s)) == NULL)
             return;
         d = (struct proto_dispatch){r->id,       r->prompt,     r->n_prompt, r->gen,   r->n_gen,
                                     r->sampling, r->max_tokens, r->stop,     r->n_stop};
@@ -620,6 +706,14 @@ dispatch_locked(struct sched *s, uint64_t now_ms)
             w->progress_ms = now_ms; /* the watchdog counts from here */
         list_push(&w->head, &w->tail, r, false);
         w->n_running++;
+        t = &s->ten[r->tenant];
+        t->n_running++;
+        if (t->vtime > s->vclock)
+            s->vclock = t->vtime;
+        if (!r->charged) {
+            t->vtime += (double)(r->n_prompt + r->max_tokens) / t->t.weight;
+            r->charged = true;
+        }
         r->state = REQ_RUNNING;
         r->slot = slot;
         r->prefilling = true;
@@ -664,15 +758,71 @@ find_client_id(const struct sched *s, const char *client_id, int tenant)
     return NULL;
 }
 
+static uint32_t
+retry_ms(uint64_t ms)
+{
+    return ms < 1 ? 1 : ms > PROTO_MAX_RETRY_MS ? PROTO_MAX_RETRY_MS : (uint32_t)ms;
+}
+
+/*
+ * The tenant's own limits, in order: rate (submits per minute), token budget, queued requests.
+ * A refusal is ERR_BUSY with the time after which a retry can succeed. Takes one submit from the
+ * rate bucket on success. Lock held.
+ */
+static int
+tenant_admit(struct sched *s, struct tstate *t, uint64_t now_ms, struct sched_admit *a, char *err)
+{
+    const struct sched_tenant *c = &t->t;
+    uint32_t queued = t->q[0].n + t->q[1].n;
+
+    if (c->rate_per_min > 0) {
+        double per_ms = c->rate_per_min / 60000.0;
+
+        t->bucket += elapsed(now_ms, t->bucket_ms) * per_ms;
+        if (t->bucket > c->rate_per_min)
+            t->bucket = c->rate_per_min;
+        t->bucket_ms = now_ms;
+        if (t->bucket < 1) {
+            a->retry_after_ms = retry_ms((uint64_t)((1 - t->bucket) / per_ms) + 1);
+            return err_set(err, ERR_BUSY, "tenant %s: rate limit of %u requests per minute",
+                           c->name, c->rate_per_min);
+        }
+    }
+    if (c->token_budget > 0) {
+        uint64_t period = c->budget_period_ms;
+
+        if (elapsed(now_ms, t->period_start_ms) >= period) {
+            t->period_start_ms += elapsed(now_ms, t->period_start_ms) / period * period;
+            t->used = 0;
+        }
+        if (t->used >= c->token_budget) {
+            a->retry_after_ms = retry_ms(t->period_start_ms + period - now_ms);
+            return err_set(err, ERR_BUSY, "tenant %s: token budget of %llu used up", c->name,
+                           (unsigned long long)c->token_budget);
+        }
+    }
+    if (c->max_queued > 0 && queued >= c->max_queued) {
+        a->retry_after_ms = s->cfg.retry_after_ms;
+        return err_set(err, ERR_BUSY, "tenant %s: %u requests queued (its limit)", c->name, queued);
+    }
+    if (c->rate_per_min > 0)
+        t->bucket -= 1;
+    return ERR_OK;
+}
+
 int
 sched_submit(struct sched *s, const struct sched_submit *in, uint64_t now_ms, struct sched_admit *a,
              char *err)
 {
     struct sched_req *r;
     struct proto_frame *f;
+    struct tstate *t;
     int rc = ERR_OK;
 
     memset(a, 0, sizeof(*a));
+    if (in->tenant < 0 || in->tenant >= s->n_ten)
+        return err_set(err, ERR_INTERNAL, "no tenant %d", in->tenant);
+    t = &s->ten[in->tenant];
     pthread_mutex_lock(&s->mu);
     if (in->client_id != NULL && (r = find_client_id(s, in->client_id, in->tenant)) != NULL) {
         snprintf(a->id, sizeof(a->id), "%s", r->id);
@@ -689,11 +839,13 @@ sched_submit(struct sched *s, const struct sched_submit *in, uint64_t now_ms, st
                      in->n_prompt, in->max_tokens, s->n_ctx);
         goto out;
     }
-    if (s->q[0].n + s->q[1].n >= s->cfg.queue_max) {
+    if (s->n_queued >= s->cfg.queue_max) {
         a->retry_after_ms = s->cfg.retry_after_ms;
         rc = err_set(err, ERR_BUSY, "queue full (%u requests waiting)", s->cfg.queue_max);
         goto out;
     }
+    if ((rc = tenant_admit(s, t, now_ms, a, err)) != ERR_OK)
+        goto out;
     r = calloc(1, sizeof(*r));
     if (r == NULL || req_copy_in(r, in) != ERR_OK) {
         if (r != NULL)
@@ -714,6 +866,9 @@ sched_submit(struct sched *s, const struct sched_submit *in, uint64_t now_ms, st
     if (s->all != NULL)
         s->all->all_prev = r;
     s->all = r;
+    if (t->q[0].n + t->q[1].n == 0 && t->n_running == 0 && t->vtime < s->vclock)
+        t->vtime = s->vclock; /* backlogged again: no credit for the idle time */
+    t->used += r->n_prompt;
     queue_push(s, r, false);
     a->position = queue_position(s, r);
     f = frame_push(r, PROTO_FRAME_QUEUED);
@@ -733,13 +888,13 @@ out:
 /* ---- polls and cancels ---- */
 
 int
-sched_poll(struct sched *s, const char *id, uint64_t from, uint32_t wait_ms, uint64_t now_ms,
-           struct sched_waiter *w, char *err)
+sched_poll(struct sched *s, int tenant, const char *id, uint64_t from, uint32_t wait_ms,
+           uint64_t now_ms, struct sched_waiter *w, char *err)
 {
     struct sched_req *r;
 
     pthread_mutex_lock(&s->mu);
-    r = find_req(s, id);
+    r = find_req(s, tenant, id);
     if (r == NULL) {
         pthread_mutex_unlock(&s->mu);
         return err_set(err, ERR_NOT_FOUND, "no request %s", id);
@@ -779,12 +934,12 @@ sched_poll_abandon(struct sched *s, struct sched_waiter *w)
 }
 
 int
-sched_cancel(struct sched *s, const char *id, uint64_t now_ms, char *err)
+sched_cancel(struct sched *s, int tenant, const char *id, uint64_t now_ms, char *err)
 {
     struct sched_req *r;
 
     pthread_mutex_lock(&s->mu);
-    r = find_req(s, id);
+    r = find_req(s, tenant, id);
     if (r != NULL)
         cancel_req(s, r, now_ms);
     pthread_mutex_unlock(&s->mu);
@@ -889,6 +1044,8 @@ append_tokens(struct sched *s, struct sched_req *r, const struct proto_wtokens *
         r->gen_end[r->n_gen++] = r->text_len; /* per message: pieces come joined */
     }
     s->gen_tokens += t->n_ids;
+    s->ten[r->tenant].gen_tokens += t->n_ids;
+    s->ten[r->tenant].used += t->n_ids;
     if (r->first_token_ms == 0)
         r->first_token_ms = now_ms;
     return release_tokens(r);
@@ -1119,27 +1276,36 @@ sched_status(struct sched *s, uint64_t now_ms,
              void (*fn)(void *ud, const struct proto_status_info *st), void *ud)
 {
     struct proto_status_info st = {0};
-    struct proto_tenant_info tenant = {"default", 0, 0, 0};
+    struct proto_tenant_info *tenants;
 
     pthread_mutex_lock(&s->mu);
-    st.queued_interactive = s->q[PROTO_PRIO_INTERACTIVE].n;
-    st.queued_batch = s->q[PROTO_PRIO_BATCH].n;
+    tenants = calloc((size_t)s->n_ten, sizeof(*tenants));
+    for (int i = 0; i < s->n_ten; i++) {
+        const struct tstate *t = &s->ten[i];
+
+        st.queued_interactive += t->q[PROTO_PRIO_INTERACTIVE].n;
+        st.queued_batch += t->q[PROTO_PRIO_BATCH].n;
+        if (tenants != NULL)
+            tenants[i] = (struct proto_tenant_info){(char *)t->t.name, t->q[0].n + t->q[1].n, 0,
+                                                    t->gen_tokens};
+    }
     st.queue_max = s->cfg.queue_max;
     for (int i = 0; i < s->cfg.n_slots; i++)
-        for (const struct sched_req *r = s->slots[i].head; r != NULL; r = r->next)
+        for (const struct sched_req *r = s->slots[i].head; r != NULL; r = r->next) {
             st.running += !r->ended;
+            if (tenants != NULL)
+                tenants[r->tenant].running += !r->ended;
+        }
     st.workers = (uint32_t)s->cfg.n_slots;
     st.workers_ready = workers_ready(s);
     st.completed = s->completed;
     st.failed = s->failed;
     st.uptime_ms = elapsed(now_ms, s->start_ms);
-    tenant.queued = st.queued_interactive + st.queued_batch;
-    tenant.running = st.running;
-    tenant.gen_tokens = s->gen_tokens;
-    st.tenants = &tenant;
-    st.n_tenants = 1;
+    st.tenants = tenants;
+    st.n_tenants = tenants != NULL ? (uint32_t)s->n_ten : 0;
     fn(ud, &st);
     pthread_mutex_unlock(&s->mu);
+    free(tenants);
 }
 
 static enum proto_worker_state
@@ -1161,7 +1327,8 @@ wire_state(const struct sched *s, const struct wslot *w)
 }
 
 void
-sched_workers(struct sched *s, void (*fn)(void *ud, const struct proto_workers_info *w), void *ud)
+sched_workers(struct sched *s, int tenant, void (*fn)(void *ud, const struct proto_workers_info *w),
+              void *ud)
 {
     struct proto_worker_info info[SCHED_MAX_SLOTS];
     struct proto_workers_info wi = {info, 0};
@@ -1178,8 +1345,9 @@ sched_workers(struct sched *s, void (*fn)(void *ud, const struct proto_workers_i
         info[i] = (struct proto_worker_info){(uint32_t)i, w->pid, wire_state(s, w), w->restarts,
                                              ids + k,     0,      (char *)w->detail};
         for (struct sched_req *r = w->head; r != NULL; r = r->next)
-            ids[k++] = r->id;
-        info[i].n_requests = w->n_running;
+            if (tenant < 0 || r->tenant == tenant)
+                ids[k++] = r->id;
+        info[i].n_requests = (uint32_t)(ids + k - info[i].requests);
         wi.n_workers++;
     }
     fn(ud, &wi);

@@ -9,7 +9,8 @@
  * (struct sched_ops, struct sched_waiter) that the front and the worker links provide.
  * Thread-safe: one mutex guards all state; every function takes it. The callbacks run WITH the
  * lock held, so they must not block nor call back into sched.
- * Tenants (issue 6) are an index per request; today every request has tenant 0 ("default").
+ * Tenants: each request belongs to one (an index into the configured tenants; 0, "default",
+ * when none are configured). A tenant only sees, polls and cancels its own requests.
  */
 #ifndef LLORCH_ORCHD_SCHED_H
 #define LLORCH_ORCHD_SCHED_H
@@ -21,7 +22,20 @@
 
 #define SCHED_MAX_SLOTS 64
 
+/* One tenant's share and limits; 0 in a limit means none. */
+struct sched_tenant {
+    char name[PROTO_MAX_NAME_BYTES + 1];
+    uint32_t weight;           /* share of the tokens when tenants compete, [1, 1000] */
+    uint32_t max_running;      /* requests running at once */
+    uint32_t max_queued;       /* requests waiting at once (besides queue_max for all) */
+    uint64_t token_budget;     /* prompt + generated tokens per budget period */
+    uint64_t budget_period_ms; /* the budget refills at the end of each period */
+    uint32_t rate_per_min;     /* submits per minute (a bucket of that many, refilled evenly) */
+};
+
 struct sched_config {
+    const struct sched_tenant *tenants; /* n_tenants (copied); 0: one "default", no limits */
+    int n_tenants;
     int n_slots;                  /* worker slots, [1, SCHED_MAX_SLOTS] */
     uint32_t queue_max;           /* queued requests (both priorities) before BUSY */
     uint32_t max_replays;         /* re-dispatches after crashes before worker_crashed */
@@ -34,8 +48,9 @@ struct sched_config {
     uint64_t start_timeout_ms;    /* a worker not ready this long after its start is killed */
 };
 
-/* Fills c with the defaults: 1 slot, queue 64, 3 replays, retry 1 s, client 30 s, linger 60 s
- * (5 s once the last frame was delivered), progress 30 s (600 s in prefill), start 120 s. */
+/* Fills c with the defaults: the default tenant only, 1 slot, queue 64, 3 replays, retry 1 s,
+ * client 30 s, linger 60 s (5 s once the last frame was delivered), progress 30 s (600 s in
+ * prefill), start 120 s. */
 void sched_config_default(struct sched_config *c);
 
 /*
@@ -80,7 +95,7 @@ struct sched_submit {
     uint32_t n_stop;
     enum proto_priority priority;
     const char *client_id; /* NULL, or a resend of the same submit returns the same request */
-    int tenant;            /* 0 until tenants exist */
+    int tenant;            /* index into the configured tenants (0: the default one) */
 };
 
 struct sched_admit {
@@ -100,30 +115,33 @@ void sched_free(struct sched *s);
 
 /*
  * Admits a request: copies everything it needs, resolves a random seed, appends a queued frame
- * and tries to dispatch at once. Returns ERR_OK with a->id and a->position; ERR_BUSY (queue full;
- * a->retry_after_ms set) or ERR_SHUTTING_DOWN at once; ERR_CONTEXT_FULL when prompt plus max_tokens
- * exceed the workers' context length; ERR_NOMEM. A client_id seen before returns that request's id.
+ * and tries to dispatch at once. Returns ERR_OK with a->id and a->position (among its tenant's
+ * queued requests); at once ERR_SHUTTING_DOWN, ERR_CONTEXT_FULL when prompt plus max_tokens
+ * exceed the workers' context length, or ERR_BUSY with a->retry_after_ms: the queue is full, or
+ * the tenant is over its rate limit, its token budget or its max_queued; ERR_NOMEM. A client_id
+ * the same tenant used before returns that request's id.
  */
 int sched_submit(struct sched *s, const struct sched_submit *in, uint64_t now_ms,
                  struct sched_admit *a, char *err);
 
 /*
- * The frames of request id from sequence number `from` on (frames before `from` are dropped: the
- * client has them). Calls w->wake at once when there are some, when wait_ms is 0 or when the
- * stream has ended; else parks w until a frame arrives or wait_ms passes (sched_tick). Returns
- * ERR_NOT_FOUND (no wake) for an unknown or expired id, else ERR_OK.
+ * The frames of tenant's request id from sequence number `from` on (frames before `from` are
+ * dropped: the client has them). Calls w->wake at once when there are some, when wait_ms is 0 or
+ * when the stream has ended; else parks w until a frame arrives or wait_ms passes (sched_tick).
+ * Returns ERR_NOT_FOUND (no wake) for an unknown or expired id, else ERR_OK.
  */
-int sched_poll(struct sched *s, const char *id, uint64_t from, uint32_t wait_ms, uint64_t now_ms,
-               struct sched_waiter *w, char *err);
+int sched_poll(struct sched *s, int tenant, const char *id, uint64_t from, uint32_t wait_ms,
+               uint64_t now_ms, struct sched_waiter *w, char *err);
 
 /* Withdraws a parked waiter; afterwards sched never touches it. Harmless if not parked. */
 void sched_poll_abandon(struct sched *s, struct sched_waiter *w);
 
 /*
- * Cancels request id: a done(cancelled) frame at once, the worker told to stop, and no token
- * frame after it. ERR_NOT_FOUND for an unknown id; a finished request is left as it is (ERR_OK).
+ * Cancels tenant's request id: a done(cancelled) frame at once, the worker told to stop, and no
+ * token frame after it. ERR_NOT_FOUND for an unknown id or another tenant's; a finished request
+ * is left as it is (ERR_OK).
  */
-int sched_cancel(struct sched *s, const char *id, uint64_t now_ms, char *err);
+int sched_cancel(struct sched *s, int tenant, const char *id, uint64_t now_ms, char *err);
 
 /* Worker events, from the process table (main thread) and the worker links. */
 
@@ -163,11 +181,13 @@ void sched_shutdown(struct sched *s);
 uint32_t sched_active(struct sched *s);
 void sched_end_all(struct sched *s, int code, const char *msg, uint64_t now_ms);
 
-/* Reports, for status / workers / health replies. The callbacks run with the lock held. */
+/* Reports, for status / workers / health replies. The callbacks run with the lock held. Status
+ * counts every tenant's requests (names and numbers only); workers lists only the ids of tenant's
+ * requests (tenant -1: all). */
 void sched_status(struct sched *s, uint64_t now_ms,
                   void (*fn)(void *ud, const struct proto_status_info *st), void *ud);
-void sched_workers(struct sched *s, void (*fn)(void *ud, const struct proto_workers_info *w),
-                   void *ud);
+void sched_workers(struct sched *s, int tenant,
+                   void (*fn)(void *ud, const struct proto_workers_info *w), void *ud);
 void sched_health(struct sched *s, struct proto_health_info *h);
 
 #endif

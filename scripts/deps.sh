@@ -18,6 +18,7 @@ PKGS=(
   "gcc:/usr/bin/gcc"
   "libjansson-dev:/usr/include/jansson.h"
   "jq:/usr/bin/jq"
+  "libsodium-dev:/usr/include/sodium.h"
 )
 
 missing=()

@@ -22,7 +22,7 @@ struct daemon {
 
 /*
  * Starts orchd -m ../shared/models/stories260K.gguf -l URL [--workerd workerd] EXTRA... and waits
- * (5 s at most) until it answers health. workerd NULL: orchd's default (the workerd beside it).
+ * (5 s at most) until it answers health (or refuses it as unauthorized: tenants configured). workerd NULL: orchd's default (the workerd beside it).
  * The log level is $ORCHD_LOG_LEVEL, default error. False (with a line on stdout) on failure.
  */
 bool daemon_start(struct daemon *d, const char *workerd, const char *const *extra);

@@ -381,7 +381,7 @@ test_busy_and_bad_messages(void)
     CHECK(strstr(text, "<|im_start|>assistant") != NULL);
     CHECK(tokenizer_encode(r.tok, text, len, true, true, ids, 256, &n, err) == ERR_OK);
     free(text);
-    CHECK(sched_cancel(r.s, id, clock_now_ms(), err) == ERR_OK);
+    CHECK(sched_cancel(r.s, 0, id, clock_now_ms(), err) == ERR_OK);
     CHECK(poll_id(&r, id, 1, 0, &rep) == 0 && rep.u.frames.n_frames == 1);
     CHECKF(rep.u.frames.frames[0].stats.prompt_tokens == n, "%u prompt tokens, want %zu",
            rep.u.frames.frames[0].stats.prompt_tokens, n);

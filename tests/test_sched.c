@@ -129,7 +129,7 @@ poll_now(struct sched *s, const char *id, uint64_t from, struct catcher *c, uint
     char err[ERR_MSG_MAX];
 
     catcher_init(c);
-    return sched_poll(s, id, from, 0, now, &c->w, err);
+    return sched_poll(s, 0, id, from, 0, now, &c->w, err);
 }
 
 static const int32_t prompt[] = {1, 15043, 3186};
@@ -331,30 +331,30 @@ test_long_poll(void)
     make_ready(s, 0, 1, 1000);
     CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 1000) == ERR_OK);
     catcher_init(&c);
-    CHECK(sched_poll(s, a.id, 2, 500, 1001, &c.w, err) == ERR_OK);
+    CHECK(sched_poll(s, 0, a.id, 2, 500, 1001, &c.w, err) == ERR_OK);
     CHECK(c.wakes == 0); /* parked */
     tokens(s, 0, a.id, 0, t1, 1, "x", 1002);
     CHECK(c.wakes == 1 && c.n == 1 && c.f[0].seq == 2 && strcmp(c.f[0].text, "x") == 0);
     /* nothing arrives: woken empty when the bound passes, not before */
     catcher_init(&c);
-    CHECK(sched_poll(s, a.id, 3, 500, 1003, &c.w, err) == ERR_OK && c.wakes == 0);
+    CHECK(sched_poll(s, 0, a.id, 3, 500, 1003, &c.w, err) == ERR_OK && c.wakes == 0);
     sched_tick(s, 1500);
     CHECK(c.wakes == 0);
     sched_tick(s, 1503);
     CHECK(c.wakes == 1 && c.n == 0);
     /* an abandoned waiter is never woken */
     catcher_init(&c);
-    CHECK(sched_poll(s, a.id, 3, 500, 1600, &c.w, err) == ERR_OK);
+    CHECK(sched_poll(s, 0, a.id, 3, 500, 1600, &c.w, err) == ERR_OK);
     sched_poll_abandon(s, &c.w);
     tokens(s, 0, a.id, 1, t1, 1, "y", 1601);
     sched_tick(s, 3000);
     CHECK(c.wakes == 0);
     /* a parked poll is answered by the done frame */
     catcher_init(&c);
-    CHECK(sched_poll(s, a.id, 4, 500, 3000, &c.w, err) == ERR_OK && c.wakes == 0);
+    CHECK(sched_poll(s, 0, a.id, 4, 500, 3000, &c.w, err) == ERR_OK && c.wakes == 0);
     done(s, 0, a.id, PROTO_REASON_LENGTH, 3001);
     CHECK(c.wakes == 1 && c.n == 1 && c.f[0].kind == PROTO_FRAME_DONE);
-    CHECK(sched_poll(s, "r999", 0, 0, 3002, &c.w, err) == ERR_NOT_FOUND);
+    CHECK(sched_poll(s, 0, "r999", 0, 0, 3002, &c.w, err) == ERR_NOT_FOUND);
     CHECKF(strstr(err, "r999") != NULL, "%s", err);
     sched_free(s);
 }
@@ -443,7 +443,7 @@ test_cancel(void)
     CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 1000) == ERR_OK);
     CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &b, 1000) == ERR_OK && b.position == 1);
     tokens(s, 0, a.id, 0, t1, 1, "p", 1001);
-    CHECK(sched_cancel(s, a.id, 1002, err) == ERR_OK);
+    CHECK(sched_cancel(s, 0, a.id, 1002, err) == ERR_OK);
     CHECK(n_sent == 2 && sent[1].kind == 'c' && sent[1].slot == 0 && strcmp(sent[1].id, a.id) == 0);
     /* tokens after the cancel give no frame, only another cancel */
     tokens(s, 0, a.id, 1, t2, 1, "q", 1003);
@@ -457,11 +457,11 @@ test_cancel(void)
     CHECK(n_sent == 4 && sent[3].kind == 'd' && strcmp(sent[3].id, b.id) == 0);
     /* a queued request cancels without a worker */
     CHECK(submit(s, PROTO_PRIO_BATCH, NULL, &a, 1006) == ERR_OK && a.position == 1);
-    CHECK(sched_cancel(s, a.id, 1007, err) == ERR_OK && n_sent == 4);
+    CHECK(sched_cancel(s, 0, a.id, 1007, err) == ERR_OK && n_sent == 4);
     CHECK(poll_now(s, a.id, 0, &c, 1008) == ERR_OK);
     CHECK(c.n == 2 && c.f[1].reason == PROTO_REASON_CANCELLED);
-    CHECK(sched_cancel(s, a.id, 1009, err) == ERR_OK); /* again: harmless */
-    CHECK(sched_cancel(s, "nope", 1009, err) == ERR_NOT_FOUND);
+    CHECK(sched_cancel(s, 0, a.id, 1009, err) == ERR_OK); /* again: harmless */
+    CHECK(sched_cancel(s, 0, "nope", 1009, err) == ERR_NOT_FOUND);
     sched_free(s);
 }
 
@@ -752,14 +752,14 @@ test_reports(void)
     sched_worker_exited(s, 2, "exited with status 2", true, 1000);
     CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 1000) == ERR_OK);
     CHECK(submit(s, PROTO_PRIO_BATCH, NULL, &a, 1000) == ERR_OK);
-    CHECK(sched_cancel(s, a.id, 1001, err) == ERR_OK);
+    CHECK(sched_cancel(s, 0, a.id, 1001, err) == ERR_OK);
     CHECK(submit(s, PROTO_PRIO_BATCH, NULL, &a, 1000) == ERR_OK);
     sched_status(s, 1500, take_status, &rep);
     CHECK(rep.st.queued_interactive == 0 && rep.st.queued_batch == 1 && rep.st.running == 1);
     CHECK(rep.st.workers == 3 && rep.st.workers_ready == 1 && rep.st.queue_max == 4);
     CHECK(rep.st.completed == 1 && rep.st.uptime_ms == 500);
     CHECK(rep.tenant.queued == 1 && rep.tenant.running == 1);
-    sched_workers(s, take_workers, &rep);
+    sched_workers(s, -1, take_workers, &rep);
     CHECK(rep.n_workers == 3);
     CHECK(rep.state[0] == PROTO_WSTATE_BUSY && rep.n_requests[0] == 1);
     CHECK(rep.state[1] == PROTO_WSTATE_STARTING && rep.n_requests[1] == 0);
@@ -770,7 +770,7 @@ test_reports(void)
     sched_worker_exited(s, 1, "killed by signal 9 (Killed)", false, 1500);
     sched_worker_started(s, 1, 301, 3, 1501);
     sched_worker_ready(s, 1, &(struct proto_ready){1, 301, 512, 32000, 1}, 1502);
-    sched_workers(s, take_workers, &rep);
+    sched_workers(s, -1, take_workers, &rep);
     CHECK(rep.state[1] == PROTO_WSTATE_BUSY); /* it took the queued request */
     CHECKF(strcmp(rep.detail[1], "last: killed by signal 9 (Killed)") == 0, "%s", rep.detail[1]);
     /* shutdown: not ready, and the rest ends with an error frame */
@@ -782,6 +782,223 @@ test_reports(void)
     CHECK(sched_active(s) == 0);
     sched_status(s, 1600, take_status, &rep);
     CHECK(rep.st.failed == 2 && rep.st.queued_batch == 0);
+    sched_free(s);
+}
+
+/* ---- tenants ---- */
+
+static struct sched *
+new_sched_tenants(int n_slots, uint32_t queue_max, const struct sched_tenant *t, int n)
+{
+    struct sched_config cfg;
+
+    sched_config_default(&cfg);
+    cfg.n_slots = n_slots;
+    cfg.queue_max = queue_max;
+    cfg.tenants = t;
+    cfg.n_tenants = n;
+    n_sent = 0;
+    fail_dispatch = 0;
+    return sched_new(&cfg, &ops, 1000);
+}
+
+static int
+submit_as(struct sched *s, int tenant, const char *client_id, struct sched_admit *a, uint64_t now,
+          char *err)
+{
+    struct sched_submit in = {0};
+
+    in.prompt_ids = prompt;
+    in.n_prompt = 3;
+    proto_sampling_default(&in.sampling);
+    in.max_tokens = 8;
+    in.client_id = client_id;
+    in.tenant = tenant;
+    return sched_submit(s, &in, now, a, err);
+}
+
+/* The worker in slot 0 finishes the request it was last sent: 8 tokens, then done. */
+static const char *
+finish_last(struct sched *s, uint64_t now)
+{
+    static char id[PROTO_MAX_ID_BYTES + 1];
+    static const int32_t ids[8] = {450, 451, 452, 453, 454, 455, 456, 457};
+
+    for (int i = n_sent - 1; i >= 0; i--)
+        if (sent[i % MAX_EVENTS].kind == 'd') {
+            snprintf(id, sizeof(id), "%s", sent[i % MAX_EVENTS].id);
+            tokens(s, 0, id, 0, ids, 8, "abcdefgh", now);
+            done(s, 0, id, PROTO_REASON_LENGTH, now);
+            return id;
+        }
+    return NULL;
+}
+
+/*
+ * Serves n_a requests of tenant 0 and n_b of tenant 1, all queued before the one worker (batch
+ * 1) is ready, and writes the tenant of each dispatch in order into order[].
+ */
+static void
+serve_two(const struct sched_tenant *t, int n_a, int n_b, int *order, int n_order)
+{
+    struct sched *s = new_sched_tenants(1, 64, t, 2);
+    char ids[2][32][PROTO_MAX_ID_BYTES + 1], err[ERR_MSG_MAX];
+    struct sched_admit a;
+
+    for (int i = 0; i < n_a; i++) {
+        CHECK(submit_as(s, 0, NULL, &a, 1000, err) == ERR_OK);
+        snprintf(ids[0][i], sizeof(ids[0][i]), "%s", a.id);
+    }
+    for (int i = 0; i < n_b; i++) {
+        CHECK(submit_as(s, 1, NULL, &a, 1000, err) == ERR_OK);
+        snprintf(ids[1][i], sizeof(ids[1][i]), "%s", a.id);
+    }
+    make_ready(s, 0, 1, 1000);
+    for (int k = 0; k < n_order; k++) {
+        const char *id = finish_last(s, 1001 + k);
+
+        order[k] = -1;
+        for (int i = 0; id != NULL && i < 32; i++)
+            for (int j = 0; j < 2; j++)
+                if (i < (j == 0 ? n_a : n_b) && strcmp(ids[j][i], id) == 0)
+                    order[k] = j;
+    }
+    sched_free(s);
+}
+
+static void
+test_fair_share_equal_weights(void)
+{
+    static const struct sched_tenant t[2] = {{.name = "a", .weight = 1},
+                                             {.name = "b", .weight = 1}};
+    int order[22], n_b = 0;
+
+    /* a queues 20 requests, b 2: b is not stuck behind a's 20; each gets half the tokens */
+    serve_two(t, 20, 2, order, 22);
+    for (int k = 0; k < 4; k++)
+        n_b += order[k] == 1;
+    CHECKF(n_b == 2, "b got %d of the first 4 dispatches (%d %d %d %d)", n_b, order[0], order[1],
+           order[2], order[3]);
+    for (int k = 4; k < 22; k++)
+        CHECKF(order[k] == 0, "dispatch %d went to %d", k, order[k]);
+}
+
+static void
+test_fair_share_weights_two_to_one(void)
+{
+    static const struct sched_tenant t[2] = {{.name = "a", .weight = 2},
+                                             {.name = "b", .weight = 1}};
+    int order[30], n_a = 0;
+
+    serve_two(t, 20, 20, order, 30);
+    /* over every window of 6 dispatches from the start: 4 to a, 2 to b */
+    for (int k = 0; k < 30; k++) {
+        n_a += order[k] == 0;
+        if ((k + 1) % 6 == 0)
+            CHECKF(n_a == (k + 1) * 2 / 3, "after %d dispatches a had %d", k + 1, n_a);
+    }
+}
+
+/* A tenant that was idle gets no credit for its idle time: it shares from when it comes back. */
+static void
+test_idle_tenant_gets_no_credit(void)
+{
+    static const struct sched_tenant t[2] = {{.name = "a", .weight = 1},
+                                             {.name = "b", .weight = 1}};
+    struct sched *s = new_sched_tenants(1, 64, t, 2);
+    struct sched_admit a, b[4];
+    char err[ERR_MSG_MAX];
+    int n_b = 0;
+
+    make_ready(s, 0, 1, 1000);
+    for (int i = 0; i < 10; i++) { /* a alone for 10 requests */
+        CHECK(submit_as(s, 0, NULL, &a, 1000 + i, err) == ERR_OK);
+        finish_last(s, 1000 + i);
+    }
+    for (int i = 0; i < 6; i++)
+        CHECK(submit_as(s, 0, NULL, &a, 2000, err) == ERR_OK);
+    for (int i = 0; i < 4; i++)
+        CHECK(submit_as(s, 1, NULL, &b[i], 2000, err) == ERR_OK);
+    /* of the next 6 dispatches b gets 3, not all 4 in a row */
+    for (int k = 0; k < 6; k++) {
+        const char *id = finish_last(s, 2001 + k);
+
+        for (int i = 0; i < 4; i++)
+            n_b += k > 0 && strcmp(id, b[i].id) == 0;
+    }
+    CHECKF(n_b == 3, "b got %d of 5", n_b);
+    sched_free(s);
+}
+
+static void
+test_tenant_isolation(void)
+{
+    static const struct sched_tenant t[2] = {{.name = "a", .weight = 1},
+                                             {.name = "b", .weight = 1}};
+    struct sched *s = new_sched_tenants(1, 64, t, 2);
+    struct sched_admit a, b;
+    struct catcher c;
+    struct report rep;
+    char err[ERR_MSG_MAX];
+
+    make_ready(s, 0, 4, 1000);
+    CHECK(submit_as(s, 0, "same-client-id", &a, 1000, err) == ERR_OK);
+    CHECK(submit_as(s, 1, "same-client-id", &b, 1000, err) == ERR_OK);
+    CHECK(strcmp(a.id, b.id) != 0); /* a client id is per tenant */
+    CHECK(poll_now(s, a.id, 0, &c, 1001) == ERR_OK && c.wakes == 1);
+    CHECK(poll_now(s, a.id, 0, &c, 1001) == ERR_OK);
+    CHECK(sched_poll(s, 1, a.id, 0, 0, 1001, &c.w, err) == ERR_NOT_FOUND);
+    CHECKF(strcmp(err, "no request r1") == 0, "%s", err); /* as for an id that never was */
+    CHECK(sched_cancel(s, 1, a.id, 1001, err) == ERR_NOT_FOUND);
+    CHECK(poll_now(s, a.id, 0, &c, 1002) == ERR_OK && c.f[c.n - 1].kind == PROTO_FRAME_STARTED);
+    sched_workers(s, 1, take_workers, &rep); /* b sees only its own request on the worker */
+    CHECK(rep.n_requests[0] == 1);
+    sched_workers(s, -1, take_workers, &rep);
+    CHECK(rep.n_requests[0] == 2);
+    sched_free(s);
+}
+
+static void
+test_tenant_limits(void)
+{
+    static const struct sched_tenant t[3] = {
+        {.name = "rate", .weight = 1, .rate_per_min = 2},
+        {.name = "budget", .weight = 1, .token_budget = 10, .budget_period_ms = 60000},
+        {.name = "small", .weight = 1, .max_queued = 2, .max_running = 1},
+    };
+    struct sched *s = new_sched_tenants(2, 64, t, 3);
+    struct sched_admit a;
+    char err[ERR_MSG_MAX];
+
+    /* rate: 2 per minute, a bucket of 2 */
+    CHECK(submit_as(s, 0, NULL, &a, 1000, err) == ERR_OK);
+    CHECK(submit_as(s, 0, NULL, &a, 1000, err) == ERR_OK);
+    CHECKF(submit_as(s, 0, NULL, &a, 1000, err) == ERR_BUSY && strstr(err, "rate limit"), "%s",
+           err);
+    CHECKF(a.retry_after_ms >= 29000 && a.retry_after_ms <= 30001, "%u", a.retry_after_ms);
+    CHECK(submit_as(s, 0, NULL, &a, 31000, err) == ERR_OK);
+    /* budget: 3 prompt tokens each; the fourth submit finds 9 + 3 >= 10 used */
+    for (int i = 0; i < 3; i++)
+        CHECK(submit_as(s, 1, NULL, &a, 31000, err) == ERR_OK);
+    CHECK(submit_as(s, 1, NULL, &a, 31000, err) == ERR_OK); /* 9 used < 10 */
+    CHECKF(submit_as(s, 1, NULL, &a, 32000, err) == ERR_BUSY && strstr(err, "budget"), "%s", err);
+    CHECKF(a.retry_after_ms == 60000 - 31000, "%u", a.retry_after_ms);
+    CHECK(submit_as(s, 2, NULL, &a, 32000, err) == ERR_OK); /* others are not affected */
+    CHECK(submit_as(s, 1, NULL, &a, 61000, err) == ERR_OK); /* a new period */
+    /* max_queued 2 (nothing runs: no worker ready) */
+    CHECK(submit_as(s, 2, NULL, &a, 61000, err) == ERR_OK);
+    CHECKF(submit_as(s, 2, NULL, &a, 61000, err) == ERR_BUSY && strstr(err, "small"), "%s", err);
+    CHECK(a.retry_after_ms == 1000);
+    /* max_running 1: with two workers free, "small" still runs one at a time */
+    n_sent = 0;
+    make_ready(s, 0, 8, 62000);
+    make_ready(s, 1, 8, 62000);
+    {
+        struct report rep;
+
+        sched_status(s, 62000, take_status, &rep);
+        CHECK(rep.st.n_tenants == 3 && rep.st.running == 9 && rep.st.queued_interactive == 1);
+    }
     sched_free(s);
 }
 
@@ -834,6 +1051,11 @@ main(int argc, char **argv)
         TEST(test_ready_before_its_start_is_reported),
         TEST(test_reports),
         TEST(test_prompt_longer_than_context),
+        TEST(test_fair_share_equal_weights),
+        TEST(test_fair_share_weights_two_to_one),
+        TEST(test_idle_tenant_gets_no_credit),
+        TEST(test_tenant_isolation),
+        TEST(test_tenant_limits),
         {0},
     };
 

@@ -172,13 +172,13 @@ test_probe_ready_dispatch_stream(void)
     ev.u.done = (struct proto_wdone){a.id, PROTO_REASON_LENGTH, {3, 2, 0, 1.5, 2.5}};
     CHECK(send_evt(w, &ev) == 0);
     CHECK(wait_for(is_idle, s));
-    CHECK(sched_poll(s, a.id, 2, 0, clock_now_ms(), &c.w, err) == ERR_OK);
+    CHECK(sched_poll(s, 0, a.id, 2, 0, clock_now_ms(), &c.w, err) == ERR_OK);
     CHECK(c.n == 2 && strcmp(c.text, " hi") == 0 && c.last == PROTO_FRAME_DONE);
     /* a cancel goes out too */
     CHECK(sched_submit(s, &in, clock_now_ms(), &a, err) == ERR_OK);
     CHECK(recv_cmd(w, &m) == ERR_OK && m.type == PROTO_DISPATCH);
     proto_msg_free(&m);
-    CHECK(sched_cancel(s, a.id, clock_now_ms(), err) == ERR_OK);
+    CHECK(sched_cancel(s, 0, a.id, clock_now_ms(), err) == ERR_OK);
     CHECK(recv_cmd(w, &m) == ERR_OK && m.type == PROTO_CANCEL && strcmp(m.u.ref.id, a.id) == 0);
     proto_msg_free(&m);
     nng_close(w);

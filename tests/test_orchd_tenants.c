@@ -1,0 +1,161 @@
+/*
+ * test_orchd_tenants.c: orchd with a tenants configuration (-c), real workerd processes on
+ * stories260K, driven through the client library with each tenant's key: a missing or wrong key
+ * is refused (unauthorized) for every message type, a tenant streams its own request to the end
+ * while another tenant can neither poll nor cancel it (not_found, as for an unknown id) nor see its
+ * id in `workers`, and `status` gives per-tenant counts. Scheduling details are in test_sched.c.
+ */
+#include "common/err.h"
+#include "orchd/config.h"
+#include "proto/client.h"
+#include "tests/harness.h"
+#include "tests/orchd_daemon.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Writes a configuration with tenants "alpha" (key ka-...) and "beta" (kb-...); its path. */
+static const char *
+write_tenants(void)
+{
+    static char path[512];
+    char ha[CONFIG_HASH_TEXT], hb[CONFIG_HASH_TEXT], err[ERR_MSG_MAX];
+    FILE *f;
+
+    if (config_hash_key("ka-0123456789", ha, err) != ERR_OK ||
+        config_hash_key("kb-0123456789", hb, err) != ERR_OK)
+        return NULL;
+    snprintf(path, sizeof(path), "%s/tenants.conf", harness_tmpdir());
+    if ((f = fopen(path, "w")) == NULL)
+        return NULL;
+    fprintf(f, "[tenant alpha]\nkey = %s\nweight = 2\n\n[tenant beta]\nkey = %s\nmax_queued = 4\n",
+            ha, hb);
+    fclose(f);
+    return path;
+}
+
+static struct client *
+open_with_key(const struct daemon *d, const char *key)
+{
+    struct client_opts o = {.key = key, .timeout_ms = 5000};
+    struct client *c = NULL;
+    char err[ERR_MSG_MAX];
+
+    if (client_open(&c, d->url, &o, err) != ERR_OK)
+        printf("  client_open: %s\n", err);
+    return c;
+}
+
+static int
+submit(struct client *c, uint32_t n, struct client_submitted *out, char *err)
+{
+    struct proto_msg m;
+
+    proto_submit_init(&m);
+    m.u.submit.prompt = "Once upon a time";
+    m.u.submit.max_tokens = n;
+    m.u.submit.sampling.temperature = 0;
+    return client_submit(c, &m.u.submit, out, err);
+}
+
+/* Reads id's stream on c to its end; returns the last frame's kind, or -1. */
+static int
+stream_to_end(struct client *c, const char *id, uint32_t *n_ids)
+{
+    struct client_stream *s;
+    const struct proto_frame *f;
+    char err[ERR_MSG_MAX];
+    int kind = -1;
+
+    *n_ids = 0;
+    if (client_stream_open(c, id, 0, &s, err) != ERR_OK)
+        return -1;
+    for (int i = 0; i < 200 && !client_stream_ended(s); i++) {
+        if (client_stream_next(s, 1000, &f, err) != ERR_OK)
+            break;
+        if (f != NULL && f->kind == PROTO_FRAME_TOKENS)
+            *n_ids += f->n_ids;
+        if (f != NULL)
+            kind = (int)f->kind;
+    }
+    client_stream_close(s);
+    return kind;
+}
+
+static void
+test_keys_and_isolation(void)
+{
+    const char *conf = write_tenants();
+    const char *extra[] = {"-w", "1", "-c", conf, NULL};
+    struct client *ca = NULL, *cb = NULL, *cw = NULL;
+    struct daemon d;
+    struct client_submitted sa, sb;
+    struct client_stream *st;
+    const struct proto_frame *f;
+    struct proto_msg rep;
+    char err[ERR_MSG_MAX];
+    uint32_t n_ids;
+
+    CHECK(conf != NULL);
+    if (!daemon_start(&d, NULL, extra)) {
+        daemon_print_log(&d);
+        CHECK(!"orchd started with tenants");
+    }
+    ca = open_with_key(&d, "ka-0123456789");
+    cb = open_with_key(&d, "kb-0123456789");
+    cw = open_with_key(&d, "kb-0123456788");
+    CHECK(ca != NULL && cb != NULL && cw != NULL);
+    /* no key (the daemon's own client) and a wrong key: unauthorized, whatever the message */
+    CHECK(submit(d.c, 4, &sa, err) == ERR_UNAUTHORIZED);
+    CHECKF(submit(cw, 4, &sa, err) == ERR_UNAUTHORIZED, "%s", err);
+    CHECK(client_health(cw, &rep, err) == ERR_UNAUTHORIZED);
+    CHECK(client_status(cw, &rep, err) == ERR_UNAUTHORIZED);
+    CHECK(client_workers(cw, &rep, err) == ERR_UNAUTHORIZED);
+    CHECK(client_cancel(cw, "r1", err) == ERR_UNAUTHORIZED);
+    /* alpha's request: beta can neither read it nor cancel it */
+    CHECKF(submit(ca, 24, &sa, err) == ERR_OK, "%s", err);
+    CHECK(client_stream_open(cb, sa.id, 0, &st, err) == ERR_OK);
+    CHECKF(client_stream_next(st, 0, &f, err) == ERR_NOT_FOUND, "%s", err);
+    client_stream_close(st);
+    CHECK(client_cancel(cb, sa.id, err) == ERR_NOT_FOUND);
+    CHECKF(submit(cb, 4, &sb, err) == ERR_OK, "%s", err);
+    if (client_workers(cb, &rep, err) == ERR_OK) {
+        for (uint32_t i = 0; i < rep.u.workers.n_workers; i++)
+            for (uint32_t j = 0; j < rep.u.workers.workers[i].n_requests; j++)
+                CHECKF(strcmp(rep.u.workers.workers[i].requests[j], sa.id) != 0,
+                       "beta sees %s on worker %u", sa.id, i);
+        proto_msg_free(&rep);
+    }
+    CHECK(client_status(cb, &rep, err) == ERR_OK);
+    CHECK(rep.u.status.n_tenants == 2);
+    if (rep.u.status.n_tenants == 2) {
+        CHECK(strcmp(rep.u.status.tenants[0].name, "alpha") == 0);
+        CHECK(strcmp(rep.u.status.tenants[1].name, "beta") == 0);
+        CHECK(rep.u.status.tenants[0].queued + rep.u.status.tenants[0].running <= 1);
+    }
+    proto_msg_free(&rep);
+    CHECK(stream_to_end(ca, sa.id, &n_ids) == PROTO_FRAME_DONE && n_ids == 24);
+    CHECK(stream_to_end(cb, sb.id, &n_ids) == PROTO_FRAME_DONE && n_ids == 4);
+    CHECK(client_status(ca, &rep, err) == ERR_OK && rep.u.status.n_tenants == 2);
+    if (rep.u.status.n_tenants == 2)
+        CHECKF(rep.u.status.tenants[0].gen_tokens == 24 && rep.u.status.tenants[1].gen_tokens == 4,
+               "%llu %llu", (unsigned long long)rep.u.status.tenants[0].gen_tokens,
+               (unsigned long long)rep.u.status.tenants[1].gen_tokens);
+    proto_msg_free(&rep);
+    client_close(ca);
+    client_close(cb);
+    client_close(cw);
+    daemon_stop(&d);
+}
+
+int
+main(int argc, char **argv)
+{
+    static const struct test tests[] = {
+        TEST(test_keys_and_isolation),
+        {0},
+    };
+
+    return harness_run(tests, argc, argv);
+}
