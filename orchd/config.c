@@ -33,8 +33,8 @@ trim(char *s)
     return s;
 }
 
-static bool
-parse_num(const char *v, uint64_t min, uint64_t max, uint64_t *out)
+bool
+config_parse_u64(const char *v, uint64_t min, uint64_t max, uint64_t *out)
 {
     char *end;
     unsigned long long n;
@@ -120,12 +120,12 @@ tenant_field(struct config *c, const char *name, const char *v, bool *has_key, c
         return ERR_OK;
     }
     if (strcmp(name, "weight") == 0) {
-        if (!parse_num(v, 1, 1000, &n))
+        if (!config_parse_u64(v, 1, 1000, &n))
             return err_set(err, ERR_FORMAT, "weight must be in [1, 1000], got '%.40s'", v);
         t->weight = (uint32_t)n;
     } else if (strcmp(name, "max_running") == 0 || strcmp(name, "max_queued") == 0 ||
                strcmp(name, "rate_per_min") == 0) {
-        if (!parse_num(v, 0, 1000000, &n))
+        if (!config_parse_u64(v, 0, 1000000, &n))
             return err_set(err, ERR_FORMAT, "%s must be in [0, 1000000], got '%.40s'", name, v);
         if (name[0] == 'r')
             t->rate_per_min = (uint32_t)n;
@@ -134,11 +134,11 @@ tenant_field(struct config *c, const char *name, const char *v, bool *has_key, c
         else
             t->max_queued = (uint32_t)n;
     } else if (strcmp(name, "token_budget") == 0) {
-        if (!parse_num(v, 0, UINT64_MAX / 2, &n))
+        if (!config_parse_u64(v, 0, UINT64_MAX / 2, &n))
             return err_set(err, ERR_FORMAT, "token_budget must be a count, got '%.40s'", v);
         t->token_budget = n;
     } else if (strcmp(name, "budget_period_s") == 0) {
-        if (!parse_num(v, 1, 366 * 86400, &n))
+        if (!config_parse_u64(v, 1, 366 * 86400, &n))
             return err_set(err, ERR_FORMAT, "budget_period_s must be in [1, 31622400], got '%.40s'",
                            v);
         t->budget_period_ms = n * 1000;

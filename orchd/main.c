@@ -80,20 +80,6 @@ usage(FILE *f)
             "exit status: 0 after a clean stop, 1 on a runtime failure, 2 on bad usage or model\n");
 }
 
-static bool
-parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-    char *end;
-    unsigned long long v;
-
-    errno = 0;
-    v = strtoull(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || s[0] == '-' || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
-}
-
 /* Parses argv into o; returns 0, or EXIT_USAGE after a one-line message. */
 static int
 parse_args(int argc, char **argv, struct options *o)
@@ -136,7 +122,7 @@ parse_args(int argc, char **argv, struct options *o)
             o->model = optarg;
             break;
         case 'w':
-            if (!parse_u64(optarg, 1, MASTER_MAX_SLOTS, &v))
+            if (!config_parse_u64(optarg, 1, MASTER_MAX_SLOTS, &v))
                 what = "-w must be in [1, 64]";
             o->workers = (int)v;
             break;
@@ -147,7 +133,7 @@ parse_args(int argc, char **argv, struct options *o)
                 o->urls[o->n_urls++] = optarg;
             break;
         case 't':
-            if (!parse_u64(optarg, 1, 1024, &v))
+            if (!config_parse_u64(optarg, 1, 1024, &v))
                 what = "-t must be in [1, 1024]";
             o->threads = (int)v;
             break;
@@ -155,7 +141,7 @@ parse_args(int argc, char **argv, struct options *o)
             o->config = optarg;
             break;
         case OPT_QUEUE:
-            if (!parse_u64(optarg, 1, 1000000, &v))
+            if (!config_parse_u64(optarg, 1, 1000000, &v))
                 what = "--queue-max must be in [1, 1000000]";
             o->sc.queue_max = (uint32_t)v;
             break;
@@ -173,7 +159,7 @@ parse_args(int argc, char **argv, struct options *o)
         case OPT_PROGRESS:
         case OPT_PREFILL:
         case OPT_START:
-            if (!parse_u64(optarg, 1, 86400000, &v)) {
+            if (!config_parse_u64(optarg, 1, 86400000, &v)) {
                 what = "timeouts must be in [1, 86400000] ms";
                 break;
             }
