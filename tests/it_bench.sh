@@ -61,7 +61,7 @@ check orchd_streams '.orchd.type == "f16" and ([.orchd.streams[] | .streams] == 
   and ([.orchd.streams[] | .gen_tokens > 0 and .gen_tokens <= .streams * 6 and .aggregate_tps > 0
         and .first_token_ms.mean > 0 and .first_token_ms.max >= .first_token_ms.mean] | all)' "$res"
 check orchd_workers_memory '(.orchd.workers_memory | length) == .machine.cores
-  and ([.orchd.workers_memory[] | .pid > 0 and .peak_private_kib > 0 and .peak_anon_kib > 0
+  and ([.orchd.workers_memory[] | .pid > 0 and .private_kib > 0 and .peak_anon_kib > 0
         and .peak_rss_kib >= .peak_anon_kib] | all)' "$res"
 check first_token_alone '[.rows[] | select(.status == "ok") | .first_token_ms.mean > 0] | all' "$res"
 if [ "$(grep -c '^| tiny |' "$TMP/out")" -eq 4 ] && grep -q '^| shape | type |' "$TMP/out" &&
