@@ -16,6 +16,7 @@
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
+#include <nng/supplemental/tls/tls.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -323,6 +324,44 @@ fctx_cb(void *arg)
     }
 }
 
+/* Listens on url with sock: tls+tcp:// with the configured certificate and key, else plain. */
+static int
+listen_url(const struct front_config *cfg, nng_socket sock, const char *url, char *err)
+{
+    nng_listener l;
+    nng_tls_config *tls;
+    int rv;
+
+    if (strncmp(url, "tls+", 4) != 0) {
+        if ((rv = nng_listen(sock, url, NULL, 0)) != 0)
+            return err_set(err, ERR_IO, "listen on %s: %s", url, nng_strerror(rv));
+        return ERR_OK;
+    }
+    if (cfg->tls_cert_key_file == NULL)
+        return err_set(err, ERR_BAD_REQUEST,
+                       "%s needs a certificate: cert_key_file in the configuration's [tls]", url);
+    if ((rv = nng_listener_create(&l, sock, url)) != 0)
+        return err_set(err, ERR_IO, "listen on %s: %s", url, nng_strerror(rv));
+    if ((rv = nng_tls_config_alloc(&tls, NNG_TLS_MODE_SERVER)) != 0) {
+        nng_listener_close(l);
+        return err_set(err, ERR_NOMEM, "TLS configuration: %s", nng_strerror(rv));
+    }
+    rv = nng_tls_config_cert_key_file(tls, cfg->tls_cert_key_file, NULL);
+    if (rv != 0) {
+        nng_tls_config_free(tls);
+        nng_listener_close(l);
+        return err_set(err, ERR_BAD_REQUEST, "certificate and key %s: %s", cfg->tls_cert_key_file,
+                       nng_strerror(rv));
+    }
+    rv = nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, tls);
+    nng_tls_config_free(tls); /* the listener holds its own reference */
+    if (rv != 0 || (rv = nng_listener_start(l, 0)) != 0) {
+        nng_listener_close(l);
+        return err_set(err, ERR_IO, "listen on %s: %s", url, nng_strerror(rv));
+    }
+    return ERR_OK;
+}
+
 void
 front_close(struct front *f)
 {
@@ -372,11 +411,12 @@ front_open(struct front **out, const struct front_config *cfg, char *err)
             goto fail;
         }
         f->n_socks++;
-        if ((rv = nng_socket_set_size(*sock, NNG_OPT_RECVMAXSZ, PROTO_MAX_MSG_BYTES)) != 0 ||
-            (rv = nng_listen(*sock, cfg->urls[u], NULL, 0)) != 0) {
-            rc = err_set(err, ERR_IO, "listen on %s: %s", cfg->urls[u], nng_strerror(rv));
+        if ((rv = nng_socket_set_size(*sock, NNG_OPT_RECVMAXSZ, PROTO_MAX_MSG_BYTES)) != 0) {
+            rc = err_set(err, ERR_IO, "receive limit on %s: %s", cfg->urls[u], nng_strerror(rv));
             goto fail;
         }
+        if ((rc = listen_url(cfg, *sock, cfg->urls[u], err)) != ERR_OK)
+            goto fail;
         for (int i = 0; i < cfg->contexts; i++) {
             struct fctx *c = &f->ctxs[f->n_ctxs];
 

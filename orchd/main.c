@@ -64,7 +64,8 @@ usage(FILE *f)
             "             [--prefill-timeout-ms MS] [--start-timeout-ms MS]\n"
             "  -m MODEL      GGUF model the workers serve (required)\n"
             "  -w WORKERS    worker processes (default 2)\n"
-            "  -l URL        listen URL, ipc:// or tcp://, repeatable\n"
+            "  -l URL        listen URL, ipc://, tcp:// or tls+tcp:// (certificate from -c),\n"
+            "                repeatable\n"
             "                (default $LLORCH_URL, else " CLIENT_DEFAULT_URL ")\n"
             "  -c CONFIG     tenants (keys, weights, limits) and TLS; docs/operations.md\n"
             "                (default: one local tenant, no key)\n"
@@ -428,6 +429,7 @@ main(int argc, char **argv)
     fc.tok = tok;
     fc.chat = &chat;
     fc.conf = conf;
+    fc.tls_cert_key_file = conf != NULL ? conf->tls_cert_key_file : NULL;
     if (front_open(&front, &fc, err) != ERR_OK) {
         fprintf(stderr, "orchd: %s\n", err);
         goto out;

@@ -3,21 +3,30 @@
  * stories260K, driven through the client library with each tenant's key: a missing or wrong key
  * is refused (unauthorized) for every message type, a tenant streams its own request to the end
  * while another tenant can neither poll nor cancel it (not_found, as for an unknown id) nor see its
- * id in `workers`, and `status` gives per-tenant counts. Scheduling details are in test_sched.c.
+ * id in `workers`, and `status` gives per-tenant counts; orchd listens on tls+tcp:// on loopback
+ * with the certificate of its configuration (tests/tls/, see make-certs.sh) and a client with the
+ * right CA streams through it, one with another CA is refused. Scheduling is in test_sched.c.
  */
 #include "common/err.h"
 #include "orchd/config.h"
+#include "orchd/front.h"
 #include "proto/client.h"
 #include "tests/harness.h"
 #include "tests/orchd_daemon.h"
 
+#include <arpa/inet.h>
+#include <limits.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
-/* Writes a configuration with tenants "alpha" (key ka-...) and "beta" (kb-...); its path. */
+/* Writes a configuration with tenants "alpha" (key ka-...) and "beta" (kb-...) after head (a
+ * [tls] section, or ""); returns its path. */
 static const char *
-write_tenants(void)
+write_tenants(const char *head)
 {
     static char path[512];
     char ha[CONFIG_HASH_TEXT], hb[CONFIG_HASH_TEXT], err[ERR_MSG_MAX];
@@ -29,8 +38,9 @@ write_tenants(void)
     snprintf(path, sizeof(path), "%s/tenants.conf", harness_tmpdir());
     if ((f = fopen(path, "w")) == NULL)
         return NULL;
-    fprintf(f, "[tenant alpha]\nkey = %s\nweight = 2\n\n[tenant beta]\nkey = %s\nmax_queued = 4\n",
-            ha, hb);
+    fprintf(f,
+            "%s[tenant alpha]\nkey = %s\nweight = 2\n\n[tenant beta]\nkey = %s\nmax_queued = 4\n",
+            head, ha, hb);
     fclose(f);
     return path;
 }
@@ -86,7 +96,7 @@ stream_to_end(struct client *c, const char *id, uint32_t *n_ids)
 static void
 test_keys_and_isolation(void)
 {
-    const char *conf = write_tenants();
+    const char *conf = write_tenants("");
     const char *extra[] = {"-w", "1", "-c", conf, NULL};
     struct client *ca = NULL, *cb = NULL, *cw = NULL;
     struct daemon d;
@@ -149,11 +159,74 @@ test_keys_and_isolation(void)
     daemon_stop(&d);
 }
 
+/* A TCP port on 127.0.0.1 free a moment ago, or 0. */
+static int
+free_port(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port = 0;
+
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+static void
+test_tls_loopback(void)
+{
+    char pem[PATH_MAX], head[PATH_MAX + 64], url[64], err[ERR_MSG_MAX];
+    const char *conf;
+    const char *extra[] = {"-w", "1", "-c", NULL, "-l", url, NULL};
+    struct client_opts good = {
+        .key = "kb-0123456789", .ca_file = "tests/tls/ca.pem", .timeout_ms = 5000};
+    struct client_opts other = {
+        .key = "kb-0123456789", .ca_file = "tests/tls/other-ca.pem", .timeout_ms = 2000};
+    struct client *c = NULL;
+    struct client_submitted sub;
+    const char *urls[] = {"tls+tcp://127.0.0.1:0"};
+    struct front_config fc = {0};
+    struct front *f;
+    struct daemon d;
+    uint32_t n_ids;
+    int rc;
+
+    CHECK(realpath("tests/tls/server.pem", pem) != NULL);
+    snprintf(head, sizeof(head), "[tls]\ncert_key_file = %s\n\n", pem);
+    CHECK((conf = write_tenants(head)) != NULL);
+    extra[3] = conf;
+    snprintf(url, sizeof(url), "tls+tcp://127.0.0.1:%d", free_port());
+    if (!daemon_start(&d, NULL, extra)) {
+        daemon_print_log(&d);
+        CHECK(!"orchd started on tls+tcp://");
+    }
+    CHECKF(client_open(&c, url, &good, err) == ERR_OK, "%s: %s", url, err);
+    CHECKF(submit(c, 8, &sub, err) == ERR_OK, "%s", err);
+    CHECK(stream_to_end(c, sub.id, &n_ids) == PROTO_FRAME_DONE && n_ids == 8);
+    client_close(c);
+    c = NULL;
+    rc = client_open(&c, url, &other, err);
+    CHECKF(rc == ERR_IO && c == NULL, "rc %d: %s", rc, err);
+    daemon_stop(&d);
+    /* a tls+tcp:// listener without a certificate, or with one that cannot be read */
+    fc.urls = urls;
+    fc.n_urls = 1;
+    fc.contexts = 1;
+    CHECKF(front_open(&f, &fc, err) == ERR_BAD_REQUEST && strstr(err, "cert_key_file"), "%s", err);
+    fc.tls_cert_key_file = "tests/tls/none.pem";
+    CHECKF(front_open(&f, &fc, err) == ERR_BAD_REQUEST && strstr(err, "none.pem"), "%s", err);
+}
+
 int
 main(int argc, char **argv)
 {
     static const struct test tests[] = {
         TEST(test_keys_and_isolation),
+        TEST(test_tls_loopback),
         {0},
     };
 
