@@ -41,6 +41,9 @@ struct plan {
     size_t n;
 };
 
+/* Llama-3.1's per-pair RoPE frequency divisors (synth_config.rope_freqs) */
+#define ROPE_FREQS "rope_freqs.weight"
+
 static const char *const arch_names[] = {
     [SYNTH_ARCH_LLAMA] = "llama",
     [SYNTH_ARCH_QWEN2] = "qwen2",
@@ -190,6 +193,9 @@ check_config(const struct synth_config *c, char *err)
     if (!(c->rope_base > 0.0f) || !isfinite(c->rope_base))
         return err_set(err, ERR_BAD_REQUEST, "rope base must be positive, got %g",
                        (double)c->rope_base);
+    if (c->rope_scale_linear < 0.0f || !isfinite(c->rope_scale_linear))
+        return err_set(err, ERR_BAD_REQUEST, "linear rope scale must be positive, got %g",
+                       (double)c->rope_scale_linear);
     if (!(c->rms_eps > 0.0f) || !isfinite(c->rms_eps))
         return err_set(err, ERR_BAD_REQUEST, "rms eps must be positive, got %g",
                        (double)c->rms_eps);
@@ -241,10 +247,13 @@ plan_build(const struct synth_config *c, int64_t n_vocab, struct plan *p, char *
     char name[NAME_MAX_LEN];
 
     p->n = 0;
-    p->t = calloc(3 + (size_t)c->n_layer * per_layer, sizeof(*p->t));
+    p->t = calloc(4 + (size_t)c->n_layer * per_layer, sizeof(*p->t));
     if (p->t == NULL)
         return err_set(err, ERR_NOMEM, "out of memory for %lld layers", (long long)c->n_layer);
     const int64_t e = c->n_embd, f = c->n_ff;
+
+    if (c->rope_freqs) /* values from rope_freqs_values(), not the generator */
+        plan_add(p, ROPE_FREQS, hd / 2, 0, TYPE_F32, 0.0f, 0.0f);
 
     plan_add(p, "token_embd.weight", e, n_vocab, matrix_type(c, c->tied, e), 0.0f,
              c->tied ? s_logit : 1.0f);
@@ -289,10 +298,36 @@ name_stream(const char *name)
     return h;
 }
 
+/*
+ * Llama-3.1's frequency divisors, as its converter writes rope_freqs.weight: for pair i of a head
+ * of hd, the frequency f = base^(-2i/hd) has the wavelength 2 pi / f; wavelengths under
+ * 8192 / 4 keep f (divisor 1), over 8192 / 1 are slowed by the factor 8, and between the two the
+ * new frequency blends f / 8 and f by s = (8192 / wavelength - 1) / (4 - 1).
+ */
+static float
+rope_freq_divisor(const struct synth_config *c, int64_t i)
+{
+    const double factor = 8, low = 1, high = 4, ctx0 = 8192;
+    const double hd = (double)(c->n_embd / c->n_head);
+    double f = pow(c->rope_base, -2.0 * (double)i / hd), wavelen = 2 * M_PI / f;
+
+    if (wavelen < ctx0 / high)
+        return 1.0f;
+    if (wavelen > ctx0 / low)
+        return (float)factor;
+    double s = (ctx0 / wavelen - low) / (high - low);
+    return (float)(1.0 / ((1 - s) / factor + s));
+}
+
 static void
 tensor_values(const struct synth_config *c, const struct plan_tensor *t, uint64_t first, int64_t n,
               float *out)
 {
+    if (strcmp(t->name, ROPE_FREQS) == 0) {
+        for (int64_t k = 0; k < n; k++)
+            out[k] = rope_freq_divisor(c, (int64_t)first + k);
+        return;
+    }
     synth_rand_normal(c->seed, name_stream(t->name), first, n, t->mean, t->std, out);
 }
 
@@ -431,6 +466,10 @@ add_metadata(struct gguf_writer *w, const struct synth_config *c, int64_t n_voca
     gguf_writer_add_u32(w, ARCH_KEY("attention.head_count_kv"), (uint32_t)c->n_head_kv);
     gguf_writer_add_f32(w, ARCH_KEY("rope.freq_base"), c->rope_base);
     gguf_writer_add_f32(w, ARCH_KEY("attention.layer_norm_rms_epsilon"), c->rms_eps);
+    if (c->rope_scale_linear > 0.0f) {
+        gguf_writer_add_str(w, ARCH_KEY("rope.scaling.type"), "linear");
+        gguf_writer_add_f32(w, ARCH_KEY("rope.scaling.factor"), c->rope_scale_linear);
+    }
     if (c->arch == SYNTH_ARCH_LLAMA) {
         gguf_writer_add_u32(w, ARCH_KEY("vocab_size"), (uint32_t)n_vocab);
         gguf_writer_add_u32(w, ARCH_KEY("rope.dimension_count"), (uint32_t)(c->n_embd / c->n_head));

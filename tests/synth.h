@@ -29,7 +29,11 @@ struct synth_config {
     int64_t n_ctx;
     float rope_base;
     float rms_eps;
-    bool tied;     /* no output.weight: the output reuses token_embd.weight */
+    bool rope_freqs;         /* Llama-3.1's rope scaling: a rope_freqs.weight tensor (F32, head
+                                size / 2) of the frequency divisors of Meta's rule with factor 8,
+                                low/high frequency factors 1/4, original context 8192 */
+    float rope_scale_linear; /* > 0: rope.scaling.type "linear", rope.scaling.factor this; 0 none */
+    bool tied;               /* no output.weight: the output reuses token_embd.weight */
     uint32_t type; /* type of the matrices (enum type_id): F32, F16, BF16, Q8_0, Q4_0, Q4_1,
                       Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (Q4_K..Q6_K: rows not a multiple
                       of 256 fall back to Q5_0 / Q5_1 / Q8_0, or F16, as llama-quantize does) */

@@ -1,11 +1,12 @@
 /*
  * test_model.c: the forward pass against llama.cpp (../shared/ref): every case of the reference
- * .jsonl files of the float Llama models, teacher-forced (top-1, top-5 logits, lse, and the full
- * logits where kept) and greedy; stage by stage on stories260K against llama.cpp's intermediate
- * tensors; determinism (1 vs 2 threads, batch vs one token, AVX2 vs scalar: bit-identical);
- * synthetic shapes (GQA, MQA, tied output, rope base 1e6) against a naive double-precision forward
- * written here; context errors. Writes a proof bundle (.proof_bundle/validation/<run_id>/, see
- * docs/engine.md) with what each check measured.
+ * .jsonl files of every model there (float and quantized), teacher-forced (top-1, top-5 logits,
+ * lse, and the full logits where kept) and greedy; stage by stage on stories260K against
+ * llama.cpp's intermediate tensors; determinism (1 vs 2 threads, batch vs one token, AVX2 vs
+ * scalar: bit-identical); synthetic shapes (GQA, MQA, tied output, rope bases 5e5 / 1e6,
+ * Llama-3.1 and linear rope scaling) against a naive double-precision forward written here;
+ * context errors; refusals by name (tensor type, architecture, rope scaling). Writes a proof
+ * bundle (.proof_bundle/validation/<run_id>/, see docs/engine.md) with what each check measured.
  */
 #include "common/clock.h"
 #include "common/err.h"
@@ -634,8 +635,36 @@ naive_rmsnorm(double *y, const double *x, const double *w, size_t n, double eps)
  * The Llama forward pass in double precision, written as plainly as possible, with no code in
  * common with model.c: logits (n x n_vocab) of ids evaluated at positions 0..n-1.
  */
+/*
+ * The RoPE frequency of pair i as the file describes it: base^(-2i/n_rot), times 1 / factor
+ * under rope.scaling.type "linear", divided by rope_freqs.weight[i] when present (Llama-3.1).
+ * unscaled: base^(-2i/n_rot) alone (to show the scaling matters).
+ */
+static double
+naive_rope_freq(const struct gguf *g, const struct model_config *c, size_t i, bool unscaled)
+{
+    const struct gguf_tensor *rf = gguf_find_tensor(g, "rope_freqs.weight");
+    char key[96], err[ERR_MSG_MAX];
+    struct gguf_str type;
+    double freq = pow(c->rope_base, -2.0 * i / c->n_rot), factor;
+
+    if (unscaled)
+        return freq;
+    if (rf != NULL)
+        freq /= ((const float *)rf->data)[i];
+    snprintf(key, sizeof(key), "%s.rope.scaling.type", c->arch);
+    if (gguf_get_str(g, key, &type, err) == ERR_OK && type.len == 6 &&
+        memcmp(type.data, "linear", 6) == 0) {
+        snprintf(key, sizeof(key), "%s.rope.scaling.factor", c->arch);
+        if (gguf_get_float(g, key, &factor, err) == ERR_OK)
+            freq /= factor;
+    }
+    return freq;
+}
+
 static double *
-naive_forward(const struct gguf *g, const struct model_config *c, const int32_t *ids, size_t n)
+naive_forward(const struct gguf *g, const struct model_config *c, const int32_t *ids, size_t n,
+              bool unscaled_rope)
 {
     size_t d = c->n_embd, hd = c->head_dim, qd = c->n_head * hd, kvd = c->n_head_kv * hd;
     size_t ff = c->n_ff, nv = c->n_vocab;
@@ -673,7 +702,7 @@ naive_forward(const struct gguf *g, const struct model_config *c, const int32_t 
                  h++) { /* pairs (2i, 2i+1), NeoX (i, i+half) */
                 double *p = h < qd / hd ? q + t * qd + h * hd : k + t * kvd + (h - qd / hd) * hd;
                 for (size_t i = 0; i < half; i++) {
-                    double th = t * pow(c->rope_base, -2.0 * i / c->n_rot);
+                    double th = t * naive_rope_freq(g, c, i, unscaled_rope);
                     size_t i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
                     double a = p[i0], b = p[i1];
                     p[i0] = a * cos(th) - b * sin(th);
@@ -739,14 +768,22 @@ struct synth_case {
     float rope_base;
     bool tied;
     uint32_t type;
+    bool rope_freqs;         /* Llama-3.1's rope_freqs.weight */
+    float rope_scale_linear; /* rope.scaling.type linear with this factor; 0 none */
 };
 
 static const struct synth_case synth_cases[] = {
-    {"gqa-f32", SYNTH_ARCH_LLAMA, 128, 8, 2, 320, 10000.0f, false, TYPE_F32},
-    {"mqa-f16", SYNTH_ARCH_LLAMA, 96, 6, 1, 200, 10000.0f, false, TYPE_F16},
-    {"tied-rope1e6-bf16", SYNTH_ARCH_LLAMA, 128, 4, 4, 256, 1e6f, true, TYPE_BF16},
-    {"head24-rope5e5-f32", SYNTH_ARCH_LLAMA, 72, 3, 3, 100, 500000.0f, true, TYPE_F32},
-    {"qwen2-gqa-f16", SYNTH_ARCH_QWEN2, 128, 8, 2, 256, 1e6f, true, TYPE_F16},
+    {"gqa-f32", SYNTH_ARCH_LLAMA, 128, 8, 2, 320, 10000.0f, false, TYPE_F32, false, 0},
+    {"mqa-f16", SYNTH_ARCH_LLAMA, 96, 6, 1, 200, 10000.0f, false, TYPE_F16, false, 0},
+    /* CodeLlama's rope base */
+    {"tied-rope1e6-bf16", SYNTH_ARCH_LLAMA, 128, 4, 4, 256, 1e6f, true, TYPE_BF16, false, 0},
+    {"head24-rope5e5-f32", SYNTH_ARCH_LLAMA, 72, 3, 3, 100, 500000.0f, true, TYPE_F32, false, 0},
+    {"qwen2-gqa-f16", SYNTH_ARCH_QWEN2, 128, 8, 2, 256, 1e6f, true, TYPE_F16, false, 0},
+    /* Llama-3 (base 5e5, GQA 4:1) with Llama-3.1's rope scaling, in a K-quant mix */
+    {"llama31-rope-freqs-q4_k_m", SYNTH_ARCH_LLAMA, 256, 8, 2, 512, 500000.0f, false, TYPE_Q4_K,
+     true, 0},
+    {"linear-rope-scale4-q8_0", SYNTH_ARCH_LLAMA, 128, 4, 2, 256, 10000.0f, false, TYPE_Q8_0, false,
+     4.0f},
 };
 
 /* Each shape: logits within 1e-3 of the naive forward pass (both use the same rounded weights),
@@ -766,6 +803,8 @@ test_synthetic_shapes(void)
         cfg.n_embd = sc->n_embd, cfg.n_head = sc->n_head, cfg.n_head_kv = sc->n_head_kv;
         cfg.n_ff = sc->n_ff, cfg.rope_base = sc->rope_base, cfg.tied = sc->tied;
         cfg.type = sc->type, cfg.n_layer = 2, cfg.seed = 7 + i;
+        cfg.mix_m = sc->type == TYPE_Q4_K, cfg.rope_freqs = sc->rope_freqs;
+        cfg.rope_scale_linear = sc->rope_scale_linear;
         snprintf(path, sizeof(path), "%s/%s.gguf", harness_tmpdir(), sc->name);
         CHECKF(synth_write_file(&cfg, path, err) == ERR_OK, "%s: %s", sc->name, err);
         CHECKF(gguf_open(&g, path, err) == ERR_OK, "%s: %s", sc->name, err);
@@ -778,21 +817,34 @@ test_synthetic_shapes(void)
         size_t bytes = SYNTH_TOKENS * c->n_vocab * sizeof(float);
         float *a = eval_chunks(m, ids, SYNTH_TOKENS, SYNTH_TOKENS, 2, err);
         float *b = eval_chunks(m, ids, SYNTH_TOKENS, 1, 1, err);
-        double *ref = naive_forward(g, c, ids, SYNTH_TOKENS);
-        double worst = 0, scale = 0;
+        bool scaled = sc->rope_freqs || sc->rope_scale_linear > 0;
+        double *ref = naive_forward(g, c, ids, SYNTH_TOKENS, false);
+        double *unscaled = scaled ? naive_forward(g, c, ids, SYNTH_TOKENS, true) : NULL;
+        double worst = 0, scale = 0, scaling_effect = 0;
         for (size_t k = 0; a != NULL && k < SYNTH_TOKENS * c->n_vocab; k++) {
             worst = fmax(worst, fabs(a[k] - ref[k]));
             scale = fmax(scale, fabs(ref[k]));
+            if (unscaled != NULL)
+                scaling_effect = fmax(scaling_effect, fabs(a[k] - unscaled[k]));
         }
+        CHECK(c->rope_freqs == sc->rope_freqs);
+        CHECK(c->rope_freq_scale == (sc->rope_scale_linear > 0 ? 1 / sc->rope_scale_linear : 1));
+        /* the scaling moves the logits 10x the tolerance or more: the check above has teeth (only
+         * the slow pairs are scaled, and they turn little in 140 positions) */
+        CHECKF(!scaled || scaling_effect > 1e-2, "%s: rope scaling moved the logits by only %g",
+               sc->name, scaling_effect);
         bool same = a && b && memcmp(a, b, bytes) == 0;
-        json_array_append_new(bundle_list("synthetic"),
-                              json_pack("{s:s, s:i, s:i, s:i, s:f, s:b, s:s, s:f, s:f, s:b}",
-                                        "shape", sc->name, "n_head", (int)sc->n_head, "n_head_kv",
-                                        (int)sc->n_head_kv, "n_ff", (int)sc->n_ff, "rope_base",
-                                        sc->rope_base, "tied", sc->tied, "type",
-                                        type_traits(sc->type)->name, "max_delta_vs_naive", worst,
-                                        "max_abs_logit", scale, "batch_thread_identical", same));
-        free(a), free(b), free(ref);
+        json_array_append_new(
+            bundle_list("synthetic"),
+            json_pack("{s:s, s:i, s:i, s:i, s:f, s:b, s:s, s:b, s:f, s:f, "
+                      "s:f, s:f, s:b}",
+                      "shape", sc->name, "n_head", (int)sc->n_head, "n_head_kv", (int)sc->n_head_kv,
+                      "n_ff", (int)sc->n_ff, "rope_base", sc->rope_base, "tied", sc->tied, "type",
+                      type_traits(sc->type)->name, "rope_freqs", sc->rope_freqs,
+                      "rope_scale_linear", sc->rope_scale_linear, "max_delta_vs_naive", worst,
+                      "max_delta_vs_unscaled_rope", scaling_effect, "max_abs_logit", scale,
+                      "batch_thread_identical", same));
+        free(a), free(b), free(ref), free(unscaled);
         model_free(m);
         gguf_close(g);
         CHECKF(same, "%s: batched/2 threads and one token/1 thread differ", sc->name);
@@ -938,43 +990,99 @@ test_config_stories260K(void)
 }
 
 /* A copy of stories260K whose blk.1.attn_q.weight is stored as i8 (which no kernel reads). */
+/*
+ * Copies stories260K to tmpdir/name with one change: tensor i8_tensor retyped to I8 (its bytes
+ * reinterpreted), or the string key set to val (replaced, or added). Returns model_load's code on
+ * the copy with its message in err.
+ */
+static int
+load_edited_stories(const char *name, const char *i8_tensor, const char *key, const char *val,
+                    char *err)
+{
+    char path[512], out[600];
+    struct gguf *g = NULL, *g2 = NULL;
+    struct gguf_writer *w = NULL;
+    struct model *m = NULL;
+    FILE *f = NULL;
+    int rc;
+
+    if (!harness_shared(path, sizeof(path), "models/stories260K.gguf"))
+        return err_set(err, ERR_NOT_FOUND, "models/stories260K.gguf is missing");
+    snprintf(out, sizeof(out), "%s/%s", harness_tmpdir(), name);
+    if ((rc = gguf_open(&g, path, err)) != ERR_OK)
+        return rc;
+    if ((f = fopen(out, "wb")) == NULL) {
+        rc = err_set(err, ERR_IO, "%s: %s", out, strerror(errno));
+        goto out;
+    }
+    if ((rc = gguf_writer_new_file(&w, f, err)) != ERR_OK)
+        goto out;
+    for (size_t i = 0; i < gguf_n_kv(g); i++)
+        if (key == NULL || strcmp(gguf_kv_at(g, i)->key, key) != 0)
+            gguf_writer_kv_copy(w, gguf_kv_at(g, i), NULL);
+    if (key != NULL)
+        gguf_writer_add_str(w, key, val);
+    for (size_t i = 0; i < gguf_n_tensors(g); i++) {
+        const struct gguf_tensor *t = gguf_tensor_at(g, i);
+        bool i8 = i8_tensor != NULL && strcmp(t->name, i8_tensor) == 0;
+        gguf_writer_add_tensor(w, t->name, i8 ? TYPE_I8 : t->type, t->n_dims, t->ne);
+    }
+    if ((rc = gguf_writer_write_header(w, err)) != ERR_OK)
+        goto out;
+    for (size_t i = 0; i < gguf_n_tensors(g); i++) {
+        const struct gguf_tensor *t = gguf_tensor_at(g, i);
+        bool i8 = i8_tensor != NULL && strcmp(t->name, i8_tensor) == 0;
+        if ((rc = gguf_writer_write_data(w, t->data, i8 ? t->n_elements : t->nbytes, err)))
+            goto out;
+    }
+    if ((rc = gguf_writer_finish(w, err)) != ERR_OK)
+        goto out;
+    fclose(f);
+    f = NULL;
+    if ((rc = gguf_open(&g2, out, err)) == ERR_OK)
+        rc = model_load(&m, g2, err);
+    if ((rc == ERR_OK) != (m != NULL))
+        rc = err_set(err, ERR_INTERNAL, "model_load returned %d with model %p", rc, (void *)m);
+out:
+    model_free(m);
+    gguf_close(g2);
+    gguf_writer_free(w);
+    if (f != NULL)
+        fclose(f);
+    gguf_close(g);
+    return rc;
+}
+
 static void
 test_unsupported_type_named(void)
 {
-    char path[512], out[600], err[ERR_MSG_MAX];
-    struct gguf *g, *g2;
-    struct gguf_writer *w;
-    struct model *m;
-    FILE *f;
+    char err[ERR_MSG_MAX];
 
-    if (!harness_shared(path, sizeof(path), "models/stories260K.gguf"))
-        return;
-    CHECK(gguf_open(&g, path, err) == ERR_OK);
-    snprintf(out, sizeof(out), "%s/i8.gguf", harness_tmpdir());
-    f = fopen(out, "wb");
-    CHECK(f != NULL && gguf_writer_new_file(&w, f, err) == ERR_OK);
-    for (size_t i = 0; i < gguf_n_kv(g); i++)
-        gguf_writer_kv_copy(w, gguf_kv_at(g, i), NULL);
-    for (size_t i = 0; i < gguf_n_tensors(g); i++) {
-        const struct gguf_tensor *t = gguf_tensor_at(g, i);
-        bool i8 = strcmp(t->name, "blk.1.attn_q.weight") == 0;
-        gguf_writer_add_tensor(w, t->name, i8 ? TYPE_I8 : t->type, t->n_dims, t->ne);
-    }
-    CHECKF(gguf_writer_write_header(w, err) == ERR_OK, "%s", err);
-    for (size_t i = 0; i < gguf_n_tensors(g); i++) {
-        const struct gguf_tensor *t = gguf_tensor_at(g, i);
-        bool i8 = strcmp(t->name, "blk.1.attn_q.weight") == 0;
-        gguf_writer_write_data(w, t->data, i8 ? t->n_elements : t->nbytes, err);
-    }
-    CHECKF(gguf_writer_finish(w, err) == ERR_OK, "%s", err);
-    gguf_writer_free(w);
-    fclose(f);
-    gguf_close(g);
-    CHECKF(gguf_open(&g2, out, err) == ERR_OK, "%s", err);
-    CHECK(model_load(&m, g2, err) == ERR_UNSUPPORTED && m == NULL);
+    CHECK(load_edited_stories("i8.gguf", "blk.1.attn_q.weight", NULL, NULL, err) ==
+          ERR_UNSUPPORTED);
     CHECKF(strcmp(err, "blk.1.attn_q.weight has type i8, which llorch does not support") == 0, "%s",
            err);
-    gguf_close(g2);
+}
+
+/* An architecture llorch does not run, and RoPE scalings it does not implement: refused by name. */
+static void
+test_unsupported_architecture_named(void)
+{
+    char err[ERR_MSG_MAX];
+
+    CHECK(load_edited_stories("gpt2.gguf", NULL, "general.architecture", "gpt2", err) ==
+          ERR_UNSUPPORTED);
+    CHECKF(strcmp(err, "architecture 'gpt2' is not supported (llorch runs: llama, qwen2)") == 0,
+           "%s", err);
+    CHECK(load_edited_stories("yarn.gguf", NULL, "llama.rope.scaling.type", "yarn", err) ==
+          ERR_UNSUPPORTED);
+    CHECKF(strcmp(err, "llama.rope.scaling.type 'yarn' is not supported (llorch runs: none, "
+                       "linear, and rope_freqs.weight)") == 0,
+           "%s", err);
+    CHECK(load_edited_stories("linear.gguf", NULL, "llama.rope.scaling.type", "linear", err) ==
+          ERR_FORMAT);
+    CHECKF(strstr(err, "llama.rope.scaling.factor is missing") != NULL, "%s", err);
+    CHECK(load_edited_stories("none.gguf", NULL, "llama.rope.scaling.type", "none", err) == ERR_OK);
 }
 
 /* ---- stage by stage against llama.cpp's intermediate tensors ---- */
@@ -1398,6 +1506,7 @@ main(int argc, char **argv)
         TEST(test_cancel_midway),
         TEST(test_config_stories260K),
         TEST(test_unsupported_type_named),
+        TEST(test_unsupported_architecture_named),
         TEST(test_cmd_logits),
         {0},
     };

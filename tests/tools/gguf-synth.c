@@ -27,6 +27,10 @@ static const char usage[] =
     "  --vocab N            vocabulary size (default 512, or that of --vocab-from)\n"
     "  --ctx N              context length (default 2048)\n"
     "  --rope-base F        RoPE frequency base (default 10000; qwen2 1000000)\n"
+    "  --rope-freqs         Llama-3.1's rope scaling: a rope_freqs.weight tensor of frequency\n"
+    "                       divisors (factor 8, low/high frequency factors 1 and 4, original\n"
+    "                       context 8192)\n"
+    "  --rope-scale-linear F  rope.scaling.type linear with rope.scaling.factor F\n"
     "  --rms-eps F          RMSNorm epsilon (default 1e-5; qwen2 1e-6)\n"
     "  --tied-output        no output.weight: logits use token_embd.weight (qwen2's default)\n"
     "  --untied-output      write output.weight (llama's default)\n"
@@ -60,6 +64,8 @@ enum opt {
     OPT_CTX,
     OPT_ROPE_BASE,
     OPT_RMS_EPS,
+    OPT_ROPE_FREQS,
+    OPT_ROPE_SCALE_LINEAR,
     OPT_TIED,
     OPT_UNTIED,
     OPT_ARCH,
@@ -77,6 +83,8 @@ static const struct option options[] = {
     {"vocab", required_argument, NULL, OPT_VOCAB},
     {"ctx", required_argument, NULL, OPT_CTX},
     {"rope-base", required_argument, NULL, OPT_ROPE_BASE},
+    {"rope-freqs", no_argument, NULL, OPT_ROPE_FREQS},
+    {"rope-scale-linear", required_argument, NULL, OPT_ROPE_SCALE_LINEAR},
     {"rms-eps", required_argument, NULL, OPT_RMS_EPS},
     {"tied-output", no_argument, NULL, OPT_TIED},
     {"untied-output", no_argument, NULL, OPT_UNTIED},
@@ -212,6 +220,12 @@ main(int argc, char **argv)
             break;
         case OPT_ROPE_BASE:
             ok = rope_set = parse_float(optarg, &c.rope_base);
+            break;
+        case OPT_ROPE_FREQS:
+            c.rope_freqs = true;
+            break;
+        case OPT_ROPE_SCALE_LINEAR:
+            ok = parse_float(optarg, &c.rope_scale_linear);
             break;
         case OPT_RMS_EPS:
             ok = eps_set = parse_float(optarg, &c.rms_eps);

@@ -58,6 +58,7 @@ struct model {
     struct layer *layers;          /* n_layer */
     const float *output_norm;      /* (n_embd) */
     struct kernel_matrix output;   /* (n_vocab, n_embd); token_embd when tied */
+    const float *rope_freqs;       /* (n_rot / 2) frequency divisors (Llama-3.1), or NULL */
 };
 
 struct context {
@@ -128,6 +129,42 @@ cfg_float(const struct gguf *g, const char *arch, const char *suffix, float dflt
     return ERR_OK;
 }
 
+/*
+ * <arch>.rope.scaling.type: absent or "none", or "linear" (positions divided by
+ * rope.scaling.factor, as in some long-context Llama-2 fine-tunes). Llama-3.1's scaling is not
+ * here: its converter writes the per-pair divisors as the tensor rope_freqs.weight (model_load).
+ * YaRN and the rest are refused by name.
+ */
+static int
+read_rope_scaling(struct model_config *c, const char *arch, const struct gguf *g, char *err)
+{
+    char key[128];
+    struct gguf_str type;
+    float factor;
+    int rc;
+
+    c->rope_freq_scale = 1.0f;
+    snprintf(key, sizeof(key), "%s.rope.scaling.type", arch);
+    rc = gguf_get_str(g, key, &type, err);
+    if (rc == ERR_NOT_FOUND || (rc == ERR_OK && type.len == 4 && memcmp(type.data, "none", 4) == 0))
+        return ERR_OK;
+    if (rc != ERR_OK)
+        return rc;
+    if (type.len != 6 || memcmp(type.data, "linear", 6) != 0)
+        return err_set(err, ERR_UNSUPPORTED,
+                       "%s '%.*s' is not supported (llorch runs: none, linear, and "
+                       "rope_freqs.weight)",
+                       key, (int)(type.len > 32 ? 32 : type.len), type.data);
+    snprintf(key, sizeof(key), "%s.rope.scaling.factor", arch);
+    if (gguf_find_kv(g, key) == NULL)
+        return err_set(err, ERR_FORMAT, "metadata key %s is missing (rope.scaling.type linear)",
+                       key);
+    if ((rc = cfg_float(g, arch, "rope.scaling.factor", 1.0f, &factor, err)) != ERR_OK)
+        return rc;
+    c->rope_freq_scale = 1.0f / factor;
+    return ERR_OK;
+}
+
 static int
 read_config(struct model_config *c, const struct arch **arch_out, const struct gguf *g, char *err)
 {
@@ -191,7 +228,7 @@ read_config(struct model_config *c, const struct arch **arch_out, const struct g
         (rc =
              cfg_float(g, arch->name, "attention.layer_norm_rms_epsilon", 1e-5f, &c->rms_eps, err)))
         return rc;
-    return ERR_OK;
+    return read_rope_scaling(c, arch->name, g, err);
 }
 
 static const struct gguf_tensor *
@@ -343,6 +380,15 @@ model_load(struct model **out, const struct gguf *g, char *err)
                                  err)) != ERR_OK) {
         goto fail;
     }
+    if ((rc = bind_vector(&m->rope_freqs, g, "rope_freqs.weight", m->cfg.n_rot / 2, false, err)))
+        goto fail;
+    for (uint32_t i = 0; m->rope_freqs != NULL && i < m->cfg.n_rot / 2; i++)
+        if (!(m->rope_freqs[i] > 0.0f) || !isfinite(m->rope_freqs[i])) {
+            rc = err_set(err, ERR_FORMAT, "rope_freqs.weight[%u] is %g, expected a positive number",
+                         i, (double)m->rope_freqs[i]);
+            goto fail;
+        }
+    m->cfg.rope_freqs = m->rope_freqs != NULL;
     m->layers = calloc(m->cfg.n_layer, sizeof(*m->layers));
     if (m->layers == NULL) {
         rc = err_set(err, ERR_NOMEM, "model: out of memory");
@@ -430,10 +476,14 @@ context_new(struct context **out, const struct model *m, uint32_t n_ctx, uint32_
         rc = err_set(err, ERR_NOMEM, "context of %u positions: out of memory", n_ctx);
         goto fail;
     }
-    /* RoPE angles in double: theta = pos * base^(-2i / n_rot) */
+    /* RoPE angles in double: theta = pos * scale * base^(-2i / n_rot) / freqs[i] (scale: linear
+     * scaling, else 1; freqs: rope_freqs.weight, else 1) */
     for (uint32_t p = 0; p < n_ctx; p++)
         for (uint32_t i = 0; i < cf->n_rot / 2; i++) {
-            double theta = p * pow(cf->rope_base, -2.0 * i / cf->n_rot);
+            double theta =
+                p * (double)cf->rope_freq_scale * pow(cf->rope_base, -2.0 * i / cf->n_rot);
+            if (m->rope_freqs != NULL)
+                theta /= m->rope_freqs[i];
             c->rope[(size_t)p * cf->n_rot + 2 * i] = (float)cos(theta);
             c->rope[(size_t)p * cf->n_rot + 2 * i + 1] = (float)sin(theta);
         }

@@ -25,20 +25,23 @@ struct gguf;
 
 /* Hyperparameters, from GGUF metadata under general.architecture's prefix. */
 struct model_config {
-    char arch[32];        /* "llama" or "qwen2" */
-    uint32_t n_vocab;     /* rows of token_embd.weight */
-    uint32_t n_embd;      /* embedding_length */
-    uint32_t n_layer;     /* block_count */
-    uint32_t n_head;      /* attention.head_count */
-    uint32_t n_head_kv;   /* attention.head_count_kv (default n_head); divides n_head */
-    uint32_t head_dim;    /* attention.key_length, default n_embd / n_head */
-    uint32_t n_ff;        /* feed_forward_length */
-    uint32_t n_ctx_train; /* context_length */
-    uint32_t n_rot;       /* rope.dimension_count (default head_dim): leading dims rotated */
-    float rope_base;      /* rope.freq_base, default 10000 */
-    float rms_eps;        /* attention.layer_norm_rms_epsilon, default 1e-5 */
-    int rope_type;        /* MODEL_ROPE_NORM or MODEL_ROPE_NEOX, from the architecture */
-    bool tied_output;     /* no output.weight: the logits use token_embd.weight */
+    char arch[32];         /* "llama" or "qwen2" */
+    uint32_t n_vocab;      /* rows of token_embd.weight */
+    uint32_t n_embd;       /* embedding_length */
+    uint32_t n_layer;      /* block_count */
+    uint32_t n_head;       /* attention.head_count */
+    uint32_t n_head_kv;    /* attention.head_count_kv (default n_head); divides n_head */
+    uint32_t head_dim;     /* attention.key_length, default n_embd / n_head */
+    uint32_t n_ff;         /* feed_forward_length */
+    uint32_t n_ctx_train;  /* context_length */
+    uint32_t n_rot;        /* rope.dimension_count (default head_dim): leading dims rotated */
+    float rope_base;       /* rope.freq_base, default 10000 */
+    float rope_freq_scale; /* 1 / rope.scaling.factor with rope.scaling.type "linear", else 1 */
+    bool rope_freqs;       /* rope_freqs.weight present: per-pair divisors of the frequencies
+                              (Llama-3.1's rope scaling) */
+    float rms_eps;         /* attention.layer_norm_rms_epsilon, default 1e-5 */
+    int rope_type;         /* MODEL_ROPE_NORM or MODEL_ROPE_NEOX, from the architecture */
+    bool tied_output;      /* no output.weight: the logits use token_embd.weight */
 };
 
 struct model;
