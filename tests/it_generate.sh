@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # it_generate.sh: `workerd generate` as the contract drives it, on the real stories260K model:
 # greedy ids equal llama.cpp's reference, streamed text equals the JSON text, a seed gives the same
-# tokens at 1 and 2 threads, stop strings cut the text, and bad options or files give a one-line
-# error with exit status 2. Ends with "N passed, N failed" like the C tests.
+# tokens at 1 and 2 threads, stop strings cut the text, --chat renders the model's chat template
+# (synthetic models with the Llama-3 and Qwen2 vocabularies), and bad options or files give a
+# one-line error with exit status 2. Ends with "N passed, N failed" like the C tests.
 set -u
 BUILD=${BUILD:-build}
 SHARED=${LLORCH_SHARED:-../shared}
@@ -122,6 +123,53 @@ got=$("$W" generate -m "$MODEL" -n 10 --temp 0 --stop " Lily. She" "Once upon a 
 # -- ends the options: a prompt may start with '-'.
 "$W" generate -m "$MODEL" -n 4 --temp 0 --json -- "-dash" >"$TMP/dash.json" 2>"$TMP/dash.err" &&
   [ -n "$(JF "$TMP/dash.json" gen_ids)" ] && ok dash_prompt_after_double_dash || bad dash_prompt_after_double_dash "$(cat "$TMP/dash.err")"
+
+# --chat: the prompt is one user message in the model's chat template, tokenized with special
+# tokens parsed. Synthetic models with real vocabularies: Llama-3's (llama3 header tokens) and
+# Qwen2.5's (ChatML with its default system message). The expected ids are built from
+# `workerd tokenize` of the plain-text pieces between the markers and the markers' published ids
+# (Llama-3: <|begin_of_text|> 128000, <|start_header_id|> 128006, <|end_header_id|> 128007,
+# <|eot_id|> 128009; Qwen2: <|im_start|> 151644, <|im_end|> 151645; tests/test_chat.c checks
+# that the rendered markers tokenize into these special tokens).
+tok() { "$W" tokenize -m "$1" --no-bos -- "$2" 2>/dev/null | jq -r '.ids | map(tostring) | join(",")'; }
+chat_check() { # NAME MODEL FAMILY WANT_IDS
+  local name=$1 model=$2 family=$3 want=$4
+  if "$W" generate -m "$model" --chat -n 3 --temp 0 --ignore-eos --json Hi >"$TMP/c.json" 2>"$TMP/c.err"; then
+    got=$(JF "$TMP/c.json" prompt_ids); fam=$(JF "$TMP/c.json" chat_format)
+    n=$(JF "$TMP/c.json" gen_ids | tr ',' '\n' | wc -l)
+    if [ "$got" = "$want" ] && [ "$fam" = "$family" ] && [ "$n" -eq 3 ] && [ ! -s "$TMP/c.err" ]; then ok "$name"
+    else bad "$name" "got $got ($fam, $n ids), want $want ($family); $(head -2 "$TMP/c.err")"; fi
+  else
+    bad "$name" "exit $?: $(cat "$TMP/c.err")"
+  fi
+}
+L3="$TMP/llama3.gguf"; Q2="$TMP/qwen2.gguf"
+small=(--n-embd 32 --n-layer 1 --n-head 2 --n-ff 64 --tied-output)
+if "$BUILD/gguf-synth" "${small[@]}" --rope-base 500000 --vocab-from "$SHARED/models/vocab/ggml-vocab-llama-bpe.gguf" -o "$L3" >/dev/null 2>&1 &&
+   "$BUILD/gguf-synth" "${small[@]}" --arch qwen2 --vocab-from "$SHARED/models/vocab/ggml-vocab-qwen2.gguf" -o "$Q2" >/dev/null 2>&1; then
+  bos=$("$W" inspect -m "$L3" | sed -n 's/^ *tokenizer.ggml.bos_token_id (uint32) = //p')
+  [ "$bos" = 128000 ] && ok chat_llama3_bos_id || bad chat_llama3_bos_id "$bos"
+  chat_check chat_llama3_prompt_ids "$L3" llama3 \
+    "128000,128006,$(tok "$L3" user),128007,$(tok "$L3" $'\n\nHi'),128009,128006,$(tok "$L3" assistant),128007,$(tok "$L3" $'\n\n')"
+  sys=$'system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.'
+  chat_check chat_qwen2_prompt_ids "$Q2" chatml \
+    "151644,$(tok "$Q2" "$sys"),151645,$(tok "$Q2" $'\n'),151644,$(tok "$Q2" $'user\nHi'),151645,$(tok "$Q2" $'\n'),151644,$(tok "$Q2" $'assistant\n')"
+  # without --chat the same prompt is plain text: no marker
+  got=$("$W" generate -m "$L3" -n 1 --temp 0 --json Hi 2>/dev/null | JF - prompt_ids)
+  [ "$got" = "128000,$(tok "$L3" Hi)" ] && ok chat_off_plain_prompt || bad chat_off_plain_prompt "$got"
+else
+  bad chat_models "gguf-synth failed"
+fi
+# No template (stories260K): ChatML, said once on stderr; its markers are plain text there.
+if "$W" generate -m "$MODEL" --chat -n 2 --temp 0 --json Hi >"$TMP/c.json" 2>"$TMP/c.err"; then
+  want="1,$(tok "$MODEL" $'<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n')"
+  got=$(JF "$TMP/c.json" prompt_ids)
+  if [ "$got" = "$want" ] && [ "$(JF "$TMP/c.json" chat_format)" = chatml ] &&
+     [ "$(grep -c 'no chat template llorch recognises; using ChatML' "$TMP/c.err")" -eq 1 ]; then ok chat_fallback_chatml
+  else bad chat_fallback_chatml "got $got, want $want; $(cat "$TMP/c.err")"; fi
+else
+  bad chat_fallback_chatml "exit $?: $(cat "$TMP/c.err")"
+fi
 
 # Bad options and files: one line on stderr, exit status 2, nothing on stdout.
 printf 'not a gguf file at all' >"$TMP/junk.gguf"

@@ -1,12 +1,14 @@
 /*
  * cmd_generate.c: `workerd generate`, a local completion (../shared/docs/contract.md): loads the
- * model, tokenizes the prompt as llama.cpp does, runs the engine's generation loop (generate.h)
- * and streams the text to stdout, or prints one JSON object at the end with --json. A thin
- * front-end: options, files and output only; the loop itself is shared with `workerd serve`.
+ * model, tokenizes the prompt as llama.cpp does (with --chat: the prompt as one user message in
+ * the model's chat template, chat.h, special tokens parsed), runs the engine's generation loop
+ * (generate.h) and streams the text to stdout, or prints one JSON object at the end with --json. A
+ * thin front-end: options, files and output only; the loop itself is shared with `workerd serve`.
  */
 #include "common/err.h"
 #include "common/utf8.h"
 #include "workerd/cmd.h"
+#include "workerd/engine/chat.h"
 #include "workerd/engine/generate.h"
 #include "workerd/engine/gguf.h"
 #include "workerd/engine/model.h"
@@ -36,8 +38,12 @@ static const char help[] =
     "  -c, --ctx N           context length (default: prompt + N)\n"
     "  --ignore-eos          do not stop at end-of-generation tokens\n"
     "  --stop STR            stop when STR appears (cut before it); repeatable\n"
+    "  --chat                PROMPT is one user message, rendered with the model's chat\n"
+    "                        template (ChatML when it has none llorch recognises, said on\n"
+    "                        stderr) and tokenized with special tokens parsed\n"
     "  --json                print one JSON object at the end instead of streaming:\n"
     "                        {prompt_ids, gen_ids, text, prefill_ms, decode_ms, seed, reason}\n"
+    "                        (with --chat also chat_format, the template family used)\n"
     "Exit status: 0 done, 1 runtime error, 2 bad options or model file.\n";
 
 /* Bounds on the numeric options: beyond them a value is a typo, not a request. */
@@ -53,6 +59,7 @@ struct gen_args {
     long n_ctx; /* 0: prompt + n_predict */
     bool ignore_eos;
     bool json;
+    bool chat;
     struct sampler_options sampling;
     const char *stops[MAX_STOPS];
     size_t n_stops;
@@ -142,6 +149,10 @@ parse_args(int argc, char **argv, struct gen_args *a, char *err)
             a->json = true;
             continue;
         }
+        if (strcmp(o, "--chat") == 0) {
+            a->chat = true;
+            continue;
+        }
         if (val == NULL)
             return err_set(err, ERR_BAD_REQUEST, "option %s: missing value", o);
         i++;
@@ -191,18 +202,20 @@ parse_args(int argc, char **argv, struct gen_args *a, char *err)
     return sampler_options_check(&a->sampling, err);
 }
 
-/* Tokenizes the prompt with the model's BOS rule, special tokens not parsed; *ids is malloc'd. */
+/* Tokenizes the prompt with the model's BOS rule, special tokens parsed or not; *ids is malloc'd.
+ */
 static int
-tokenize_prompt(const struct tokenizer *tok, const char *prompt, int32_t **ids, size_t *n,
-                char *err)
+tokenize_prompt(const struct tokenizer *tok, const char *prompt, size_t len, bool parse_special,
+                int32_t **ids, size_t *n, char *err)
 {
-    size_t len = strlen(prompt), max = tokenizer_max_tokens(tok, len);
+    size_t max = tokenizer_max_tokens(tok, len);
     int rc;
 
     *ids = malloc(max * sizeof(**ids));
     if (*ids == NULL)
         return err_set(err, ERR_NOMEM, "prompt: out of memory for %zu ids", max);
-    rc = tokenizer_encode(tok, prompt, len, tokenizer_add_bos(tok), false, *ids, max, n, err);
+    rc = tokenizer_encode(tok, prompt, len, tokenizer_add_bos(tok), parse_special, *ids, max, n,
+                          err);
     if (rc == ERR_OK && *n == 0)
         rc = err_set(err, ERR_BAD_REQUEST, "prompt: no tokens (an empty prompt and no BOS)");
     if (rc != ERR_OK) {
@@ -250,10 +263,31 @@ ids_json(const int32_t *ids, size_t n)
     return a;
 }
 
+/*
+ * --chat: the prompt as one user message rendered with the model's template (*text malloc'ed,
+ * *family the family used; a fallback to ChatML is said on stderr).
+ */
+static int
+render_chat(const struct gguf *g, const struct tokenizer *tok, const char *prompt, char **text,
+            size_t *len, const char **family, char *err)
+{
+    struct chat_format f;
+    struct chat_msg msg = {"user", prompt};
+    int rc;
+
+    if ((rc = chat_format_from_model(&f, g, tok, err)) != ERR_OK)
+        return rc;
+    if (f.fallback)
+        fprintf(stderr, "workerd generate: the model has no chat template llorch recognises; "
+                        "using ChatML\n");
+    *family = chat_family_name(f.family);
+    return chat_render(&f, &msg, 1, true, text, len, err);
+}
+
 /* Prints the --json object; text with invalid UTF-8 replaced by U+FFFD (JSON needs UTF-8). */
 static int
 print_json(const int32_t *prompt, size_t n_prompt, const struct gen_out *o,
-           const struct generate_result *res, char *err)
+           const struct generate_result *res, const char *chat_format, char *err)
 {
     size_t need = utf8_sanitize(o->text, o->n_text, NULL, 0);
     char *clean = malloc(need + 1);
@@ -268,6 +302,9 @@ print_json(const int32_t *prompt, size_t n_prompt, const struct gen_out *o,
                   "gen_ids", ids_json(o->ids, o->n_ids), "text", clean, need, "prefill_ms",
                   res->prefill_ms, "decode_ms", res->decode_ms, "seed", (json_int_t)res->seed,
                   "reason", generate_reason_str(res->reason));
+    if (j != NULL && chat_format != NULL &&
+        json_object_set_new(j, "chat_format", json_string(chat_format)) != 0)
+        goto out;
     if (j == NULL ||
         (s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9))) == NULL)
         goto out;
@@ -295,7 +332,9 @@ cmd_generate(int argc, char **argv)
     struct model *m = NULL;
     struct context *ctx = NULL;
     int32_t *prompt = NULL;
-    size_t n_prompt = 0;
+    size_t n_prompt = 0, n_text;
+    char *chat_text = NULL;
+    const char *chat_format = NULL;
     struct gen_out out = {0};
     struct generate_result res;
     struct generate_request req = {0};
@@ -315,7 +354,12 @@ cmd_generate(int argc, char **argv)
         fprintf(stderr, "workerd generate: %s: %s\n", a.model, err);
         goto out;
     }
-    if (tokenize_prompt(tok, a.prompt, &prompt, &n_prompt, err) != ERR_OK) {
+    if (a.chat && render_chat(g, tok, a.prompt, &chat_text, &n_text, &chat_format, err) != ERR_OK) {
+        fprintf(stderr, "workerd generate: --chat: %s\n", err);
+        goto out;
+    }
+    if (tokenize_prompt(tok, a.chat ? chat_text : a.prompt, a.chat ? n_text : strlen(a.prompt),
+                        a.chat, &prompt, &n_prompt, err) != ERR_OK) {
         fprintf(stderr, "workerd generate: %s\n", err);
         goto out;
     }
@@ -352,7 +396,7 @@ cmd_generate(int argc, char **argv)
         fprintf(stderr, "workerd generate: stdout: %s\n", strerror(errno));
         goto out;
     }
-    if (a.json && print_json(prompt, n_prompt, &out, &res, err) != ERR_OK) {
+    if (a.json && print_json(prompt, n_prompt, &out, &res, chat_format, err) != ERR_OK) {
         fprintf(stderr, "workerd generate: %s\n", err);
         goto out;
     }
@@ -369,6 +413,7 @@ out:
     free(out.ids);
     free(out.text);
     free(prompt);
+    free(chat_text);
     context_free(ctx);
     model_free(m);
     tokenizer_free(tok);
