@@ -6,6 +6,7 @@
  */
 #include "common/clock.h"
 #include "common/err.h"
+#include "common/opt.h"
 #include "common/utf8.h"
 #include "orchd/config.h"
 #include "proto/client.h"
@@ -14,6 +15,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,33 +130,28 @@ usage_error(const char *fmt, const char *arg)
     return EXIT_USAGE;
 }
 
-/* Parses an integer option value in [lo, hi]; false (after a message) if it is not one. */
+/* An integer option value in [lo, hi] (common/opt.h); false after a message if it is not one. */
 static bool
 parse_int(const char *opt, const char *s, long long lo, long long hi, long long *out)
 {
-    char *end;
+    char err[ERR_MSG_MAX];
 
-    errno = 0;
-    *out = strtoll(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || *out < lo || *out > hi) {
-        fprintf(stderr, "orchctl: %s: not an integer in [%lld, %lld]: '%s'\n", opt, lo, hi, s);
-        return false;
-    }
-    return true;
+    if (opt_int(opt, s, lo, hi, out, err) == ERR_OK)
+        return true;
+    fprintf(stderr, "orchctl: %s\n", err);
+    return false;
 }
 
+/* A finite number option value; false after a message if it is not one. */
 static bool
 parse_float(const char *opt, const char *s, float *out)
 {
-    char *end;
+    char err[ERR_MSG_MAX];
 
-    errno = 0;
-    *out = strtof(s, &end);
-    if (errno != 0 || end == s || *end != '\0') {
-        fprintf(stderr, "orchctl: %s: not a number: '%s'\n", opt, s);
-        return false;
-    }
-    return true;
+    if (opt_float(opt, s, -HUGE_VAL, HUGE_VAL, out, err) == ERR_OK)
+        return true;
+    fprintf(stderr, "orchctl: %s\n", err);
+    return false;
 }
 
 /* ---- JSON output ---- */

@@ -1,11 +1,15 @@
 /*
- * test_common.c: tests of common/ (error names and messages, the monotonic clock, log levels).
+ * test_common.c: tests of common/ (error names and messages, the monotonic clock, log levels,
+ * numeric option values).
  */
 #include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "common/opt.h"
 #include "tests/harness.h"
 
+#include <math.h>
+#include <stdint.h>
 #include <string.h>
 #include <time.h>
 
@@ -53,6 +57,42 @@ static void test_log_level_parse(void)
     CHECK(log_level_parse("loud") == -1);
 }
 
+static void test_opt_int_range_and_errors(void)
+{
+    char err[ERR_MSG_MAX];
+    long long v = 7;
+
+    CHECK(opt_int("-n", "42", 0, 100, &v, err) == ERR_OK && v == 42);
+    CHECK(opt_int("--seed", "-1", -1, INT64_MAX, &v, err) == ERR_OK && v == -1);
+    CHECK(opt_int("-n", "9223372036854775807", 0, INT64_MAX, &v, err) == ERR_OK &&
+          v == INT64_MAX);
+    v = 7;
+    CHECK(opt_int("-t", "0", 1, 1024, &v, err) == ERR_BAD_REQUEST && v == 7);
+    CHECKF(strcmp(err, "-t: not an integer in [1, 1024]: '0'") == 0, "%s", err);
+    CHECK(opt_int("-n", "12x", 0, 100, &v, err) == ERR_BAD_REQUEST && v == 7);
+    CHECKF(strcmp(err, "-n: not an integer in [0, 100]: '12x'") == 0, "%s", err);
+    CHECK(opt_int("-n", "", 0, 100, &v, err) == ERR_BAD_REQUEST);
+    CHECK(opt_int("-n", "1.5", 0, 100, &v, err) == ERR_BAD_REQUEST);
+    CHECK(opt_int("-n", "99999999999999999999", 0, INT64_MAX, &v, err) == ERR_BAD_REQUEST);
+    CHECK(opt_int("-n", "101", 0, 100, &v, err) == ERR_BAD_REQUEST && v == 7);
+}
+
+static void test_opt_float_range_and_errors(void)
+{
+    char err[ERR_MSG_MAX];
+    float f = 2.0f;
+
+    CHECK(opt_float("--temp", "0.8", -HUGE_VAL, HUGE_VAL, &f, err) == ERR_OK && f == 0.8f);
+    CHECK(opt_float("--top-p", "1e-1", 0, 1, &f, err) == ERR_OK && f == 0.1f);
+    f = 2.0f;
+    CHECK(opt_float("--temp", "hot", -HUGE_VAL, HUGE_VAL, &f, err) == ERR_BAD_REQUEST && f == 2.0f);
+    CHECKF(strcmp(err, "--temp: not a number: 'hot'") == 0, "%s", err);
+    CHECK(opt_float("--temp", "inf", -HUGE_VAL, HUGE_VAL, &f, err) == ERR_BAD_REQUEST);
+    CHECK(opt_float("--temp", "nan", -HUGE_VAL, HUGE_VAL, &f, err) == ERR_BAD_REQUEST);
+    CHECK(opt_float("--top-p", "1.5", 0, 1, &f, err) == ERR_BAD_REQUEST && f == 2.0f);
+    CHECKF(strcmp(err, "--top-p: not a number in [0, 1]: '1.5'") == 0, "%s", err);
+}
+
 int main(int argc, char **argv)
 {
     static const struct test tests[] = {
@@ -60,6 +100,8 @@ int main(int argc, char **argv)
         TEST(test_err_set_formats_and_returns),
         TEST(test_clock_monotonic),
         TEST(test_log_level_parse),
+        TEST(test_opt_int_range_and_errors),
+        TEST(test_opt_float_range_and_errors),
         {0},
     };
     return harness_run(tests, argc, argv);

@@ -6,6 +6,7 @@
  * thin front-end: options, files and output only; the loop itself is shared with `workerd serve`.
  */
 #include "common/err.h"
+#include "common/opt.h"
 #include "common/utf8.h"
 #include "workerd/cmd.h"
 #include "workerd/engine/chat.h"
@@ -54,9 +55,9 @@ static const char help[] =
 struct gen_args {
     const char *model;
     const char *prompt;
-    long n_predict;
-    long n_threads;
-    long n_ctx; /* 0: prompt + n_predict */
+    long long n_predict;
+    long long n_threads;
+    long long n_ctx; /* 0: prompt + n_predict */
     bool ignore_eos;
     bool json;
     bool chat;
@@ -75,56 +76,11 @@ struct gen_out {
     size_t cap_text;
 };
 
-static int
-parse_long(const char *opt, const char *s, long lo, long hi, long *out, char *err)
-{
-    char *end;
-    long v;
-
-    errno = 0;
-    v = strtol(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi)
-        return err_set(err, ERR_BAD_REQUEST, "option %s: '%s' is not an integer in [%ld, %ld]", opt,
-                       s, lo, hi);
-    *out = v;
-    return ERR_OK;
-}
-
-static int
-parse_float(const char *opt, const char *s, float *out, char *err)
-{
-    char *end;
-    double v;
-
-    errno = 0;
-    v = strtod(s, &end);
-    if (errno != 0 || end == s || *end != '\0' || !isfinite(v))
-        return err_set(err, ERR_BAD_REQUEST, "option %s: '%s' is not a number", opt, s);
-    *out = (float)v;
-    return ERR_OK;
-}
-
-/* --seed: -1 (random, as in llama.cpp) or an integer in [0, 2^63). */
-static int
-parse_seed(const char *s, uint64_t *out, char *err)
-{
-    char *end;
-    long long v;
-
-    errno = 0;
-    v = strtoll(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < -1)
-        return err_set(err, ERR_BAD_REQUEST,
-                       "option --seed: '%s' is not -1 (random) or an integer >= 0", s);
-    *out = v == -1 ? SAMPLER_SEED_RANDOM : (uint64_t)v;
-    return ERR_OK;
-}
-
 /* Parses argv (argv[0] is "generate"); ERR_BAD_REQUEST with a detail for any bad option. */
 static int
 parse_args(int argc, char **argv, struct gen_args *a, char *err)
 {
-    long v;
+    long long v;
     int rc = ERR_OK, i;
 
     memset(a, 0, sizeof(*a));
@@ -159,27 +115,29 @@ parse_args(int argc, char **argv, struct gen_args *a, char *err)
         if (strcmp(o, "-m") == 0 || strcmp(o, "--model") == 0) {
             a->model = val;
         } else if (strcmp(o, "-n") == 0 || strcmp(o, "--n-predict") == 0) {
-            rc = parse_long(o, val, 0, MAX_PREDICT, &a->n_predict, err);
+            rc = opt_int(o, val, 0, MAX_PREDICT, &a->n_predict, err);
         } else if (strcmp(o, "-t") == 0 || strcmp(o, "--threads") == 0) {
-            rc = parse_long(o, val, 1, MAX_THREADS, &a->n_threads, err);
+            rc = opt_int(o, val, 1, MAX_THREADS, &a->n_threads, err);
         } else if (strcmp(o, "--ctx") == 0 || strcmp(o, "-c") == 0) {
-            rc = parse_long(o, val, 1, UINT32_MAX, &a->n_ctx, err);
+            rc = opt_int(o, val, 1, UINT32_MAX, &a->n_ctx, err);
         } else if (strcmp(o, "--temp") == 0) {
-            rc = parse_float(o, val, &a->sampling.temp, err);
+            rc = opt_float(o, val, -HUGE_VAL, HUGE_VAL, &a->sampling.temp, err);
         } else if (strcmp(o, "--top-p") == 0) {
-            rc = parse_float(o, val, &a->sampling.top_p, err);
+            rc = opt_float(o, val, -HUGE_VAL, HUGE_VAL, &a->sampling.top_p, err);
         } else if (strcmp(o, "--min-p") == 0) {
-            rc = parse_float(o, val, &a->sampling.min_p, err);
+            rc = opt_float(o, val, -HUGE_VAL, HUGE_VAL, &a->sampling.min_p, err);
         } else if (strcmp(o, "--repeat-penalty") == 0) {
-            rc = parse_float(o, val, &a->sampling.repeat_penalty, err);
+            rc = opt_float(o, val, -HUGE_VAL, HUGE_VAL, &a->sampling.repeat_penalty, err);
         } else if (strcmp(o, "--top-k") == 0) {
-            if ((rc = parse_long(o, val, 0, INT32_MAX, &v, err)) == ERR_OK)
+            if ((rc = opt_int(o, val, 0, INT32_MAX, &v, err)) == ERR_OK)
                 a->sampling.top_k = (int32_t)v;
         } else if (strcmp(o, "--repeat-last-n") == 0) {
-            if ((rc = parse_long(o, val, 0, SAMPLER_MAX_LAST_N, &v, err)) == ERR_OK)
+            if ((rc = opt_int(o, val, 0, SAMPLER_MAX_LAST_N, &v, err)) == ERR_OK)
                 a->sampling.repeat_last_n = (int32_t)v;
         } else if (strcmp(o, "--seed") == 0) {
-            rc = parse_seed(val, &a->sampling.seed, err);
+            /* -1: random, as in llama.cpp */
+            if ((rc = opt_int(o, val, -1, INT64_MAX, &v, err)) == ERR_OK)
+                a->sampling.seed = v == -1 ? SAMPLER_SEED_RANDOM : (uint64_t)v;
         } else if (strcmp(o, "--stop") == 0) {
             if (a->n_stops == MAX_STOPS)
                 return err_set(err, ERR_BAD_REQUEST, "option --stop: at most %d", MAX_STOPS);
@@ -378,7 +336,7 @@ cmd_generate(int argc, char **argv)
     out.json = a.json;
     out.ids = malloc(((size_t)a.n_predict + 1) * sizeof(*out.ids));
     if (out.ids == NULL) {
-        fprintf(stderr, "workerd generate: out of memory for %ld ids\n", a.n_predict);
+        fprintf(stderr, "workerd generate: out of memory for %lld ids\n", a.n_predict);
         goto out;
     }
     req.prompt = prompt;

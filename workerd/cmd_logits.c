@@ -6,6 +6,7 @@
  * the validation tests and the acceptance checks compare with llama.cpp. Not tokenization.
  */
 #include "common/err.h"
+#include "common/opt.h"
 #include "workerd/cmd.h"
 #include "workerd/engine/gguf.h"
 #include "workerd/engine/model.h"
@@ -23,8 +24,8 @@
 struct logits_opts {
     const char *model;
     const char *ids;
-    long top;
-    long threads;
+    long long top;
+    long long threads;
 };
 
 static int
@@ -37,22 +38,9 @@ usage_error(const char *fmt, const char *arg)
 }
 
 static int
-parse_long(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    long v;
-
-    errno = 0;
-    v = strtol(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi)
-        return -1;
-    *out = v;
-    return 0;
-}
-
-static int
 parse_opts(int argc, char **argv, struct logits_opts *o)
 {
+    char err[ERR_MSG_MAX];
     int i;
 
     o->top = 10;
@@ -77,11 +65,11 @@ parse_opts(int argc, char **argv, struct logits_opts *o)
             o->model = v;
         else if (strcmp(a, "--ids") == 0)
             o->ids = v;
-        else if (strcmp(a, "--top") == 0 && parse_long(v, 1, 1 << 20, &o->top) != 0)
-            return usage_error("--top must be an integer in [1, 1048576], got '%s'", v);
+        else if (strcmp(a, "--top") == 0 && opt_int(a, v, 1, 1 << 20, &o->top, err) != ERR_OK)
+            return usage_error("%s", err);
         else if ((strcmp(a, "-t") == 0 || strcmp(a, "--threads") == 0) &&
-                 parse_long(v, 1, 1024, &o->threads) != 0)
-            return usage_error("-t must be an integer in [1, 1024], got '%s'", v);
+                 opt_int(a, v, 1, 1024, &o->threads, err) != ERR_OK)
+            return usage_error("%s", err);
     }
     if (i < argc)
         return usage_error("unexpected argument '%s'", argv[i]);
@@ -185,7 +173,7 @@ cmd_logits(int argc, char **argv)
     }
     const struct model_config *cf = model_config(m);
     uint32_t n_ctx = (uint32_t)n;
-    uint32_t k = o.top < (long)cf->n_vocab ? (uint32_t)o.top : cf->n_vocab;
+    uint32_t k = o.top < (long long)cf->n_vocab ? (uint32_t)o.top : cf->n_vocab;
     logits = malloc((size_t)n * cf->n_vocab * sizeof(float));
     top = malloc(k * sizeof(*top));
     if (logits == NULL || top == NULL) {

@@ -13,6 +13,7 @@
  */
 #include "common/clock.h"
 #include "common/err.h"
+#include "common/opt.h"
 #include "common/log.h"
 #include "proto/proto.h"
 #include "workerd/cmd.h"
@@ -303,21 +304,6 @@ usage_error(const char *msg, const char *arg)
     return CMD_EXIT_FATAL;
 }
 
-/* Parses a decimal integer in [lo, hi]; false when s is not one. */
-static bool
-parse_uint(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    long v;
-
-    errno = 0;
-    v = strtol(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
 static int
 serve_load(struct serve *s, const char *path, uint32_t n_threads, long want_ctx)
 {
@@ -377,10 +363,10 @@ cmd_serve(int argc, char **argv)
 {
     struct serve s = {0};
     const char *model = NULL, *url = NULL;
-    long threads = 1, n_ctx = 0, slot = 0;
+    long long threads = 1, n_ctx = 0, slot = 0;
     struct sigaction sa = {0};
     pthread_t link;
-    char name[32];
+    char name[32], err[ERR_MSG_MAX];
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -393,21 +379,21 @@ cmd_serve(int argc, char **argv)
         else if (strcmp(a, "--link") == 0)
             url = v;
         else if (strcmp(a, "--slot") == 0) {
-            if (!parse_uint(v, 0, 1023, &slot))
-                return usage_error("--slot needs an integer in [0, 1023], got", v);
+            if (opt_int(a, v, 0, 1023, &slot, err) != ERR_OK)
+                return usage_error(err, NULL);
         } else if (strcmp(a, "-t") == 0) {
-            if (!parse_uint(v, 1, 256, &threads))
-                return usage_error("-t needs an integer in [1, 256], got", v);
+            if (opt_int(a, v, 1, 256, &threads, err) != ERR_OK)
+                return usage_error(err, NULL);
         } else if (strcmp(a, "--ctx") == 0) {
-            if (!parse_uint(v, 16, 1 << 20, &n_ctx))
-                return usage_error("--ctx needs an integer in [16, 1048576], got", v);
+            if (opt_int(a, v, 16, 1 << 20, &n_ctx, err) != ERR_OK)
+                return usage_error(err, NULL);
         } else
             return usage_error("unknown option", a);
         i++;
     }
     if (model == NULL || url == NULL)
         return usage_error("needs -m MODEL and --link URL", NULL);
-    snprintf(name, sizeof(name), "workerd.%ld", slot);
+    snprintf(name, sizeof(name), "workerd.%lld", slot);
     log_init(name, LOG_INFO);
     s.parent = getppid();
     s.slot = (int)slot;
@@ -433,7 +419,7 @@ cmd_serve(int argc, char **argv)
         serve_unload(&s);
         return CMD_EXIT_ERROR;
     }
-    log_info("serving %s on %s (n_ctx %u, %ld threads)", model, url, s.n_ctx, threads);
+    log_info("serving %s on %s (n_ctx %u, %lld threads)", model, url, s.n_ctx, threads);
 
     pthread_mutex_lock(&s.mu);
     while (!atomic_load(&serve_quit)) {

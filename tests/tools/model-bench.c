@@ -6,6 +6,7 @@
  */
 #include "common/clock.h"
 #include "common/err.h"
+#include "common/opt.h"
 #include "workerd/engine/gguf.h"
 #include "workerd/engine/model.h"
 
@@ -23,7 +24,7 @@ int
 main(int argc, char **argv)
 {
     const char *path = NULL;
-    long n_prompt = 128, n_gen = 32, threads = 2;
+    long long n_prompt = 128, n_gen = 32, threads = 2;
     char err[ERR_MSG_MAX];
     struct gguf *g = NULL;
     struct model *m = NULL;
@@ -32,7 +33,7 @@ main(int argc, char **argv)
 
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        char *end = NULL;
+        int rc = ERR_OK;
         if (v == NULL) {
             usage();
             return 2;
@@ -40,18 +41,17 @@ main(int argc, char **argv)
         if (strcmp(argv[i], "-m") == 0)
             path = v;
         else if (strcmp(argv[i], "-p") == 0)
-            n_prompt = strtol(v, &end, 10);
+            rc = opt_int("-p", v, 1, 1 << 20, &n_prompt, err);
         else if (strcmp(argv[i], "-n") == 0)
-            n_gen = strtol(v, &end, 10);
+            rc = opt_int("-n", v, 0, 1 << 20, &n_gen, err);
         else if (strcmp(argv[i], "-t") == 0)
-            threads = strtol(v, &end, 10);
+            rc = opt_int("-t", v, 1, 1024, &threads, err);
         else {
             usage();
             return 2;
         }
-        if ((end != NULL && *end != '\0') || n_prompt < 1 || n_gen < 0 || threads < 1 ||
-            threads > 1024 || n_prompt > 1 << 20 || n_gen > 1 << 20) {
-            fprintf(stderr, "model-bench: bad value '%s' for %s\n", v, argv[i]);
+        if (rc != ERR_OK) {
+            fprintf(stderr, "model-bench: %s\n", err);
             return 2;
         }
         i++;
@@ -85,8 +85,8 @@ main(int argc, char **argv)
     }
     uint64_t t2 = clock_now_ns();
     double pms = clock_ms_between(t0, t1), dms = clock_ms_between(t1, t2);
-    printf("{\"model\":\"%s\",\"threads\":%ld,\"prefill_tokens\":%ld,\"prefill_ms\":%.1f,"
-           "\"prefill_tps\":%.2f,\"decode_tokens\":%ld,\"decode_ms\":%.1f,\"decode_tps\":%.2f}\n",
+    printf("{\"model\":\"%s\",\"threads\":%lld,\"prefill_tokens\":%lld,\"prefill_ms\":%.1f,"
+           "\"prefill_tps\":%.2f,\"decode_tokens\":%lld,\"decode_ms\":%.1f,\"decode_tps\":%.2f}\n",
            path, threads, n_prompt, pms, n_prompt * 1000.0 / pms, n_gen, dms,
            n_gen > 0 ? n_gen * 1000.0 / dms : 0.0);
     status = 0;
