@@ -8,9 +8,11 @@
 #include "orchd/config.h"
 
 #include "common/err.h"
+#include "common/opt.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,20 +33,6 @@ trim(char *s)
     while (e > s && isspace((unsigned char)e[-1]))
         *--e = '\0';
     return s;
-}
-
-bool
-config_parse_u64(const char *v, uint64_t min, uint64_t max, uint64_t *out)
-{
-    char *end;
-    unsigned long long n;
-
-    errno = 0;
-    n = strtoull(v, &end, 10);
-    if (errno != 0 || end == v || *end != '\0' || v[0] == '-' || n < min || n > max)
-        return false;
-    *out = n;
-    return true;
 }
 
 /* Reads "blake2b:HEX" into h. */
@@ -110,7 +98,7 @@ static int
 tenant_field(struct config *c, const char *name, const char *v, bool *has_key, char *err)
 {
     struct sched_tenant *t = &c->tenants[c->n_tenants - 1];
-    uint64_t n;
+    long long n;
 
     if (strcmp(name, "key") == 0) {
         if (!parse_hash(v, c->key_hashes[c->n_tenants - 1]))
@@ -120,13 +108,13 @@ tenant_field(struct config *c, const char *name, const char *v, bool *has_key, c
         return ERR_OK;
     }
     if (strcmp(name, "weight") == 0) {
-        if (!config_parse_u64(v, 1, 1000, &n))
-            return err_set(err, ERR_FORMAT, "weight must be in [1, 1000], got '%.40s'", v);
+        if (opt_int(name, v, 1, 1000, &n, err) != ERR_OK)
+            return ERR_FORMAT;
         t->weight = (uint32_t)n;
     } else if (strcmp(name, "max_running") == 0 || strcmp(name, "max_queued") == 0 ||
                strcmp(name, "rate_per_min") == 0) {
-        if (!config_parse_u64(v, 0, 1000000, &n))
-            return err_set(err, ERR_FORMAT, "%s must be in [0, 1000000], got '%.40s'", name, v);
+        if (opt_int(name, v, 0, 1000000, &n, err) != ERR_OK)
+            return ERR_FORMAT;
         if (name[0] == 'r')
             t->rate_per_min = (uint32_t)n;
         else if (name[4] == 'r')
@@ -134,14 +122,13 @@ tenant_field(struct config *c, const char *name, const char *v, bool *has_key, c
         else
             t->max_queued = (uint32_t)n;
     } else if (strcmp(name, "token_budget") == 0) {
-        if (!config_parse_u64(v, 0, UINT64_MAX / 2, &n))
-            return err_set(err, ERR_FORMAT, "token_budget must be a count, got '%.40s'", v);
-        t->token_budget = n;
+        if (opt_int(name, v, 0, LLONG_MAX, &n, err) != ERR_OK)
+            return ERR_FORMAT;
+        t->token_budget = (uint64_t)n;
     } else if (strcmp(name, "budget_period_s") == 0) {
-        if (!config_parse_u64(v, 1, 366 * 86400, &n))
-            return err_set(err, ERR_FORMAT, "budget_period_s must be in [1, 31622400], got '%.40s'",
-                           v);
-        t->budget_period_ms = n * 1000;
+        if (opt_int(name, v, 1, 366 * 86400, &n, err) != ERR_OK)
+            return ERR_FORMAT;
+        t->budget_period_ms = (uint64_t)n * 1000;
     } else {
         return err_set(err, ERR_FORMAT, "unknown tenant setting '%.40s'", name);
     }

@@ -13,7 +13,6 @@
 
 #include "orchd/sched.h"
 
-#include <stdbool.h>
 #include <stdint.h>
 
 #define CONFIG_HASH_BYTES 32
@@ -47,8 +46,5 @@ int config_auth(const struct config *c, const char *key);
 /* Writes "blake2b:HEX" of key (what a [tenant] section's `key =` holds) into out. ERR_BAD_REQUEST
  * for an empty key or one that the protocol would not carry; ERR_INTERNAL if libsodium fails. */
 int config_hash_key(const char *key, char out[CONFIG_HASH_TEXT], char *err);
-
-/* Parses v, a whole decimal number in [min, max] (no sign, nothing after it), into *out. */
-bool config_parse_u64(const char *v, uint64_t min, uint64_t max, uint64_t *out);
 
 #endif

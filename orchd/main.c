@@ -9,6 +9,7 @@
 #include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "common/opt.h"
 #include "orchd/config.h"
 #include "orchd/front.h"
 #include "orchd/master.h"
@@ -107,7 +108,8 @@ parse_args(int argc, char **argv, struct options *o)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    uint64_t v;
+    char oerr[ERR_MSG_MAX];
+    long long v;
     int c, level;
 
     memset(o, 0, sizeof(*o));
@@ -123,7 +125,7 @@ parse_args(int argc, char **argv, struct options *o)
             o->model = optarg;
             break;
         case 'w':
-            if (!config_parse_u64(optarg, 1, MASTER_MAX_SLOTS, &v))
+            if (opt_int("-w", optarg, 1, MASTER_MAX_SLOTS, &v, oerr) != ERR_OK)
                 what = "-w must be in [1, 64]";
             o->workers = (int)v;
             break;
@@ -134,7 +136,7 @@ parse_args(int argc, char **argv, struct options *o)
                 o->urls[o->n_urls++] = optarg;
             break;
         case 't':
-            if (!config_parse_u64(optarg, 1, 1024, &v))
+            if (opt_int("-t", optarg, 1, 1024, &v, oerr) != ERR_OK)
                 what = "-t must be in [1, 1024]";
             o->threads = (int)v;
             break;
@@ -142,7 +144,7 @@ parse_args(int argc, char **argv, struct options *o)
             o->config = optarg;
             break;
         case OPT_QUEUE:
-            if (!config_parse_u64(optarg, 1, 1000000, &v))
+            if (opt_int("--queue-max", optarg, 1, 1000000, &v, oerr) != ERR_OK)
                 what = "--queue-max must be in [1, 1000000]";
             o->sc.queue_max = (uint32_t)v;
             break;
@@ -160,7 +162,7 @@ parse_args(int argc, char **argv, struct options *o)
         case OPT_PROGRESS:
         case OPT_PREFILL:
         case OPT_START:
-            if (!config_parse_u64(optarg, 1, 86400000, &v)) {
+            if (opt_int("timeout", optarg, 1, 86400000, &v, oerr) != ERR_OK) {
                 what = "timeouts must be in [1, 86400000] ms";
                 break;
             }

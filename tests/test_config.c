@@ -81,7 +81,7 @@ test_errors_name_the_line(void)
     static const struct {
         const char *text, *want;
     } cases[] = {
-        {"[tenant a]\nweight = 0\n", "test.conf:2: weight must be in [1, 1000]"},
+        {"[tenant a]\nweight = 0\n", "test.conf:2: weight: not an integer in [1, 1000]: '0'"},
         {"[tenant a]\nkey = plain\n", "test.conf:2: key must be blake2b:"},
         {"[tenant a]\nweight = 2\n", "tenant a has no key"},
         {"[tenant a b]\n", "test.conf:1: tenant name 'a b'"},
