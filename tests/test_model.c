@@ -162,6 +162,28 @@ static const struct ref_model quant_models[] = {
     {"models/small/p-qwen2-bias-Q4_K_M.gguf", "ref/p-qwen2-bias-Q4_K_M.jsonl", "q4_k+q6_k", 0.5f},
 };
 
+/*
+ * Under AddressSanitizer the integer kernels' scalar paths run ~25x slower, so each quantized
+ * model runs two of its eight cases there (BOS alone, and 151 positions across three batches):
+ * every type's code is still exercised under the sanitizers; `make test` runs every case.
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#define QUANT_CASES_SANITIZED 1
+#else
+#define QUANT_CASES_SANITIZED 0
+#endif
+
+static bool
+case_wanted(const struct ref_model *rm, const json_t *cs)
+{
+    const char *id = json_string_value(json_object_get(cs, "id"));
+
+    if (!QUANT_CASES_SANITIZED || rm->tol < 0.5f)
+        return true;
+    return id != NULL &&
+           (strcmp(id, "p01_empty_bos_only") == 0 || strcmp(id, "p03_digits_punct") == 0);
+}
+
 struct case_result {
     double top5, lse, full; /* max |delta| over the reference's top-5 logits, lse, all logits */
     int top1_checked, greedy_checked, greedy_steps;
@@ -298,7 +320,7 @@ run_ref_model(const struct ref_model *rm)
     FILE *f;
     char *line = NULL;
     size_t cap = 0;
-    int n_cases = 0, n_failed = 0;
+    int n_cases = 0, n_failed = 0, n_skipped = 0;
     json_t *entry, *cases;
 
     if (!harness_shared(path, sizeof(path), rm->jsonl))
@@ -327,6 +349,11 @@ run_ref_model(const struct ref_model *rm)
             printf("  %s: bad JSON line: %s\n", rm->jsonl, je.text);
             continue;
         }
+        if (!case_wanted(rm, cs)) {
+            n_skipped++;
+            json_decref(cs);
+            continue;
+        }
         snprintf(full_rel, sizeof(full_rel), "ref/%s", full ? full : "");
         bool have_full = full != NULL && harness_shared(full_path, sizeof(full_path), full_rel);
         run_case(l.m, cs, rm->tol, have_full ? full_path : NULL, &r);
@@ -352,7 +379,8 @@ run_ref_model(const struct ref_model *rm)
     free(line);
     fclose(f);
     unload(&l);
-    CHECKF(n_cases == 8, "%s: %d cases, expected 8", rm->jsonl, n_cases);
+    CHECKF(n_cases + n_skipped == 8 && n_cases >= 2,
+           "%s: %d cases (%d left for make test), expected 8", rm->jsonl, n_cases, n_skipped);
     CHECKF(n_failed == 0, "%s: %d of %d cases failed", rm->gguf, n_failed, n_cases);
 }
 
