@@ -368,7 +368,8 @@ cmd_serve(int argc, char **argv)
     pthread_t link;
     char name[32], err[ERR_MSG_MAX];
 
-    for (int i = 1; i < argc; i++) {
+    /* every option takes one value: step over both */
+    for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i];
         const char *v = (i + 1 < argc) ? argv[i + 1] : NULL;
 
@@ -389,7 +390,6 @@ cmd_serve(int argc, char **argv)
                 return usage_error(err, NULL);
         } else
             return usage_error("unknown option", a);
-        i++;
     }
     if (model == NULL || url == NULL)
         return usage_error("needs -m MODEL and --link URL", NULL);

@@ -404,15 +404,6 @@ tile_f32_4x6(const void *const *w, const float *const *x, size_t n, float *y, si
  * share one activation block; their four float sums are one 128-bit vector, still one sum per row.
  */
 
-/* sum of q_x * q_y per 4-byte group (8 int32 lanes), for signed 8-bit x, y with |y| <= 127. */
-AVX2 static ALWAYS_INLINE __m256i
-dot_i8(__m256i x, __m256i y)
-{
-    __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
-
-    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
-}
-
 /* The four lane sums of a, b, c, d, in that order (exact: integers). */
 AVX2 static ALWAYS_INLINE __m128i
 hsum4_i32(__m256i a, __m256i b, __m256i c, __m256i d)
