@@ -88,6 +88,7 @@ add_tenant(struct config *c, const char *name, char *err)
     snprintf(t->name, sizeof(t->name), "%s", name);
     t->weight = 1;
     t->budget_period_ms = 86400000;
+    t->max_finished = SCHED_DEFAULT_FINISHED;
     memset(c->key_hashes[c->n_tenants], 0, CONFIG_HASH_BYTES);
     c->n_tenants++;
     return ERR_OK;
@@ -121,6 +122,10 @@ tenant_field(struct config *c, const char *name, const char *v, bool *has_key, c
             t->max_running = (uint32_t)n;
         else
             t->max_queued = (uint32_t)n;
+    } else if (strcmp(name, "max_finished") == 0) {
+        if (opt_int(name, v, 1, 1000000, &n, err) != ERR_OK)
+            return ERR_FORMAT;
+        t->max_finished = (uint32_t)n;
     } else if (strcmp(name, "token_budget") == 0) {
         if (opt_int(name, v, 0, LLONG_MAX, &n, err) != ERR_OK)
             return ERR_FORMAT;

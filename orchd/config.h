@@ -3,8 +3,8 @@
  * fair sharing, limits and quotas) and the TLS certificate for tls+tcp:// listeners. The format is
  * a small INI dialect, parsed here by hand (docs/operations.md has the reference):
  *   [tls]             cert_key_file = PEM with the certificate then its private key
- *   [tenant NAME]     key = blake2b:HEX, weight, max_running, max_queued, token_budget,
- *                     budget_period_s, rate_per_min
+ *   [tenant NAME]     key = blake2b:HEX, weight, max_running, max_queued, max_finished,
+ *                     token_budget, budget_period_s, rate_per_min
  * Keys are stored as BLAKE2b-256 digests (libsodium) and compared in constant time.
  * Not here: what the limits do (sched.h), the listeners (front.h).
  */

@@ -33,8 +33,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define EXIT_USAGE 2
-#define TICK_MS    10
+#define EXIT_USAGE  2
+#define TICK_MS     10
+#define DEFAULT_CTX 2048
 
 struct options {
     const char *model;
@@ -42,6 +43,7 @@ struct options {
     const char *urls[FRONT_MAX_URLS];
     int n_urls;
     int threads;
+    int ctx; /* --ctx: what the workers are started with */
     const char *workerd;
     const char *config; /* -c FILE, or NULL */
     struct sched_config sc;
@@ -58,28 +60,31 @@ struct orchd {
 static void
 usage(FILE *f)
 {
-    fprintf(f,
-            "usage: orchd -m MODEL [-w WORKERS] [-l URL]... [-c CONFIG] [-t THREADS_PER_WORKER]\n"
-            "             [--queue-max N] [--workerd PATH] [--log-level L] [--grace-ms MS]\n"
-            "             [--client-timeout-ms MS] [--progress-timeout-ms MS]\n"
-            "             [--prefill-timeout-ms MS] [--start-timeout-ms MS]\n"
-            "  -m MODEL      GGUF model the workers serve (required)\n"
-            "  -w WORKERS    worker processes (default 2)\n"
-            "  -l URL        listen URL, ipc://, tcp:// or tls+tcp:// (certificate from -c),\n"
-            "                repeatable\n"
-            "                (default $LLORCH_URL, else " CLIENT_DEFAULT_URL ")\n"
-            "  -c CONFIG     tenants (keys, weights, limits) and TLS; docs/operations.md\n"
-            "                (default: one local tenant, no key)\n"
-            "  -t THREADS    threads per worker (default 1)\n"
-            "  --queue-max N queued requests before busy replies (default 64)\n"
-            "  --workerd PATH  worker binary (default: workerd beside orchd)\n"
-            "  --log-level L error, warn, info (default) or debug\n"
-            "  --grace-ms MS   on SIGTERM, time running requests get to finish (default 10000)\n"
-            "  --client-timeout-ms MS    cancel a request not polled this long (default 30000)\n"
-            "  --progress-timeout-ms MS  kill a busy worker without progress (default 30000)\n"
-            "  --prefill-timeout-ms MS   ... while a request awaits its first token (600000)\n"
-            "  --start-timeout-ms MS     kill a worker not ready this long (default 120000)\n"
-            "exit status: 0 after a clean stop, 1 on a runtime failure, 2 on bad usage or model\n");
+    fprintf(
+        f,
+        "usage: orchd -m MODEL [-w WORKERS] [-l URL]... [-c CONFIG] [-t THREADS_PER_WORKER]\n"
+        "             [--ctx N] [--queue-max N] [--workerd PATH] [--log-level L] [--grace-ms MS]\n"
+        "             [--client-timeout-ms MS] [--progress-timeout-ms MS]\n"
+        "             [--prefill-timeout-ms MS] [--start-timeout-ms MS]\n"
+        "  -m MODEL      GGUF model the workers serve (required)\n"
+        "  -w WORKERS    worker processes (default 2)\n"
+        "  -l URL        listen URL, ipc://, tcp:// or tls+tcp:// (certificate from -c),\n"
+        "                repeatable\n"
+        "                (default $LLORCH_URL, else " CLIENT_DEFAULT_URL ")\n"
+        "  -c CONFIG     tenants (keys, weights, limits) and TLS; docs/operations.md\n"
+        "                (default: one local tenant, no key)\n"
+        "  -t THREADS    threads per worker (default 1)\n"
+        "  --ctx N       context length of each worker, at most the model's (default 2048);\n"
+        "                prompt + max_tokens beyond it is refused (context_full)\n"
+        "  --queue-max N queued requests before busy replies (default 64)\n"
+        "  --workerd PATH  worker binary (default: workerd beside orchd)\n"
+        "  --log-level L error, warn, info (default) or debug\n"
+        "  --grace-ms MS   on SIGTERM, time running requests get to finish (default 10000)\n"
+        "  --client-timeout-ms MS    cancel a request not polled this long (default 30000)\n"
+        "  --progress-timeout-ms MS  kill a busy worker without progress (default 30000)\n"
+        "  --prefill-timeout-ms MS   ... while a request awaits its first token (600000)\n"
+        "  --start-timeout-ms MS     kill a worker not ready this long (default 120000)\n"
+        "exit status: 0 after a clean stop, 1 on a runtime failure, 2 on bad usage or model\n");
 }
 
 /* Parses argv into o; returns 0, or EXIT_USAGE after a one-line message. */
@@ -88,6 +93,7 @@ parse_args(int argc, char **argv, struct options *o)
 {
     enum {
         OPT_QUEUE = 256,
+        OPT_CTX,
         OPT_WORKERD,
         OPT_LOG,
         OPT_GRACE,
@@ -98,6 +104,7 @@ parse_args(int argc, char **argv, struct options *o)
     };
     static const struct option longs[] = {
         {"queue-max", required_argument, NULL, OPT_QUEUE},
+        {"ctx", required_argument, NULL, OPT_CTX},
         {"workerd", required_argument, NULL, OPT_WORKERD},
         {"log-level", required_argument, NULL, OPT_LOG},
         {"grace-ms", required_argument, NULL, OPT_GRACE},
@@ -115,6 +122,7 @@ parse_args(int argc, char **argv, struct options *o)
     memset(o, 0, sizeof(*o));
     o->workers = 2;
     o->threads = 1;
+    o->ctx = DEFAULT_CTX;
     o->grace_ms = 10000;
     sched_config_default(&o->sc);
     while ((c = getopt_long(argc, argv, "m:w:l:t:c:h", longs, NULL)) != -1) {
@@ -147,6 +155,11 @@ parse_args(int argc, char **argv, struct options *o)
             if (opt_int("--queue-max", optarg, 1, 1000000, &v, oerr) != ERR_OK)
                 what = "--queue-max must be in [1, 1000000]";
             o->sc.queue_max = (uint32_t)v;
+            break;
+        case OPT_CTX:
+            if (opt_int("--ctx", optarg, 16, 1 << 20, &v, oerr) != ERR_OK)
+                what = "--ctx must be in [16, 1048576]";
+            o->ctx = (int)v;
             break;
         case OPT_WORKERD:
             o->workerd = optarg;
@@ -199,6 +212,26 @@ parse_args(int argc, char **argv, struct options *o)
     }
     o->sc.n_slots = o->workers;
     return 0;
+}
+
+/*
+ * The context length the workers will have: want, or the model's `<arch>.context_length` when
+ * that is less (workerd serve takes the smaller of --ctx and the model's). The scheduler holds
+ * submits to it before any worker has reported its own.
+ */
+static uint32_t
+worker_ctx(const struct gguf *g, int want)
+{
+    struct gguf_str arch;
+    char key[96], err[ERR_MSG_MAX];
+    int64_t train;
+
+    if (gguf_get_str(g, "general.architecture", &arch, err) != ERR_OK || arch.len > 64)
+        return (uint32_t)want;
+    snprintf(key, sizeof(key), "%.*s.context_length", (int)arch.len, arch.data);
+    if (gguf_get_int(g, key, &train, err) != ERR_OK || train <= 0 || train >= want)
+        return (uint32_t)want;
+    return (uint32_t)train;
 }
 
 /* The default listen URL: $LLORCH_URL, else where orchctl looks by default (CLIENT_DEFAULT_URL). */
@@ -355,9 +388,9 @@ main(int argc, char **argv)
     struct config *conf = NULL;
     struct chat_format chat;
     char err[ERR_MSG_MAX], url[PATH_MAX + 32], workerd[PATH_MAX], link[PATH_MAX + 32];
-    char rundir[PATH_MAX], threads[16];
+    char rundir[PATH_MAX], threads[16], ctx[16];
     const char *tmp = getenv("TMPDIR");
-    const char *wargv[12];
+    const char *wargv[14];
     bool have_rundir = false;
     sigset_t set;
     int rc, status = 1;
@@ -415,6 +448,7 @@ main(int argc, char **argv)
         goto out;
     }
     have_rundir = true;
+    opt.sc.n_ctx = worker_ctx(g, opt.ctx);
     o.sched = sched_new(&opt.sc, &ops, clock_now_ms());
     if (o.sched == NULL) {
         fprintf(stderr, "orchd: out of memory\n");
@@ -438,6 +472,7 @@ main(int argc, char **argv)
     }
     wlink_url(link, sizeof(link), rundir, "%d");
     snprintf(threads, sizeof(threads), "%d", opt.threads);
+    snprintf(ctx, sizeof(ctx), "%d", opt.ctx);
     wargv[0] = opt.workerd;
     wargv[1] = "serve";
     wargv[2] = "-m";
@@ -448,7 +483,9 @@ main(int argc, char **argv)
     wargv[7] = "%d";
     wargv[8] = "-t";
     wargv[9] = threads;
-    wargv[10] = NULL;
+    wargv[10] = "--ctx";
+    wargv[11] = ctx;
+    wargv[12] = NULL;
     mc.argv = wargv;
     mc.n_slots = opt.workers;
     mc.backoff_min_ms = 100;
@@ -459,9 +496,9 @@ main(int argc, char **argv)
         fprintf(stderr, "orchd: out of memory\n");
         goto out;
     }
-    log_info("serving %s with %d workers x %d threads (queue %u, %d tenants%s)", opt.model,
-             opt.workers, opt.threads, opt.sc.queue_max, conf != NULL ? conf->n_tenants : 1,
-             conf != NULL ? "" : ": the local default, no key");
+    log_info("serving %s with %d workers x %d threads (context %u, queue %u, %d tenants%s)",
+             opt.model, opt.workers, opt.threads, opt.sc.n_ctx, opt.sc.queue_max,
+             conf != NULL ? conf->n_tenants : 1, conf != NULL ? "" : ": the local default, no key");
     run(&o, &set, opt.grace_ms);
     log_info("stopped");
     status = 0;

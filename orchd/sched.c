@@ -27,13 +27,14 @@
 enum req_state {
     REQ_QUEUED,  /* on a queue */
     REQ_RUNNING, /* on a slot's list (maybe already ended: waiting for the worker to let go) */
-    REQ_IDLE     /* on neither: ended, lingering for late polls */
+    REQ_IDLE     /* on neither; once ended, on its tenant's list of finished requests */
 };
 
 struct sched_req {
     struct sched_req *all_prev, *all_next; /* every request */
     struct sched_req *prev, *next;         /* its queue or its slot's list */
     char id[PROTO_MAX_ID_BYTES + 1];
+    uint64_t num; /* the number in id ("r<num>") */
     char *client_id;
     int tenant;
     enum req_state state;
@@ -100,10 +101,17 @@ struct tstate {
     double vtime;       /* tokens charged / weight */
     uint64_t used;      /* tokens in the current budget period */
     uint64_t period_start_ms;
-    double bucket;       /* submits the rate limit allows now */
-    uint64_t bucket_ms;  /* when bucket was last refilled */
-    uint64_t gen_tokens; /* generated tokens served */
+    double bucket;                         /* submits the rate limit allows now */
+    uint64_t bucket_ms;                    /* when bucket was last refilled */
+    uint64_t gen_tokens;                   /* generated tokens served */
+    struct sched_req *fin_head, *fin_tail; /* finished requests (ended, idle), oldest first */
+    uint32_t n_fin;
+    uint64_t *gone; /* ring of the numbers of dropped finished requests (max_finished of them),
+                       GONE_EVICTED set when the cap dropped it, for the not_found message */
+    uint32_t n_gone, gone_next;
 };
+
+#define GONE_EVICTED (1ull << 63)
 
 struct sched {
     pthread_mutex_t mu;
@@ -118,6 +126,7 @@ struct sched {
     uint64_t next_id, start_ms;
     uint32_t n_ctx; /* as the workers report it; 0 until one is ready */
     bool shutting_down;
+    bool trim_due; /* a tenant holds more finished requests than its max_finished */
     uint64_t completed, failed, gen_tokens;
 };
 
@@ -127,6 +136,7 @@ sched_config_default(struct sched_config *c)
     c->tenants = NULL;
     c->n_tenants = 0;
     c->n_slots = 1;
+    c->n_ctx = 0;
     c->queue_max = 64;
     c->max_replays = 3;
     c->retry_after_ms = 1000;
@@ -171,6 +181,8 @@ sched_new(const struct sched_config *cfg, const struct sched_ops *ops, uint64_t 
             t->t = (struct sched_tenant){.name = "default", .weight = 1};
         if (t->t.weight == 0)
             t->t.weight = 1;
+        if (t->t.max_finished == 0)
+            t->t.max_finished = SCHED_DEFAULT_FINISHED;
         t->period_start_ms = t->bucket_ms = now_ms;
         t->bucket = t->t.rate_per_min;
     }
@@ -238,6 +250,18 @@ queue_remove(struct sched *s, struct sched_req *r)
     r->state = REQ_IDLE;
 }
 
+/* r has ended and is on no queue nor worker: it joins its tenant's finished requests, which
+ * finished_trim() brings back to max_finished. */
+static void
+finished_push(struct sched *s, struct sched_req *r)
+{
+    struct tstate *t = &s->ten[r->tenant];
+
+    list_push(&t->fin_head, &t->fin_tail, r, false);
+    if (++t->n_fin > t->t.max_finished)
+        s->trim_due = true;
+}
+
 static void
 slot_remove(struct sched *s, struct sched_req *r)
 {
@@ -248,6 +272,8 @@ slot_remove(struct sched *s, struct sched_req *r)
     s->ten[r->tenant].n_running--;
     r->state = REQ_IDLE;
     r->slot = -1;
+    if (r->ended)
+        finished_push(s, r);
 }
 
 /* 1-based place of a queued request among its tenant's: the interactive queue goes first. */
@@ -545,6 +571,8 @@ end_done(struct sched *s, struct sched_req *r, enum proto_reason reason,
     s->completed++;
     if (r->state == REQ_QUEUED)
         queue_remove(s, r);
+    if (r->state == REQ_IDLE)
+        finished_push(s, r);
     log_info("request %s done: %s, %u prompt + %u generated tokens", r->id,
              proto_reason_name(reason), r->n_prompt, r->n_gen);
     wake_waiters(r, now_ms);
@@ -569,6 +597,8 @@ end_error(struct sched *s, struct sched_req *r, int code, const char *msg, uint6
     s->failed++;
     if (r->state == REQ_QUEUED)
         queue_remove(s, r);
+    if (r->state == REQ_IDLE)
+        finished_push(s, r);
     log_warn("request %s failed: %s: %s", r->id, err_str(code), msg);
     wake_waiters(r, now_ms);
 }
@@ -600,10 +630,17 @@ req_free(struct sched_req *r)
     free(r);
 }
 
-/* Takes r off the list of all requests and frees it; its waiters get an empty answer. */
+/* Takes r off the list of all requests (and of finished ones) and frees it; its waiters get an
+ * empty answer. */
 static void
 req_drop(struct sched *s, struct sched_req *r)
 {
+    if (r->ended && r->state == REQ_IDLE) {
+        struct tstate *t = &s->ten[r->tenant];
+
+        list_remove(&t->fin_head, &t->fin_tail, r);
+        t->n_fin--;
+    }
     while (r->waiters != NULL) {
         struct sched_waiter *w = r->waiters;
 
@@ -620,6 +657,69 @@ req_drop(struct sched *s, struct sched_req *r)
     req_free(r);
 }
 
+/* Drops the finished request r, remembering its number for the not_found message of a late
+ * poll (evicted: to keep its tenant's max_finished, else its linger time passed). */
+static void
+req_forget(struct sched *s, struct sched_req *r, bool evicted)
+{
+    struct tstate *t = &s->ten[r->tenant];
+
+    if (t->gone == NULL)
+        t->gone = malloc(t->t.max_finished * sizeof(*t->gone)); /* without it: "no request" */
+    if (t->gone != NULL) {
+        t->gone[t->gone_next] = r->num | (evicted ? GONE_EVICTED : 0);
+        t->gone_next = (t->gone_next + 1) % t->t.max_finished;
+        if (t->n_gone < t->t.max_finished)
+            t->n_gone++;
+    }
+    req_drop(s, r);
+}
+
+/* Brings every tenant back to its max_finished finished requests, the oldest dropped first. Runs
+ * before the lock is let go, never inside a walk of the lists (it frees requests). */
+static void
+finished_trim(struct sched *s)
+{
+    if (!s->trim_due)
+        return;
+    s->trim_due = false;
+    for (int i = 0; i < s->n_ten; i++) {
+        struct tstate *t = &s->ten[i];
+
+        while (t->n_fin > t->t.max_finished) {
+            log_debug("request %s dropped: tenant %s keeps %u finished requests", t->fin_head->id,
+                      t->t.name, t->t.max_finished);
+            req_forget(s, t->fin_head, true);
+        }
+    }
+}
+
+/* The not_found answer for tenant's id: "expired" when it was one of its dropped requests. */
+static int
+not_found(const struct sched *s, int tenant, const char *id, char *err)
+{
+    const struct tstate *t = &s->ten[tenant];
+    char *end;
+    uint64_t num;
+
+    if (id[0] != 'r' || id[1] < '0' || id[1] > '9')
+        return err_set(err, ERR_NOT_FOUND, "no request %s", id);
+    num = strtoull(id + 1, &end, 10);
+    for (uint32_t i = 0; *end == '\0' && i < t->n_gone; i++) {
+        if ((t->gone[i] & ~GONE_EVICTED) != num)
+            continue;
+        if (t->gone[i] & GONE_EVICTED)
+            return err_set(err, ERR_NOT_FOUND,
+                           "request %s expired: tenant %s keeps its last %u finished requests", id,
+                           t->t.name, t->t.max_finished);
+        return err_set(err, ERR_NOT_FOUND,
+                       "request %s expired: a finished request is kept %g s (%g s once its end "
+                       "was read)",
+                       id, s->cfg.linger_ms / 1000.0, s->cfg.linger_polled_ms / 1000.0);
+    }
+    return err_set(err, ERR_NOT_FOUND, "no request %s", id);
+}
+
 void
 sched_free(struct sched *s)
 {
@@ -630,6 +730,8 @@ sched_free(struct sched *s)
         req_drop(s, s->all);
     }
     pthread_mutex_destroy(&s->mu);
+    for (int i = 0; i < s->n_ten; i++)
+        free(s->ten[i].gone);
     free(s->ten);
     free(s);
 }
@@ -817,6 +919,7 @@ sched_submit(struct sched *s, const struct sched_submit *in, uint64_t now_ms, st
     struct sched_req *r;
     struct proto_frame *f;
     struct tstate *t;
+    uint32_t n_ctx;
     int rc = ERR_OK;
 
     memset(a, 0, sizeof(*a));
@@ -833,10 +936,11 @@ sched_submit(struct sched *s, const struct sched_submit *in, uint64_t now_ms, st
         rc = err_set(err, ERR_SHUTTING_DOWN, "orchd is shutting down");
         goto out;
     }
-    if (s->n_ctx != 0 && (uint64_t)in->n_prompt + in->max_tokens > s->n_ctx) {
+    n_ctx = s->n_ctx != 0 ? s->n_ctx : s->cfg.n_ctx; /* before any worker reported: configured */
+    if (n_ctx != 0 && (uint64_t)in->n_prompt + in->max_tokens > n_ctx) {
         rc = err_set(err, ERR_CONTEXT_FULL,
                      "prompt (%u tokens) plus max_tokens (%u) exceed the context length (%u)",
-                     in->n_prompt, in->max_tokens, s->n_ctx);
+                     in->n_prompt, in->max_tokens, n_ctx);
         goto out;
     }
     if (s->n_queued >= s->cfg.queue_max) {
@@ -853,7 +957,8 @@ sched_submit(struct sched *s, const struct sched_submit *in, uint64_t now_ms, st
         rc = err_set(err, ERR_NOMEM, "out of memory admitting a request");
         goto out;
     }
-    snprintf(r->id, sizeof(r->id), "r%llu", (unsigned long long)++s->next_id);
+    r->num = ++s->next_id;
+    snprintf(r->id, sizeof(r->id), "r%llu", (unsigned long long)r->num);
     r->tenant = in->tenant;
     r->prio = in->priority == PROTO_PRIO_BATCH ? PROTO_PRIO_BATCH : PROTO_PRIO_INTERACTIVE;
     r->slot = -1;
@@ -896,8 +1001,10 @@ sched_poll(struct sched *s, int tenant, const char *id, uint64_t from, uint32_t 
     pthread_mutex_lock(&s->mu);
     r = find_req(s, tenant, id);
     if (r == NULL) {
+        int rc = not_found(s, tenant, id, err);
+
         pthread_mutex_unlock(&s->mu);
-        return err_set(err, ERR_NOT_FOUND, "no request %s", id);
+        return rc;
     }
     r->last_poll_ms = now_ms;
     frames_drop_before(r, from < next_seq(r) ? from : next_seq(r));
@@ -906,7 +1013,7 @@ sched_poll(struct sched *s, int tenant, const char *id, uint64_t from, uint32_t 
         deliver(r, w, from, now_ms);
         /* the client has the final frame and asks past it: nothing is left to keep */
         if (r->ended && from >= next_seq(r) && r->state == REQ_IDLE && r->waiters == NULL)
-            req_drop(s, r);
+            req_forget(s, r, false);
     } else {
         w->req = r;
         w->from = from;
@@ -937,13 +1044,17 @@ int
 sched_cancel(struct sched *s, int tenant, const char *id, uint64_t now_ms, char *err)
 {
     struct sched_req *r;
+    int rc = ERR_OK;
 
     pthread_mutex_lock(&s->mu);
     r = find_req(s, tenant, id);
     if (r != NULL)
         cancel_req(s, r, now_ms);
+    else
+        rc = not_found(s, tenant, id, err);
+    finished_trim(s);
     pthread_mutex_unlock(&s->mu);
-    return r == NULL ? err_set(err, ERR_NOT_FOUND, "no request %s", id) : ERR_OK;
+    return rc;
 }
 
 /* ---- worker events ---- */
@@ -1074,6 +1185,12 @@ sched_worker_tokens(struct sched *s, int slot, const struct proto_wtokens *t, ui
                  r->n_gen);
         goto out;
     }
+    if ((uint64_t)t->index + t->n_ids > r->max_tokens) {
+        /* a broken worker: what a request holds stays bounded by its max_tokens */
+        end_error(s, r, ERR_INTERNAL, "the worker sent more tokens than max_tokens", now_ms);
+        s->ops.cancel(s->ops.ud, slot, r->id);
+        goto out;
+    }
     if (append_tokens(s, r, t, now_ms)) {
         end_done(s, r, PROTO_REASON_STOP, NULL, now_ms);
         s->ops.cancel(s->ops.ud, slot, r->id);
@@ -1095,6 +1212,7 @@ sched_worker_done(struct sched *s, int slot, const struct proto_wdone *d, uint64
         end_done(s, r, d->reason, &d->stats, now_ms);
         dispatch_locked(s, now_ms);
     }
+    finished_trim(s);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -1123,6 +1241,7 @@ sched_worker_error(struct sched *s, int slot, const struct proto_error *e, uint6
     }
     dispatch_locked(s, now_ms);
 out:
+    finished_trim(s);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -1156,6 +1275,7 @@ sched_worker_exited(struct sched *s, int slot, const char *detail, bool fatal, u
     }
     dispatch_locked(s, now_ms);
 out:
+    finished_trim(s);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -1202,7 +1322,7 @@ sched_tick(struct sched *s, uint64_t now_ms)
             (elapsed(now_ms, r->end_ms) >= s->cfg.linger_ms ||
              (r->final_delivered_ms != 0 &&
               elapsed(now_ms, r->final_delivered_ms) >= s->cfg.linger_polled_ms)))
-            req_drop(s, r);
+            req_forget(s, r, false);
     }
     for (int i = 0; i < s->cfg.n_slots; i++) {
         struct wslot *w = &s->slots[i];
@@ -1220,6 +1340,7 @@ sched_tick(struct sched *s, uint64_t now_ms)
         }
     }
     dispatch_locked(s, now_ms); /* to workers whose pause has passed */
+    finished_trim(s);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -1256,6 +1377,7 @@ sched_end_all(struct sched *s, int code, const char *msg, uint64_t now_ms)
         if (r->state == REQ_RUNNING)
             s->ops.cancel(s->ops.ud, r->slot, r->id);
     }
+    finished_trim(s);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -1342,16 +1464,8 @@ sched_workers(struct sched *s, int tenant, void (*fn)(void *ud, const struct pro
     for (int i = 0; i < s->cfg.n_slots && ids != NULL; i++) {
         const struct wslot *w = &s->slots[i];
 
-        info[i] = (struct proto_worker_info){
-            .slot = (uint32_t)i,
-            .pid = w->pid,
-            .state = wire_state(s, w),
-            .restarts = w->restarts,
-            .requests = ids + k,
-            .detail = (char *)w->detail,
-            .in_flight = w->n_running,
-            .slots = w->state == WSLOT_READY ? w->max_batch : 0,
-        };
+        info[i] = (struct proto_worker_info){(uint32_t)i, w->pid, wire_state(s, w), w->restarts,
+                                             ids + k,     0,      (char *)w->detail};
         for (struct sched_req *r = w->head; r != NULL; r = r->next)
             if (tenant < 0 || r->tenant == tenant)
                 ids[k++] = r->id;

@@ -3,7 +3,8 @@
  * a bounded queue (two priorities, FIFO within each), dispatch to a ready worker with room, each
  * request's stream of frames (sequence numbers, coalesced tokens frames, long-poll waiters), the
  * text the client sees (UTF-8 and stop-string hold-back), crash re-dispatch with replay ids,
- * cancel, client and worker timeouts, per-request statistics and the counters of `status`.
+ * cancel, client and worker timeouts, finished requests kept for late polls (a while, and at most
+ * max_finished per tenant), per-request statistics and the counters of `status`.
  *
  * Pure logic: no sockets, no processes. What it decides to send goes out through callbacks
  * (struct sched_ops, struct sched_waiter) that the front and the worker links provide.
@@ -31,12 +32,18 @@ struct sched_tenant {
     uint64_t token_budget;     /* prompt + generated tokens per budget period */
     uint64_t budget_period_ms; /* the budget refills at the end of each period */
     uint32_t rate_per_min;     /* submits per minute (a bucket of that many, refilled evenly) */
+    uint32_t max_finished;     /* finished requests kept for late polls, the oldest dropped
+                                  first; 0: SCHED_DEFAULT_FINISHED (here 0 is not "no limit") */
 };
+
+#define SCHED_DEFAULT_FINISHED 256
 
 struct sched_config {
     const struct sched_tenant *tenants; /* n_tenants (copied); 0: one "default", no limits */
     int n_tenants;
     int n_slots;                  /* worker slots, [1, SCHED_MAX_SLOTS] */
+    uint32_t n_ctx;               /* the context length workers are started with: the limit of
+                                     prompt + max_tokens until a worker reports its own; 0: none */
     uint32_t queue_max;           /* queued requests (both priorities) before BUSY */
     uint32_t max_replays;         /* re-dispatches after crashes before worker_crashed */
     uint32_t retry_after_ms;      /* the hint in a BUSY reply */
@@ -48,9 +55,9 @@ struct sched_config {
     uint64_t start_timeout_ms;    /* a worker not ready this long after its start is killed */
 };
 
-/* Fills c with the defaults: the default tenant only, 1 slot, queue 64, 3 replays, retry 1 s,
- * client 30 s, linger 60 s (5 s once the last frame was delivered), progress 30 s (600 s in
- * prefill), start 120 s. */
+/* Fills c with the defaults: the default tenant only, 1 slot, no context length known, queue 64,
+ * 3 replays, retry 1 s, client 30 s, linger 60 s (5 s once the last frame was delivered),
+ * progress 30 s (600 s in prefill), start 120 s. */
 void sched_config_default(struct sched_config *c);
 
 /*
@@ -117,9 +124,10 @@ void sched_free(struct sched *s);
  * Admits a request: copies everything it needs, resolves a random seed, appends a queued frame
  * and tries to dispatch at once. Returns ERR_OK with a->id and a->position (among its tenant's
  * queued requests); at once ERR_SHUTTING_DOWN, ERR_CONTEXT_FULL when prompt plus max_tokens
- * exceed the workers' context length, or ERR_BUSY with a->retry_after_ms: the queue is full, or
- * the tenant is over its rate limit, its token budget or its max_queued; ERR_NOMEM. A client_id
- * the same tenant used before returns that request's id.
+ * exceed the context length (the workers' once one reported it, before that cfg->n_ctx), or
+ * ERR_BUSY with a->retry_after_ms: the queue is full, or the tenant is over its rate limit, its
+ * token budget or its max_queued; ERR_NOMEM. A client_id the same tenant used before returns that
+ * request's id.
  */
 int sched_submit(struct sched *s, const struct sched_submit *in, uint64_t now_ms,
                  struct sched_admit *a, char *err);
@@ -128,7 +136,8 @@ int sched_submit(struct sched *s, const struct sched_submit *in, uint64_t now_ms
  * The frames of tenant's request id from sequence number `from` on (frames before `from` are
  * dropped: the client has them). Calls w->wake at once when there are some, when wait_ms is 0 or
  * when the stream has ended; else parks w until a frame arrives or wait_ms passes (sched_tick).
- * Returns ERR_NOT_FOUND (no wake) for an unknown or expired id, else ERR_OK.
+ * Returns ERR_NOT_FOUND (no wake) for an unknown id, or an expired one (dropped after its
+ * linger time or to keep its tenant's max_finished: the message says so), else ERR_OK.
  */
 int sched_poll(struct sched *s, int tenant, const char *id, uint64_t from, uint32_t wait_ms,
                uint64_t now_ms, struct sched_waiter *w, char *err);

@@ -42,8 +42,9 @@ test_example_loads(void)
     CHECK(strcmp(c->tenants[0].name, "alice") == 0 && c->tenants[0].weight == 2);
     CHECK(c->tenants[0].max_running == 4 && c->tenants[0].max_queued == 32);
     CHECK(c->tenants[0].token_budget == 2000000 && c->tenants[0].budget_period_ms == 86400000);
-    CHECK(c->tenants[0].rate_per_min == 120);
+    CHECK(c->tenants[0].rate_per_min == 120 && c->tenants[0].max_finished == 1000);
     CHECK(strcmp(c->tenants[1].name, "bob") == 0 && c->tenants[1].weight == 1);
+    CHECK(c->tenants[1].max_finished == SCHED_DEFAULT_FINISHED);
     CHECK(config_auth(c, "alice-secret-key-1") == 0);
     CHECK(config_auth(c, "bob-secret-key-2") == 1);
     CHECK(config_auth(c, "bob-secret-key-3") == -1);
@@ -82,6 +83,8 @@ test_errors_name_the_line(void)
         const char *text, *want;
     } cases[] = {
         {"[tenant a]\nweight = 0\n", "test.conf:2: weight: not an integer in [1, 1000]: '0'"},
+        {"[tenant a]\nmax_finished = 0\n",
+         "test.conf:2: max_finished: not an integer in [1, 1000000]: '0'"},
         {"[tenant a]\nkey = plain\n", "test.conf:2: key must be blake2b:"},
         {"[tenant a]\nweight = 2\n", "tenant a has no key"},
         {"[tenant a b]\n", "test.conf:1: tenant name 'a b'"},

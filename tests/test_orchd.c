@@ -3,7 +3,8 @@
  * and driven through the client library. Here the worker binary is a shell script standing in for
  * workerd (one that never connects, one that exits with the fatal code, one that crashes at once),
  * which exercises what orchd does without any worker: queueing, busy replies, cancel, malformed
- * messages, the fatal state, restart backoff, graceful stop, and no orphan after kill -9 of orchd.
+ * messages, the limits (context length before any worker reported, prompt tokens, message size),
+ * the fatal state, restart backoff, graceful stop, and no orphan after kill -9 of orchd.
  * Streams through real workers are in it_orchd.sh.
  */
 #include "common/clock.h"
@@ -223,17 +224,126 @@ test_malformed_messages(void)
     daemon_stop(&d);
 }
 
+static int
+submit_n(struct daemon *d, const char *prompt, uint32_t max_tokens, struct client_submitted *out,
+         char *err)
+{
+    struct proto_msg m;
+
+    proto_submit_init(&m);
+    m.u.submit.prompt = (char *)prompt;
+    m.u.submit.max_tokens = max_tokens;
+    return client_submit(d->c, &m.u.submit, out, err);
+}
+
+/* `test_orchd --send-big URL N`: sends url a message of N bytes and waits 500 ms for an answer;
+ * exit status 0 when none came. A process of its own (NNG cannot fork), which exits without
+ * closing its socket. */
+static int
+send_big_main(const char *url, const char *bytes)
+{
+    size_t n = strtoul(bytes, NULL, 10);
+    char *huge = calloc(1, n);
+    nng_socket s;
+    void *in;
+    size_t len;
+
+    if (huge == NULL || nng_req0_open(&s) != 0 || nng_dial(s, url, NULL, 0) != 0 ||
+        nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 500) != 0 || nng_send(s, huge, n, 0) != 0)
+        _exit(2);
+    _exit(nng_recv(s, &in, &len, NNG_FLAG_ALLOC) == NNG_ETIMEDOUT ? 0 : 1);
+}
+
+/* Runs send_big_main in a new process; returns its exit status. */
+static int
+send_big(const char *url, size_t n)
+{
+    char bytes[32];
+    pid_t pid;
+    int status = -1;
+
+    snprintf(bytes, sizeof(bytes), "%zu", n);
+    pid = fork();
+    if (pid == 0) {
+        execl("/proc/self/exe", "test_orchd", "--send-big", url, bytes, (char *)NULL);
+        _exit(3);
+    }
+    if (pid > 0)
+        waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void
+test_limits_before_any_worker(void)
+{
+    const char *w = worker_script("args", "echo \"$@\" > \"$(dirname \"$0\")/args.txt\"\n"
+                                          "exec sleep 1000");
+    static const char *const ctx64[] = {"-w", "1", "--ctx", "64", NULL};
+    static const char *const ctx4096[] = {"-w", "1", "--ctx", "4096", NULL};
+    struct daemon d;
+    struct client_submitted a;
+    struct proto_msg rep;
+    char err[ERR_MSG_MAX], path[600], args[1024] = "";
+    size_t n = 70000;
+    char *longp = malloc(n + 1);
+    FILE *f;
+
+    if (!daemon_start(&d, w, ctx64)) {
+        daemon_stop(&d);
+        CHECK(!"orchd started");
+    }
+    /* the workers are started with --ctx 64, and until one reports, 64 bounds every submit */
+    CHECK(daemon_worker_pid(&d, 0) > 0);
+    snprintf(path, sizeof(path), "%s/args.txt", harness_tmpdir());
+    for (int i = 0; i < 100 && args[0] == '\0'; i++) {
+        sleep_ms(10);
+        if ((f = fopen(path, "r")) != NULL) {
+            if (fgets(args, sizeof(args), f) == NULL)
+                args[0] = '\0';
+            fclose(f);
+        }
+    }
+    CHECKF(strstr(args, "serve -m ") == args && strstr(args, " --ctx 64"), "%s", args);
+    CHECK(submit_n(&d, "Once upon a time", 60, &a, err) == ERR_CONTEXT_FULL);
+    CHECKF(strstr(err, "exceed the context length (64)") != NULL, "%s", err);
+    CHECKF(submit_n(&d, "Once upon a time", 8, &a, err) == ERR_OK && a.position == 1, "%s", err);
+    /* a prompt of more than 65536 tokens (about one a byte here) is refused, naming the bound */
+    CHECK(longp != NULL);
+    for (size_t i = 0; longp != NULL && i < n; i++)
+        longp[i] = "q z "[i % 4];
+    if (longp != NULL) {
+        longp[n] = '\0';
+        CHECK(submit_n(&d, longp, 8, &a, err) == ERR_BAD_REQUEST);
+        CHECKF(strstr(err, "room for 65536") != NULL, "%s", err);
+    }
+    free(longp);
+    /* a message over 4 MiB is dropped unread (no answer), and orchd carries on */
+    CHECK(send_big(d.url, PROTO_MAX_MSG_BYTES + 1024) == 0);
+    CHECK(client_health(d.c, &rep, err) == ERR_OK);
+    proto_msg_free(&rep);
+    CHECKF(submit_n(&d, "Once upon a time", 8, &a, err) == ERR_OK && a.position == 2, "%s", err);
+    daemon_stop(&d);
+    /* --ctx past the model's context length (2048 for stories260K): the model's bounds it */
+    if (!daemon_start(&d, w, ctx4096)) {
+        daemon_stop(&d);
+        CHECK(!"orchd started");
+    }
+    CHECK(submit_n(&d, "Once upon a time", 2045, &a, err) == ERR_CONTEXT_FULL);
+    CHECKF(strstr(err, "exceed the context length (2048)") != NULL, "%s", err);
+    daemon_stop(&d);
+}
+
 int
 main(int argc, char **argv)
 {
     static const struct test tests[] = {
-        TEST(test_queue_busy_cancel_and_orphans),
-        TEST(test_fatal_worker_and_backoff),
-        TEST(test_graceful_stop_ends_requests),
-        TEST(test_malformed_messages),
-        {0},
+        TEST(test_queue_busy_cancel_and_orphans), TEST(test_fatal_worker_and_backoff),
+        TEST(test_graceful_stop_ends_requests),   TEST(test_malformed_messages),
+        TEST(test_limits_before_any_worker),      {0},
     };
 
+    if (argc == 4 && strcmp(argv[1], "--send-big") == 0)
+        return send_big_main(argv[2], argv[3]);
     log_init("test_orchd", LOG_ERROR);
     return harness_run(tests, argc, argv);
 }

@@ -532,6 +532,7 @@ test_client_timeout_and_linger(void)
     struct sched *s = new_sched(1, 4);
     struct sched_admit a;
     struct catcher c;
+    char err[ERR_MSG_MAX];
 
     make_ready(s, 0, 1, 1000);
     CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 1000) == ERR_OK);
@@ -546,7 +547,12 @@ test_client_timeout_and_linger(void)
     sched_tick(s, 31000 + 59999);
     CHECK(poll_now(s, a.id, 0, &c, 31000 + 59999) == ERR_OK && c.n == 4);
     sched_tick(s, 31001 + 60000);
-    CHECK(poll_now(s, a.id, 0, &c, 31001 + 60000) == ERR_NOT_FOUND);
+    CHECK(sched_poll(s, 0, a.id, 0, 0, 31001 + 60000, &c.w, err) == ERR_NOT_FOUND);
+    CHECKF(strstr(err, "expired: a finished request is kept 60 s (5 s once its end was read)"),
+           "%s", err);
+    CHECK(sched_cancel(s, 0, a.id, 31001 + 60000, err) == ERR_NOT_FOUND && strstr(err, "expired"));
+    CHECK(sched_poll(s, 0, "r99", 0, 0, 31001 + 60000, &c.w, err) == ERR_NOT_FOUND);
+    CHECKF(strcmp(err, "no request r99") == 0, "%s", err); /* never was */
     /* once its last frame was delivered a request goes after 5 s */
     make_ready(s, 0, 1, 100000);
     CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 100000) == ERR_OK);
@@ -711,7 +717,6 @@ struct report {
     uint32_t n_workers;
     enum proto_worker_state state[4];
     uint32_t n_requests[4];
-    uint32_t in_flight[4], slots[4];
     char detail[4][64];
 };
 
@@ -733,8 +738,6 @@ take_workers(void *ud, const struct proto_workers_info *w)
     for (uint32_t i = 0; i < w->n_workers && i < 4; i++) {
         r->state[i] = w->workers[i].state;
         r->n_requests[i] = w->workers[i].n_requests;
-        r->in_flight[i] = w->workers[i].in_flight;
-        r->slots[i] = w->workers[i].slots;
         snprintf(r->detail[i], sizeof(r->detail[i]), "%s", w->workers[i].detail);
     }
 }
@@ -785,116 +788,6 @@ test_reports(void)
     CHECK(sched_active(s) == 0);
     sched_status(s, 1600, take_status, &rep);
     CHECK(rep.st.failed == 2 && rep.st.queued_batch == 0);
-    sched_free(s);
-}
-
-/* ---- workers of several slots ---- */
-
-/* A worker takes requests up to its slot count; dispatch prefers the worker with the fewest. */
-static void
-test_worker_fills_its_slots(void)
-{
-    struct sched *s = new_sched(2, 8);
-    struct sched_admit a;
-    struct report rep;
-
-    make_ready(s, 0, 4, 1000);
-    for (int i = 0; i < 5; i++)
-        CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 1000 + i) == ERR_OK);
-    CHECK(n_sent == 4 && a.position == 1);
-    for (int i = 0; i < 4; i++)
-        CHECK(sent[i].kind == 'd' && sent[i].slot == 0);
-    sched_workers(s, -1, take_workers, &rep);
-    CHECK(rep.state[0] == PROTO_WSTATE_BUSY && rep.in_flight[0] == 4 && rep.slots[0] == 4);
-    CHECK(rep.n_requests[0] == 4);
-    CHECK(rep.state[1] == PROTO_WSTATE_BACKOFF && rep.in_flight[1] == 0 && rep.slots[1] == 0);
-    /* a second worker takes the waiting request; the next ones go to the worker with fewer */
-    make_ready(s, 1, 4, 1010);
-    CHECK(n_sent == 5 && sent[4].slot == 1 && strcmp(sent[4].id, a.id) == 0);
-    done(s, 0, sent[0].id, PROTO_REASON_EOS, 1015);
-    done(s, 0, sent[1].id, PROTO_REASON_EOS, 1015); /* now 2 on worker 0, 1 on worker 1 */
-    for (int i = 0; i < 4; i++)
-        CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 1020 + i) == ERR_OK);
-    CHECK(n_sent == 9 && sent[5].slot == 1 && sent[6].slot == 0 && sent[7].slot == 1);
-    CHECK(sent[8].slot == 0);
-    sched_workers(s, -1, take_workers, &rep);
-    CHECK(rep.in_flight[0] == 4 && rep.in_flight[1] == 3 && rep.slots[1] == 4);
-    sched_free(s);
-}
-
-/* A crash sends every request of the worker back, each with its own replay ids and seed. */
-static void
-test_crash_replays_every_request(void)
-{
-    struct sched *s = new_sched(2, 8);
-    struct sched_admit a;
-    struct catcher c;
-    char ids[3][PROTO_MAX_ID_BYTES + 1];
-    uint64_t seeds[3];
-    static const int32_t t[] = {61, 62, 63};
-    static const uint32_t had[] = {3, 1, 0};
-
-    make_ready(s, 0, 4, 1000);
-    for (int i = 0; i < 3; i++) {
-        CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 1000) == ERR_OK);
-        snprintf(ids[i], sizeof(ids[i]), "%s", a.id);
-        seeds[i] = sent[i].seed;
-    }
-    CHECK(n_sent == 3);
-    tokens(s, 0, ids[0], 0, t, 3, "abc", 1001);
-    tokens(s, 0, ids[1], 0, t, 1, "a", 1001); /* ids[2] is still in its prefill */
-    sched_worker_exited(s, 0, "killed by signal 9", false, 1002);
-    make_ready(s, 1, 4, 1003);
-    CHECK(n_sent == 6);
-    for (int i = 0; i < 3; i++) {
-        const struct sent *e = &sent[3 + i];
-
-        CHECK(e->kind == 'd' && e->slot == 1 && strcmp(e->id, ids[i]) == 0);
-        CHECK(e->seed == seeds[i] && e->n_replay == had[i]);
-        for (uint32_t k = 0; k < e->n_replay; k++)
-            CHECK(e->replay[k] == t[k]);
-    }
-    /* each stream goes on where it stopped */
-    tokens(s, 1, ids[1], 1, t + 1, 1, "b", 1004);
-    done(s, 1, ids[1], PROTO_REASON_EOS, 1005);
-    CHECK(poll_now(s, ids[1], 0, &c, 1006) == ERR_OK && c.n == 4);
-    CHECK(c.f[2].kind == PROTO_FRAME_TOKENS && c.f[2].n_ids == 2 && strcmp(c.f[2].text, "ab") == 0);
-    CHECK(c.f[3].kind == PROTO_FRAME_DONE && c.f[3].stats.gen_tokens == 2);
-    sched_free(s);
-}
-
-/* The watchdog is per worker: tokens of any of its requests are progress. */
-static void
-test_watchdog_per_worker(void)
-{
-    struct sched *s = new_sched(2, 8);
-    struct sched_admit a;
-    char ids[3][PROTO_MAX_ID_BYTES + 1];
-    int32_t t[1] = {70};
-    int kills = 0;
-
-    make_ready(s, 0, 4, 1000);
-    make_ready(s, 1, 4, 1000);
-    for (int i = 0; i < 3; i++) {
-        CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 1000) == ERR_OK);
-        snprintf(ids[i], sizeof(ids[i]), "%s", a.id);
-    }
-    CHECK(n_sent == 3 && sent[0].slot == 0 && sent[1].slot == 1 && sent[2].slot == 0);
-    for (uint32_t k = 0; k < 3; k++)
-        tokens(s, sent[k].slot, ids[k], 0, t, 1, "x", 2000);
-    /* only ids[2] (worker 0) goes on; worker 1 stalls from 2000 on */
-    for (uint64_t now = 3000; now <= 40000; now += 1000) {
-        tokens(s, 0, ids[2], (uint32_t)(now / 1000 - 2), t, 1, "x", now);
-        for (int i = 0; i < 3; i++)
-            CHECK(poll_now(s, ids[i], 0, &(struct catcher){0}, now) == ERR_OK);
-        sched_tick(s, now);
-    }
-    for (int i = 0; i < n_sent; i++)
-        if (sent[i].kind == 'k') {
-            kills++;
-            CHECK(sent[i].slot == 1);
-        }
-    CHECK(kills == 1);
     sched_free(s);
 }
 
@@ -1140,6 +1033,153 @@ test_prompt_longer_than_context(void)
     sched_free(s);
 }
 
+/*
+ * Finished requests kept for late polls: at most max_finished per tenant, the oldest finished
+ * dropped first, and a poll of a dropped one says it expired; one tenant finishing many requests
+ * does not drop another's.
+ */
+static void
+test_finished_kept_per_tenant(void)
+{
+    static const struct sched_tenant t[2] = {{.name = "a", .weight = 1, .max_finished = 3},
+                                             {.name = "b", .weight = 1}};
+    struct sched *s = new_sched_tenants(1, 64, t, 2);
+    struct sched_admit a[6], b[2];
+    struct catcher c;
+    char err[ERR_MSG_MAX];
+    static const int32_t ids[8] = {450, 451, 452, 453, 454, 455, 456, 457};
+
+    make_ready(s, 0, 8, 1000);
+    for (int i = 0; i < 2; i++) {
+        CHECK(submit_as(s, 1, NULL, &b[i], 1000, err) == ERR_OK);
+        done(s, 0, b[i].id, PROTO_REASON_EOS, 1001);
+    }
+    for (int i = 0; i < 6; i++)
+        CHECK(submit_as(s, 0, NULL, &a[i], 1002, err) == ERR_OK);
+    /* a's six finish in reverse order of their submits: a[5] first, a[0] last */
+    for (int i = 5; i >= 0; i--) {
+        tokens(s, 0, a[i].id, 0, ids, 8, "abcdefgh", 1010 + (5 - i));
+        done(s, 0, a[i].id, PROTO_REASON_LENGTH, 1010 + (5 - i));
+    }
+    /* the three that finished last are kept, with their whole streams */
+    for (int i = 0; i < 3; i++) {
+        CHECKF(poll_now(s, a[i].id, 0, &c, 1020) == ERR_OK, "a[%d]", i);
+        CHECK(c.n == 4 && c.f[2].n_ids == 8 && c.f[3].kind == PROTO_FRAME_DONE);
+    }
+    for (int i = 3; i < 6; i++) {
+        CHECKF(sched_poll(s, 0, a[i].id, 0, 0, 1020, &c.w, err) == ERR_NOT_FOUND, "a[%d]", i);
+        CHECKF(strstr(err, "expired: tenant a keeps its last 3 finished requests"), "%s", err);
+    }
+    /* b's are untouched by a's (b keeps the default 256) */
+    for (int i = 0; i < 2; i++)
+        CHECK(sched_poll(s, 1, b[i].id, 0, 0, 1020, &c.w, err) == ERR_OK);
+    /* another tenant asking for a's dropped id learns nothing: as for an id that never was */
+    CHECK(sched_poll(s, 1, a[5].id, 0, 0, 1020, &c.w, err) == ERR_NOT_FOUND);
+    CHECKF(strcmp(err, "no request r8") == 0 && strcmp(a[5].id, "r8") == 0, "%s", err);
+    /* a cancelled request counts once its worker has let go of it */
+    CHECK(submit_as(s, 0, NULL, &a[3], 1030, err) == ERR_OK);
+    CHECK(sched_cancel(s, 0, a[3].id, 1031, err) == ERR_OK);
+    CHECK(poll_now(s, a[2].id, 0, &c, 1032) == ERR_OK); /* still running: nothing dropped */
+    done(s, 0, a[3].id, PROTO_REASON_CANCELLED, 1033);
+    CHECK(poll_now(s, a[2].id, 0, &c, 1034) == ERR_NOT_FOUND); /* the oldest of a's went */
+    CHECK(poll_now(s, a[3].id, 0, &c, 1034) == ERR_OK);
+    /* thousands: a keeps 3, b keeps its 2 */
+    for (int i = 0; i < 3000; i++) {
+        CHECK(submit_as(s, 0, NULL, &a[4], 2000 + i, err) == ERR_OK);
+        done(s, 0, a[4].id, PROTO_REASON_EOS, 2000 + i);
+    }
+    CHECK(poll_now(s, a[4].id, 0, &c, 6000) == ERR_OK);
+    for (int i = 0; i < 2; i++)
+        CHECK(sched_poll(s, 1, b[i].id, 0, 0, 6000, &c.w, err) == ERR_OK);
+    sched_free(s);
+}
+
+/* Before any worker has reported its context length, the configured one bounds a submit. */
+static void
+test_context_before_any_worker(void)
+{
+    struct sched_config cfg;
+    struct sched_submit in = {0};
+    struct sched_admit a;
+    char err[ERR_MSG_MAX];
+    struct sched *s;
+    int32_t ids[200] = {0};
+
+    sched_config_default(&cfg);
+    cfg.n_ctx = 64;
+    s = sched_new(&cfg, &ops, 1000);
+    in.prompt_ids = ids;
+    in.n_prompt = 10;
+    proto_sampling_default(&in.sampling);
+    in.max_tokens = 55;
+    CHECKF(sched_submit(s, &in, 1000, &a, err) == ERR_CONTEXT_FULL, "%s", err);
+    CHECKF(strcmp(err, "prompt (10 tokens) plus max_tokens (55) exceed the context length (64)") ==
+               0,
+           "%s", err);
+    in.max_tokens = 54;
+    CHECKF(sched_submit(s, &in, 1000, &a, err) == ERR_OK && a.position == 1, "%s", err);
+    /* once a worker reports, its context length counts (here 512) */
+    make_ready(s, 0, 1, 1001);
+    in.n_prompt = 200;
+    in.max_tokens = 300;
+    CHECKF(sched_submit(s, &in, 1002, &a, err) == ERR_OK, "%s", err);
+    in.max_tokens = 313;
+    CHECK(sched_submit(s, &in, 1002, &a, err) == ERR_CONTEXT_FULL && strstr(err, "(512)"));
+    sched_free(s);
+}
+
+/*
+ * What a request holds for a client that reads slowly: tokens that come while nobody polls go
+ * into one frame; a client that polls without ever moving `from` on gets at most
+ * PROTO_MAX_FRAMES frames per poll and the request holds at most one more; a worker sending past
+ * max_tokens ends the request.
+ */
+static void
+test_frames_held_for_a_slow_client(void)
+{
+    struct sched *s = new_sched(1, 4);
+    struct sched_submit in = {0};
+    struct sched_admit a;
+    struct catcher c;
+    char err[ERR_MSG_MAX];
+    static const int32_t one[1] = {300};
+
+    sched_worker_started(s, 0, 100, 0, 1000);
+    sched_worker_ready(s, 0, &(struct proto_ready){7, 100, 16384, 32000, 1}, 1000);
+    in.prompt_ids = prompt;
+    in.n_prompt = 3;
+    proto_sampling_default(&in.sampling);
+    in.max_tokens = 8192;
+    CHECK(sched_submit(s, &in, 1000, &a, err) == ERR_OK);
+    for (uint32_t i = 0; i < 1000; i++)
+        tokens(s, 0, a.id, i, one, 1, "x", 1001);
+    CHECK(poll_now(s, a.id, 0, &c, 1002) == ERR_OK);
+    CHECK(c.n == 3 && c.f[2].kind == PROTO_FRAME_TOKENS && c.f[2].n_ids == 1000);
+    /* polled after every token and never acknowledged: a frame per token, 4096 per reply, and
+       the tokens past what a reply can carry go into one more frame */
+    for (uint32_t i = 1000; i < 6000; i++) {
+        tokens(s, 0, a.id, i, one, 1, "x", 1003);
+        CHECK(poll_now(s, a.id, 0, &c, 1003) == ERR_OK);
+    }
+    CHECKF(c.n == PROTO_MAX_FRAMES, "%u frames", c.n);
+    CHECK(poll_now(s, a.id, PROTO_MAX_FRAMES, &c, 1004) == ERR_OK);
+    CHECKF(c.n == 1 && c.f[0].seq == PROTO_MAX_FRAMES, "%u frames", c.n);
+    CHECKF(c.f[0].n_ids == 6000 - 1000 - (PROTO_MAX_FRAMES - 3), "%u ids", c.f[0].n_ids);
+    /* past max_tokens: the request ends with an error and the worker is told to stop */
+    CHECK(sched_cancel(s, 0, a.id, 1005, err) == ERR_OK);
+    done(s, 0, a.id, PROTO_REASON_CANCELLED, 1005);
+    in.max_tokens = 4;
+    CHECK(sched_submit(s, &in, 1006, &a, err) == ERR_OK && a.position == 0);
+    n_sent = 0;
+    tokens(s, 0, a.id, 0, prompt, 3, "abc", 1007);
+    tokens(s, 0, a.id, 3, prompt, 2, "ab", 1008); /* 5 > 4 */
+    CHECK(poll_now(s, a.id, 0, &c, 1009) == ERR_OK);
+    CHECKF(c.n == 4 && c.f[3].kind == PROTO_FRAME_ERROR && c.f[3].code == ERR_INTERNAL, "%u", c.n);
+    CHECK(c.f[2].n_ids == 3); /* what came within max_tokens went out */
+    CHECK(n_sent == 1 && sent[0].kind == 'c' && strcmp(sent[0].id, a.id) == 0);
+    sched_free(s);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1163,15 +1203,15 @@ main(int argc, char **argv)
         TEST(test_worker_refusing_as_busy),
         TEST(test_ready_before_its_start_is_reported),
         TEST(test_reports),
-        TEST(test_worker_fills_its_slots),
-        TEST(test_crash_replays_every_request),
-        TEST(test_watchdog_per_worker),
         TEST(test_prompt_longer_than_context),
         TEST(test_fair_share_equal_weights),
         TEST(test_fair_share_weights_two_to_one),
         TEST(test_idle_tenant_gets_no_credit),
         TEST(test_tenant_isolation),
         TEST(test_tenant_limits),
+        TEST(test_finished_kept_per_tenant),
+        TEST(test_context_before_any_worker),
+        TEST(test_frames_held_for_a_slow_client),
         {0},
     };
 
