@@ -684,15 +684,16 @@ cmd_workers(struct global *g, int argc, char **argv)
         if (json) {
             json_array_append_new(
                 all,
-                json_pack("{s:I, s:I, s:s, s:I, s:o, s:o, s:o}", "slot", (json_int_t)w->slot, "pid",
-                          (json_int_t)w->pid, "state", proto_worker_state_name(w->state),
-                          "restarts", (json_int_t)w->restarts, "request",
-                          w->n_requests > 0 ? json_string(w->requests[0]) : json_null(), "requests",
-                          reqs, "detail", json_text(w->detail, strlen(w->detail))));
+                json_pack("{s:I, s:I, s:s, s:I, s:o, s:o, s:o, s:I, s:I}", "slot",
+                          (json_int_t)w->slot, "pid", (json_int_t)w->pid, "state",
+                          proto_worker_state_name(w->state), "restarts", (json_int_t)w->restarts,
+                          "request", w->n_requests > 0 ? json_string(w->requests[0]) : json_null(),
+                          "requests", reqs, "detail", json_text(w->detail, strlen(w->detail)),
+                          "in_flight", (json_int_t)w->in_flight, "slots", (json_int_t)w->slots));
             continue;
         }
-        printf("slot=%u pid=%d state=%s restarts=%u request=", w->slot, w->pid,
-               proto_worker_state_name(w->state), w->restarts);
+        printf("slot=%u pid=%d state=%s restarts=%u in_flight=%u/%u request=", w->slot, w->pid,
+               proto_worker_state_name(w->state), w->restarts, w->in_flight, w->slots);
         for (uint32_t k = 0; k < w->n_requests; k++)
             printf("%s%s", k > 0 ? "," : "", w->requests[k]);
         printf("%s", w->n_requests == 0 ? "-" : "");

@@ -1464,8 +1464,16 @@ sched_workers(struct sched *s, int tenant, void (*fn)(void *ud, const struct pro
     for (int i = 0; i < s->cfg.n_slots && ids != NULL; i++) {
         const struct wslot *w = &s->slots[i];
 
-        info[i] = (struct proto_worker_info){(uint32_t)i, w->pid, wire_state(s, w), w->restarts,
-                                             ids + k,     0,      (char *)w->detail};
+        info[i] = (struct proto_worker_info){
+            .slot = (uint32_t)i,
+            .pid = w->pid,
+            .state = wire_state(s, w),
+            .restarts = w->restarts,
+            .requests = ids + k,
+            .detail = (char *)w->detail,
+            .in_flight = w->n_running,
+            .slots = w->state == WSLOT_READY ? w->max_batch : 0,
+        };
         for (struct sched_req *r = w->head; r != NULL; r = r->next)
             if (tenant < 0 || r->tenant == tenant)
                 ids[k++] = r->id;

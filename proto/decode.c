@@ -850,6 +850,9 @@ dec_workers_info(struct dec *d, const obj_t *m, struct proto_workers_info *w)
         TRY(rd_strs(d, e, sub, "requests", PROTO_MAX_BATCH, 1, PROTO_MAX_ID_BYTES, STR_WORD,
                     &wi->requests, &wi->n_requests));
         TRY(rd_msg_text(d, e, sub, "detail", &wi->detail));
+        wi->in_flight = wi->slots = 0; /* optional: 0 when absent */
+        TRY(rd_u32(d, e, sub, "in_flight", false, 0, PROTO_MAX_BATCH, &wi->in_flight));
+        TRY(rd_u32(d, e, sub, "slots", false, 0, PROTO_MAX_BATCH, &wi->slots));
     }
     return ERR_OK;
 }

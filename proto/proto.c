@@ -324,13 +324,15 @@ put_workers(struct enc *e, const struct proto_workers_info *w)
     for (uint32_t i = 0; i < w->n_workers; i++) {
         const struct proto_worker_info *wi = &w->workers[i];
 
-        msgpack_pack_map(&e->pk, 6);
+        msgpack_pack_map(&e->pk, 8);
         put_ku(e, "slot", wi->slot);
         put_ki(e, "pid", wi->pid);
         put_kstr(e, "state", proto_worker_state_name(wi->state));
         put_ku(e, "restarts", wi->restarts);
         put_kstrs(e, "requests", wi->requests, wi->n_requests);
         put_kstr(e, "detail", wi->detail);
+        put_ku(e, "in_flight", wi->in_flight);
+        put_ku(e, "slots", wi->slots);
     }
 }
 

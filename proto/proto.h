@@ -213,7 +213,9 @@ struct proto_worker_info {
     uint32_t restarts;
     char **requests; /* ids running on it */
     uint32_t n_requests;
-    char *detail; /* "" or why (fatal reason, last exit) */
+    char *detail;       /* "" or why (fatal reason, last exit) */
+    uint32_t in_flight; /* requests on it (every tenant's), [0, PROTO_MAX_BATCH] */
+    uint32_t slots;     /* requests it takes at once (its ready's max_batch); 0 when not ready */
 };
 
 struct proto_workers_info {

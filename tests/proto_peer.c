@@ -225,8 +225,8 @@ peer_info(struct peer *p, enum proto_type t)
     static char *reqs[] = {r1};
     static struct proto_tenant_info tenants[] = {{alice, 1, 2, 300}};
     static struct proto_worker_info workers[] = {
-        {0, 4242, PROTO_WSTATE_BUSY, 1, reqs, 1, none},
-        {1, 0, PROTO_WSTATE_FATAL, 5, NULL, 0, fatal},
+        {0, 4242, PROTO_WSTATE_BUSY, 1, reqs, 1, none, 1, 4},
+        {1, 0, PROTO_WSTATE_FATAL, 5, NULL, 0, fatal, 0, 0},
     };
     struct proto_msg r = {0};
 

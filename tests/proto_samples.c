@@ -20,8 +20,8 @@ static char tenant_a[] = "alice", tenant_b[] = "bob";
 static struct proto_tenant_info sample_tenants[] = {{tenant_a, 3, 1, 12345}, {tenant_b, 0, 2, 7}};
 static char detail_ok[] = "", detail_fatal[] = "exit 2: bad model: tensor blk.0.attn_q.weight";
 static struct proto_worker_info sample_workers[] = {
-    {0, 4242, PROTO_WSTATE_BUSY, 3, worker_reqs, 2, detail_ok},
-    {1, 0, PROTO_WSTATE_FATAL, 5, NULL, 0, detail_fatal},
+    {0, 4242, PROTO_WSTATE_BUSY, 3, worker_reqs, 2, detail_ok, 2, 4},
+    {1, 0, PROTO_WSTATE_FATAL, 5, NULL, 0, detail_fatal, 0, 0},
 };
 static char err_msg[] = "max_tokens must be in [1, 8192], got 0";
 static struct proto_frame sample_frames[5];

@@ -308,8 +308,9 @@ test_status_workers_health_output(void)
     CHECK(start_peer(&p, "info"));
     run(&r, NULL, "-u", p.url, "workers", NULL);
     CHECKF(r.status == 0, "%d %s", r.status, r.err);
-    CHECKF(strcmp(r.out, "slot=0 pid=4242 state=busy restarts=1 request=r-1\n"
-                         "slot=1 pid=0 state=fatal restarts=5 request=- detail=\"exit 2: bad "
+    CHECKF(strcmp(r.out, "slot=0 pid=4242 state=busy restarts=1 in_flight=1/4 request=r-1\n"
+                         "slot=1 pid=0 state=fatal restarts=5 in_flight=0/0 request=- "
+                         "detail=\"exit 2: bad "
                          "model\"\n") == 0,
            "%s", r.out);
     run(&r, NULL, "-u", p.url, "workers", "--json", NULL);
@@ -319,6 +320,8 @@ test_status_workers_health_output(void)
     CHECK(strcmp(json_string_value(json_object_get(w1, "state")), "fatal") == 0);
     CHECK(json_integer_value(json_object_get(w1, "restarts")) == 5);
     CHECK(json_is_null(json_object_get(w1, "request")));
+    CHECK(json_integer_value(json_object_get(json_array_get(lines[0], 0), "in_flight")) == 1);
+    CHECK(json_integer_value(json_object_get(json_array_get(lines[0], 0), "slots")) == 4);
     CHECK(strcmp(json_string_value(json_object_get(json_array_get(lines[0], 0), "request")),
                  "r-1") == 0);
     free_lines(lines, n);

@@ -769,6 +769,8 @@ static const struct bad_value bad_values[] = {
      "workers[0].state must be one of starting, ready"},
     {PROTO_WORKERS_INFO, "requests", v_stop_empty_elem, ERR_BAD_REQUEST,
      "workers[0].requests[0] must be 1 to 64 bytes long"},
+    {PROTO_WORKERS_INFO, "slots", v_1000, ERR_BAD_REQUEST,
+     "workers[0].slots must be in [0, 256], got 1000"},
     {PROTO_BUSY, "retry_after_ms", v_retry_high, ERR_BAD_REQUEST,
      "retry_after_ms must be in [0, 3600000], got 3600001"},
     {PROTO_STATUS_INFO, "workers", v_1025, ERR_BAD_REQUEST,

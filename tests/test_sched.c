@@ -717,6 +717,7 @@ struct report {
     uint32_t n_workers;
     enum proto_worker_state state[4];
     uint32_t n_requests[4];
+    uint32_t in_flight[4], slots[4];
     char detail[4][64];
 };
 
@@ -738,6 +739,8 @@ take_workers(void *ud, const struct proto_workers_info *w)
     for (uint32_t i = 0; i < w->n_workers && i < 4; i++) {
         r->state[i] = w->workers[i].state;
         r->n_requests[i] = w->workers[i].n_requests;
+        r->in_flight[i] = w->workers[i].in_flight;
+        r->slots[i] = w->workers[i].slots;
         snprintf(r->detail[i], sizeof(r->detail[i]), "%s", w->workers[i].detail);
     }
 }
@@ -788,6 +791,116 @@ test_reports(void)
     CHECK(sched_active(s) == 0);
     sched_status(s, 1600, take_status, &rep);
     CHECK(rep.st.failed == 2 && rep.st.queued_batch == 0);
+    sched_free(s);
+}
+
+/* ---- workers of several slots ---- */
+
+/* A worker takes requests up to its slot count; dispatch prefers the worker with the fewest. */
+static void
+test_worker_fills_its_slots(void)
+{
+    struct sched *s = new_sched(2, 8);
+    struct sched_admit a;
+    struct report rep;
+
+    make_ready(s, 0, 4, 1000);
+    for (int i = 0; i < 5; i++)
+        CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 1000 + i) == ERR_OK);
+    CHECK(n_sent == 4 && a.position == 1);
+    for (int i = 0; i < 4; i++)
+        CHECK(sent[i].kind == 'd' && sent[i].slot == 0);
+    sched_workers(s, -1, take_workers, &rep);
+    CHECK(rep.state[0] == PROTO_WSTATE_BUSY && rep.in_flight[0] == 4 && rep.slots[0] == 4);
+    CHECK(rep.n_requests[0] == 4);
+    CHECK(rep.state[1] == PROTO_WSTATE_BACKOFF && rep.in_flight[1] == 0 && rep.slots[1] == 0);
+    /* a second worker takes the waiting request; the next ones go to the worker with fewer */
+    make_ready(s, 1, 4, 1010);
+    CHECK(n_sent == 5 && sent[4].slot == 1 && strcmp(sent[4].id, a.id) == 0);
+    done(s, 0, sent[0].id, PROTO_REASON_EOS, 1015);
+    done(s, 0, sent[1].id, PROTO_REASON_EOS, 1015); /* now 2 on worker 0, 1 on worker 1 */
+    for (int i = 0; i < 4; i++)
+        CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 1020 + i) == ERR_OK);
+    CHECK(n_sent == 9 && sent[5].slot == 1 && sent[6].slot == 0 && sent[7].slot == 1);
+    CHECK(sent[8].slot == 0);
+    sched_workers(s, -1, take_workers, &rep);
+    CHECK(rep.in_flight[0] == 4 && rep.in_flight[1] == 3 && rep.slots[1] == 4);
+    sched_free(s);
+}
+
+/* A crash sends every request of the worker back, each with its own replay ids and seed. */
+static void
+test_crash_replays_every_request(void)
+{
+    struct sched *s = new_sched(2, 8);
+    struct sched_admit a;
+    struct catcher c;
+    char ids[3][PROTO_MAX_ID_BYTES + 1];
+    uint64_t seeds[3];
+    static const int32_t t[] = {61, 62, 63};
+    static const uint32_t had[] = {3, 1, 0};
+
+    make_ready(s, 0, 4, 1000);
+    for (int i = 0; i < 3; i++) {
+        CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 1000) == ERR_OK);
+        snprintf(ids[i], sizeof(ids[i]), "%s", a.id);
+        seeds[i] = sent[i].seed;
+    }
+    CHECK(n_sent == 3);
+    tokens(s, 0, ids[0], 0, t, 3, "abc", 1001);
+    tokens(s, 0, ids[1], 0, t, 1, "a", 1001); /* ids[2] is still in its prefill */
+    sched_worker_exited(s, 0, "killed by signal 9", false, 1002);
+    make_ready(s, 1, 4, 1003);
+    CHECK(n_sent == 6);
+    for (int i = 0; i < 3; i++) {
+        const struct sent *e = &sent[3 + i];
+
+        CHECK(e->kind == 'd' && e->slot == 1 && strcmp(e->id, ids[i]) == 0);
+        CHECK(e->seed == seeds[i] && e->n_replay == had[i]);
+        for (uint32_t k = 0; k < e->n_replay; k++)
+            CHECK(e->replay[k] == t[k]);
+    }
+    /* each stream goes on where it stopped */
+    tokens(s, 1, ids[1], 1, t + 1, 1, "b", 1004);
+    done(s, 1, ids[1], PROTO_REASON_EOS, 1005);
+    CHECK(poll_now(s, ids[1], 0, &c, 1006) == ERR_OK && c.n == 4);
+    CHECK(c.f[2].kind == PROTO_FRAME_TOKENS && c.f[2].n_ids == 2 && strcmp(c.f[2].text, "ab") == 0);
+    CHECK(c.f[3].kind == PROTO_FRAME_DONE && c.f[3].stats.gen_tokens == 2);
+    sched_free(s);
+}
+
+/* The watchdog is per worker: tokens of any of its requests are progress. */
+static void
+test_watchdog_per_worker(void)
+{
+    struct sched *s = new_sched(2, 8);
+    struct sched_admit a;
+    char ids[3][PROTO_MAX_ID_BYTES + 1];
+    int32_t t[1] = {70};
+    int kills = 0;
+
+    make_ready(s, 0, 4, 1000);
+    make_ready(s, 1, 4, 1000);
+    for (int i = 0; i < 3; i++) {
+        CHECK(submit(s, PROTO_PRIO_INTERACTIVE, NULL, &a, 1000) == ERR_OK);
+        snprintf(ids[i], sizeof(ids[i]), "%s", a.id);
+    }
+    CHECK(n_sent == 3 && sent[0].slot == 0 && sent[1].slot == 1 && sent[2].slot == 0);
+    for (uint32_t k = 0; k < 3; k++)
+        tokens(s, sent[k].slot, ids[k], 0, t, 1, "x", 2000);
+    /* only ids[2] (worker 0) goes on; worker 1 stalls from 2000 on */
+    for (uint64_t now = 3000; now <= 40000; now += 1000) {
+        tokens(s, 0, ids[2], (uint32_t)(now / 1000 - 2), t, 1, "x", now);
+        for (int i = 0; i < 3; i++)
+            CHECK(poll_now(s, ids[i], 0, &(struct catcher){0}, now) == ERR_OK);
+        sched_tick(s, now);
+    }
+    for (int i = 0; i < n_sent; i++)
+        if (sent[i].kind == 'k') {
+            kills++;
+            CHECK(sent[i].slot == 1);
+        }
+    CHECK(kills == 1);
     sched_free(s);
 }
 
@@ -1203,6 +1316,9 @@ main(int argc, char **argv)
         TEST(test_worker_refusing_as_busy),
         TEST(test_ready_before_its_start_is_reported),
         TEST(test_reports),
+        TEST(test_worker_fills_its_slots),
+        TEST(test_crash_replays_every_request),
+        TEST(test_watchdog_per_worker),
         TEST(test_prompt_longer_than_context),
         TEST(test_fair_share_equal_weights),
         TEST(test_fair_share_weights_two_to_one),
