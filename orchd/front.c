@@ -11,6 +11,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "orchd/config.h"
+#include "proto/sock.h"
 #include "workerd/engine/chat.h"
 #include "workerd/engine/tokenizer.h"
 
@@ -380,7 +381,7 @@ front_close(struct front *f)
         nng_aio_free(f->ctxs[i].aio);
     }
     for (int i = 0; i < f->n_socks; i++)
-        nng_close(f->socks[i]);
+        sock_close(f->socks[i]);
     free(f->ctxs);
     free(f);
 }

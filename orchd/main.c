@@ -16,6 +16,7 @@
 #include "orchd/sched.h"
 #include "orchd/wlink.h"
 #include "proto/client.h"
+#include "proto/sock.h"
 #include "workerd/engine/chat.h"
 #include "workerd/engine/gguf.h"
 #include "workerd/engine/tokenizer.h"
@@ -512,5 +513,5 @@ out:
     tokenizer_free(tok);
     gguf_close(g);
     config_free(conf);
-    return status;
+    sock_exit(status);
 }

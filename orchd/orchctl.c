@@ -11,6 +11,7 @@
 #include "orchd/config.h"
 #include "proto/client.h"
 #include "proto/proto.h"
+#include "proto/sock.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -814,7 +815,7 @@ main(int argc, char **argv)
         sigaction(SIGINT, &sa, NULL);
         rc = commands[i].run(&g, argc - optind, argv + optind);
         client_close(g.c);
-        return rc;
+        sock_exit(rc);
     }
     return usage_error("unknown command '%s'", argv[optind]);
 }

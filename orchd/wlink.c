@@ -9,6 +9,7 @@
 #include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "proto/sock.h"
 #include "workerd/engine/sampler.h"
 
 #include <nng/nng.h>
@@ -183,7 +184,7 @@ wlink_close(struct wlink *wl)
             nng_aio_stop(wl->links[i].aio);
     for (int i = 0; i < wl->n_slots; i++) {
         if (wl->links[i].open)
-            nng_close(wl->links[i].sock);
+            sock_close(wl->links[i].sock);
         nng_aio_free(wl->links[i].aio);
     }
     free(wl);

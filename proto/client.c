@@ -8,6 +8,7 @@
 #include "proto/client.h"
 
 #include "common/err.h"
+#include "proto/sock.h"
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
@@ -118,7 +119,7 @@ client_close(struct client *c)
 {
     if (c == NULL)
         return;
-    nng_close(c->sock);
+    sock_close(c->sock);
     if (c->tls != NULL)
         nng_tls_config_free(c->tls);
     free(c->key);

@@ -6,6 +6,7 @@
 
 #include "common/clock.h"
 #include "common/err.h"
+#include "proto/sock.h"
 
 #include <arpa/inet.h>
 #include <nng/protocol/reqrep0/rep.h>
@@ -313,7 +314,7 @@ peer_start(struct peer *p)
     nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ, PROTO_MAX_MSG_BYTES);
     nng_socket_set_ms(p->sock, NNG_OPT_RECVTIMEO, 50);
     if (!peer_listen(p, &l)) {
-        nng_close(p->sock);
+        sock_close(p->sock);
         return false;
     }
     port = strrchr(p->url, ':');
@@ -337,6 +338,6 @@ peer_stop(struct peer *p)
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
     pthread_join(p->thread, NULL);
-    nng_close(p->sock);
+    sock_close(p->sock);
     p->running = false;
 }

@@ -9,6 +9,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "orchd/front.h"
+#include "proto/sock.h"
 #include "tests/harness.h"
 #include "workerd/engine/chat.h"
 #include "workerd/engine/gguf.h"
@@ -95,7 +96,7 @@ rig_open(struct rig *r, const char *url, uint32_t queue_max)
 static void
 rig_close(struct rig *r)
 {
-    nng_close(r->req);
+    sock_close(r->req);
     front_close(r->f);
     sched_free(r->s);
     tokenizer_free(r->tok);
@@ -354,6 +355,25 @@ test_busy_and_bad_messages(void)
     CHECK(call_raw(&r, probe, sizeof(probe), &rep) == 0 && rep.type == PROTO_ERROR);
     CHECK(rep.u.error.code == ERR_PROTOCOL);
     proto_msg_free(&rep);
+    /* a message over the 4 MiB limit never reaches the decoder: no answer, the pipe is dropped;
+       the front goes on serving, and every close after it is bounded (proto/sock.h) */
+    {
+        nng_socket big;
+        size_t n = PROTO_MAX_MSG_BYTES + 1024;
+        char *huge = calloc(1, n);
+        void *in;
+        size_t len;
+
+        CHECK(huge != NULL && nng_req0_open(&big) == 0 && nng_dial(big, url, NULL, 0) == 0);
+        nng_socket_set_ms(big, NNG_OPT_RECVTIMEO, 300);
+        CHECK(nng_send(big, huge, n, 0) == 0);
+        CHECK(nng_recv(big, &in, &len, NNG_FLAG_ALLOC) == NNG_ETIMEDOUT);
+        sock_close(big);
+        free(huge);
+        CHECK(call_raw(&r, probe, sizeof(probe), &rep) == 0 && rep.type == PROTO_ERROR);
+        CHECK(rep.u.error.code == ERR_PROTOCOL);
+        proto_msg_free(&rep);
+    }
     /* chat messages are rendered with the model's template (ChatML here: stories260K has none)
        and their markers tokenized as special tokens */
     proto_submit_init(&m);
@@ -419,5 +439,5 @@ main(int argc, char **argv)
     };
 
     log_init("test_front", LOG_ERROR);
-    return harness_run(tests, argc, argv);
+    sock_exit(harness_run(tests, argc, argv));
 }

@@ -11,6 +11,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "proto/client.h"
+#include "proto/sock.h"
 #include "tests/harness.h"
 #include "tests/orchd_daemon.h"
 
@@ -218,7 +219,7 @@ test_malformed_messages(void)
         CHECK(rep.type == PROTO_ERROR && rep.u.error.code == ERR_PROTOCOL);
         proto_msg_free(&rep);
     }
-    nng_close(s);
+    sock_close(s);
     CHECK(client_health(d.c, &rep, err) == ERR_OK); /* and it keeps serving */
     proto_msg_free(&rep);
     daemon_stop(&d);
@@ -345,5 +346,5 @@ main(int argc, char **argv)
     if (argc == 4 && strcmp(argv[1], "--send-big") == 0)
         return send_big_main(argv[2], argv[3]);
     log_init("test_orchd", LOG_ERROR);
-    return harness_run(tests, argc, argv);
+    sock_exit(harness_run(tests, argc, argv));
 }

@@ -8,6 +8,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "orchd/wlink.h"
+#include "proto/sock.h"
 #include "tests/harness.h"
 
 #include <nng/nng.h>
@@ -181,7 +182,7 @@ test_probe_ready_dispatch_stream(void)
     CHECK(sched_cancel(s, 0, a.id, clock_now_ms(), err) == ERR_OK);
     CHECK(recv_cmd(w, &m) == ERR_OK && m.type == PROTO_CANCEL && strcmp(m.u.ref.id, a.id) == 0);
     proto_msg_free(&m);
-    nng_close(w);
+    sock_close(w);
     wlink_close(the_link);
     sched_free(s);
 }
@@ -217,5 +218,5 @@ main(int argc, char **argv)
     };
 
     log_init("test_wlink", LOG_ERROR);
-    return harness_run(tests, argc, argv);
+    sock_exit(harness_run(tests, argc, argv));
 }

@@ -16,6 +16,7 @@
 #include "common/opt.h"
 #include "common/log.h"
 #include "proto/proto.h"
+#include "proto/sock.h"
 #include "workerd/cmd.h"
 #include "workerd/engine/generate.h"
 #include "workerd/engine/gguf.h"
@@ -352,7 +353,7 @@ serve_link(struct serve *s, const char *url)
     /* non-blocking: NNG keeps redialing until orchd's listener answers */
     if ((rv = nng_dial(s->sock, url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
         log_error("nng_dial(%s) failed: %s", url, nng_strerror(rv));
-        nng_close(s->sock);
+        sock_close(s->sock);
         return ERR_IO;
     }
     return ERR_OK;
@@ -415,7 +416,7 @@ cmd_serve(int argc, char **argv)
     pthread_cond_init(&s.cv, NULL);
     if (pthread_create(&link, NULL, link_thread, &s) != 0) {
         log_error("pthread_create failed");
-        nng_close(s.sock);
+        sock_close(s.sock);
         serve_unload(&s);
         return CMD_EXIT_ERROR;
     }
@@ -451,7 +452,7 @@ cmd_serve(int argc, char **argv)
     pthread_mutex_unlock(&s.mu);
 
     pthread_join(link, NULL);
-    nng_close(s.sock);
+    sock_close(s.sock);
     proto_msg_free(&s.job);
     pthread_cond_destroy(&s.cv);
     pthread_mutex_destroy(&s.mu);

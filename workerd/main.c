@@ -4,6 +4,7 @@
  * workerd/cmd_*.c file and is registered in the table below.
  */
 #include "common/log.h"
+#include "proto/sock.h"
 #include "workerd/cmd.h"
 
 #include <stdio.h>
@@ -40,7 +41,7 @@ main(int argc, char **argv)
     }
     for (const struct cmd *c = commands; c->name != NULL; c++)
         if (strcmp(argv[1], c->name) == 0)
-            return c->run(argc - 1, argv + 1);
+            sock_exit(c->run(argc - 1, argv + 1));
     fprintf(stderr, "workerd: unknown command '%s' (see workerd --help)\n", argv[1]);
     return CMD_EXIT_FATAL;
 }
