@@ -29,9 +29,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         int32_t ids[3] = {0, (int32_t)n_vocab - 1, (int32_t)(n_vocab / 2)};
         float *logits = malloc(2 * (size_t)n_vocab * sizeof(float));
 
-        if (logits != NULL && context_new(&c, m, 4, 1, err) == ERR_OK) {
-            if (context_eval(c, ids, 2, true, logits, err) == ERR_OK)
-                context_eval(c, ids + 2, 1, false, logits, err);
+        if (logits != NULL && context_new(&c, m, 1, 4, 1, err) == ERR_OK) {
+            if (context_eval(c, 0, ids, 2, true, logits, err) == ERR_OK)
+                context_eval(c, 0, ids + 2, 1, false, logits, err);
             context_free(c);
         }
         free(logits);

@@ -98,7 +98,7 @@ run(const struct generate_request *req, uint32_t n_ctx, struct run *r, char *err
     r->n_text = 0;
     if (n_ctx == 0)
         n_ctx = (uint32_t)(req->n_prompt + req->max_tokens);
-    if ((rc = context_new(&ctx, m, n_ctx, 1, err)) != ERR_OK)
+    if ((rc = context_new(&ctx, m, 1, n_ctx, 1, err)) != ERR_OK)
         return rc;
     rc = generate_run(m, ctx, tok, req, record, r, &r->res, err);
     context_free(ctx);

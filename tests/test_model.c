@@ -234,8 +234,8 @@ run_case(const struct model *m, const json_t *cs, float tol, const char *full_pa
         ids[n_prompt + i] = (int32_t)json_integer_value(json_array_get(gen, i));
     n = n_prompt + n_gen - 1;
     logits = malloc(n * n_vocab * sizeof(float));
-    if (context_new(&c, m, (uint32_t)(n + 1), THREADS, err) != ERR_OK ||
-        context_eval(c, ids, n, true, logits, err) != ERR_OK) {
+    if (context_new(&c, m, 1, (uint32_t)(n + 1), THREADS, err) != ERR_OK ||
+        context_eval(c, 0, ids, n, true, logits, err) != ERR_OK) {
         snprintf(r->fail, sizeof(r->fail), "%s", err);
         goto out;
     }
@@ -274,8 +274,8 @@ run_case(const struct model *m, const json_t *cs, float tol, const char *full_pa
         free(ref);
     }
     /* greedy: prefill the prompt, then one token per step, up to the first near-tie */
-    context_truncate(c, 0);
-    if (context_eval(c, ids, n_prompt, false, logits, err) != ERR_OK) {
+    context_truncate(c, 0, 0);
+    if (context_eval(c, 0, ids, n_prompt, false, logits, err) != ERR_OK) {
         snprintf(r->fail, sizeof(r->fail), "greedy prefill: %s", err);
         goto out;
     }
@@ -297,7 +297,7 @@ run_case(const struct model *m, const json_t *cs, float tol, const char *full_pa
                          (int)json_integer_value(json_array_get(gen, k)));
             break;
         }
-        if (k + 1 < n_gen && context_eval(c, &tok, 1, false, logits, err) != ERR_OK) {
+        if (k + 1 < n_gen && context_eval(c, 0, &tok, 1, false, logits, err) != ERR_OK) {
             snprintf(r->fail, sizeof(r->fail), "greedy step %zu: %s", k, err);
             break;
         }
@@ -498,13 +498,13 @@ eval_chunks(const struct model *m, const int32_t *ids, size_t n, size_t chunk, u
     float *logits = malloc(n * n_vocab * sizeof(float));
     struct context *c;
 
-    if (context_new(&c, m, (uint32_t)n, n_threads, err) != ERR_OK) {
+    if (context_new(&c, m, 1, (uint32_t)n, n_threads, err) != ERR_OK) {
         free(logits);
         return NULL;
     }
     for (size_t i = 0; i < n; i += chunk) {
         size_t k = n - i < chunk ? n - i : chunk;
-        if (context_eval(c, ids + i, k, true, logits + i * n_vocab, err) != ERR_OK) {
+        if (context_eval(c, 0, ids + i, k, true, logits + i * n_vocab, err) != ERR_OK) {
             free(logits);
             logits = NULL;
             break;
@@ -900,40 +900,40 @@ test_context_errors(void)
     }
     la = malloc(10 * 512 * sizeof(float));
     lb = malloc(10 * 512 * sizeof(float));
-    CHECK(context_new(&c, l.m, 10, 2, err) == ERR_OK);
-    CHECK(context_n_ctx(c) == 10 && context_pos(c) == 0);
-    CHECK(context_eval(c, ids, 0, false, la, err) == ERR_BAD_REQUEST);
+    CHECK(context_new(&c, l.m, 1, 10, 2, err) == ERR_OK);
+    CHECK(context_n_ctx(c) == 10 && context_pos(c, 0) == 0);
+    CHECK(context_eval(c, 0, ids, 0, false, la, err) == ERR_BAD_REQUEST);
     int32_t bad[2] = {1, 512};
-    CHECK(context_eval(c, bad, 2, false, la, err) == ERR_BAD_REQUEST);
+    CHECK(context_eval(c, 0, bad, 2, false, la, err) == ERR_BAD_REQUEST);
     CHECKF(strstr(err, "512") != NULL, "%s", err);
-    CHECK(context_pos(c) == 0);
-    CHECK(context_eval(c, ids, 10, true, la, err) == ERR_OK);
-    CHECK(context_pos(c) == 10);
-    CHECK(context_eval(c, ids, 1, false, lb, err) == ERR_CONTEXT_FULL);
+    CHECK(context_pos(c, 0) == 0);
+    CHECK(context_eval(c, 0, ids, 10, true, la, err) == ERR_OK);
+    CHECK(context_pos(c, 0) == 10);
+    CHECK(context_eval(c, 0, ids, 1, false, lb, err) == ERR_CONTEXT_FULL);
     CHECKF(strcmp(err, "position 10 is past the context length 10") == 0, "%s", err);
-    CHECK(context_pos(c) == 10);
+    CHECK(context_pos(c, 0) == 10);
     /* truncate and evaluate again: the same logits */
-    context_truncate(c, 4);
-    CHECK(context_pos(c) == 4);
-    CHECK(context_eval(c, ids + 4, 6, true, lb, err) == ERR_OK);
+    context_truncate(c, 0, 4);
+    CHECK(context_pos(c, 0) == 4);
+    CHECK(context_eval(c, 0, ids + 4, 6, true, lb, err) == ERR_OK);
     CHECK(memcmp(la + 4 * 512, lb, 6 * 512 * sizeof(float)) == 0);
     /* cancelled: nothing kept; then it goes on as before */
-    context_truncate(c, 4);
+    context_truncate(c, 0, 4);
     atomic_store(&stop, true);
     context_set_abort(c, &stop);
-    CHECK(context_eval(c, ids + 4, 6, true, lb, err) == ERR_CANCELLED);
-    CHECK(context_pos(c) == 4);
+    CHECK(context_eval(c, 0, ids + 4, 6, true, lb, err) == ERR_CANCELLED);
+    CHECK(context_pos(c, 0) == 4);
     atomic_store(&stop, false);
-    CHECK(context_eval(c, ids + 4, 6, true, lb, err) == ERR_OK);
+    CHECK(context_eval(c, 0, ids + 4, 6, true, lb, err) == ERR_OK);
     CHECK(memcmp(la + 4 * 512, lb, 6 * 512 * sizeof(float)) == 0);
     context_set_abort(c, NULL);
     /* no logits wanted: the cache still fills, the next step sees it */
-    context_truncate(c, 4);
-    CHECK(context_eval(c, ids + 4, 5, true, NULL, err) == ERR_OK && context_pos(c) == 9);
-    CHECK(context_eval(c, ids + 9, 1, false, lb, err) == ERR_OK);
+    context_truncate(c, 0, 4);
+    CHECK(context_eval(c, 0, ids + 4, 5, true, NULL, err) == ERR_OK && context_pos(c, 0) == 9);
+    CHECK(context_eval(c, 0, ids + 9, 1, false, lb, err) == ERR_OK);
     CHECK(memcmp(la + 9 * 512, lb, 512 * sizeof(float)) == 0);
     context_free(c);
-    CHECK(context_new(&c, l.m, 10, 0, err) == ERR_BAD_REQUEST && c == NULL);
+    CHECK(context_new(&c, l.m, 1, 10, 0, err) == ERR_BAD_REQUEST && c == NULL);
     free(la), free(lb);
     unload(&l);
 }
@@ -976,17 +976,17 @@ test_cancel_midway(void)
     CHECKF(synth_write_file(&cfg, path, err) == ERR_OK, "%s", err);
     CHECKF(gguf_open(&g, path, err) == ERR_OK, "%s", err);
     CHECKF(model_load(&m, g, err) == ERR_OK, "%s", err);
-    CHECKF(context_new(&c, m, 2048, THREADS, err) == ERR_OK, "%s", err);
+    CHECKF(context_new(&c, m, 1, 2048, THREADS, err) == ERR_OK, "%s", err);
     for (int i = 0; i < 2048; i++)
         ids[i] = (int32_t)(i * 31 % 512);
     atomic_init(&k.flag, false);
     context_set_abort(c, &k.flag);
     pthread_create(&th, NULL, cancel_later, &k);
-    int rc = context_eval(c, ids, 2048, false, NULL, err);
+    int rc = context_eval(c, 0, ids, 2048, false, NULL, err);
     uint64_t done = clock_now_ns();
     pthread_join(th, NULL);
     double late_ms = clock_ms_between(k.set_ns, done);
-    uint32_t pos = context_pos(c);
+    uint32_t pos = context_pos(c, 0);
     json_object_set_new(bundle, "cancel",
                         json_pack("{s:i, s:f, s:b}", "prompt_tokens", 2048, "ms_after_flag",
                                   late_ms, "cancelled", rc == ERR_CANCELLED));
@@ -1298,9 +1298,9 @@ run_stages(const char *model, const char *index_rel, const char *data_rel, const
     uint32_t n_layer = model_config(l.m)->n_layer;
     float *logits = malloc(n_ids * model_config(l.m)->n_vocab * sizeof(float));
     CHECK(n_ids == 5 && sc->n_data > 0);
-    CHECK(context_new(&c, l.m, 16, THREADS, err) == ERR_OK);
+    CHECK(context_new(&c, l.m, 1, 16, THREADS, err) == ERR_OK);
     context_set_trace(c, stage_trace, sc);
-    int rc = context_eval(c, ids, n_ids, true, logits, err);
+    int rc = context_eval(c, 0, ids, n_ids, true, logits, err);
     context_free(c);
     unload(&l);
 

@@ -329,7 +329,7 @@ cmd_generate(int argc, char **argv)
         goto out;
     }
     status = CMD_EXIT_ERROR;
-    if (context_new(&ctx, m, n_ctx, (uint32_t)a.n_threads, err) != ERR_OK) {
+    if (context_new(&ctx, m, 1, n_ctx, (uint32_t)a.n_threads, err) != ERR_OK) {
         fprintf(stderr, "workerd generate: %s\n", err);
         goto out;
     }

@@ -180,8 +180,8 @@ cmd_logits(int argc, char **argv)
         fprintf(stderr, "workerd logits: out of memory for %zu positions\n", n);
         goto out;
     }
-    if ((rc = context_new(&c, m, n_ctx, (uint32_t)o.threads, err)) != ERR_OK ||
-        (rc = context_eval(c, ids, n, true, logits, err)) != ERR_OK) {
+    if ((rc = context_new(&c, m, 1, n_ctx, (uint32_t)o.threads, err)) != ERR_OK ||
+        (rc = context_eval(c, 0, ids, n, true, logits, err)) != ERR_OK) {
         fprintf(stderr, "workerd logits: %s\n", err);
         status = rc == ERR_BAD_REQUEST ? CMD_EXIT_FATAL : CMD_EXIT_ERROR;
         goto out;

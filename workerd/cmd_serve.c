@@ -273,7 +273,7 @@ run_job(struct serve *s, const struct proto_dispatch *d, struct job_end *end)
     req.stops = (const char *const *)d->stop;
     req.n_stops = d->n_stop;
     req.cancel = &s->cancel;
-    context_truncate(s->ctx, 0);
+    context_truncate(s->ctx, 0, 0);
     end->rv = generate_run(s->model, s->ctx, s->tok, &req, on_token, &sink, &end->res, end->err);
 }
 
@@ -322,7 +322,7 @@ serve_load(struct serve *s, const char *path, uint32_t n_threads, long want_ctx)
     s->n_ctx = want_ctx > 0 ? (uint32_t)want_ctx : SERVE_DEFAULT_CTX;
     if (n_train > 0 && s->n_ctx > n_train)
         s->n_ctx = n_train;
-    if ((rv = context_new(&s->ctx, s->model, s->n_ctx, n_threads, err)) != ERR_OK) {
+    if ((rv = context_new(&s->ctx, s->model, 1, s->n_ctx, n_threads, err)) != ERR_OK) {
         log_error("%s: %s", path, err);
         return rv;
     }

@@ -70,17 +70,17 @@ main(int argc, char **argv)
     float *logits = malloc((size_t)n_vocab * sizeof(float));
     for (long i = 0; i < n_prompt; i++)
         ids[i] = (int32_t)(1 + (i * 7919) % (n_vocab - 1));
-    if (context_new(&c, m, (uint32_t)(n_prompt + n_gen + 1), (uint32_t)threads, err) != ERR_OK)
+    if (context_new(&c, m, 1, (uint32_t)(n_prompt + n_gen + 1), (uint32_t)threads, err) != ERR_OK)
         goto fail;
     uint64_t t0 = clock_now_ns();
-    if (context_eval(c, ids, (size_t)n_prompt, false, logits, err) != ERR_OK)
+    if (context_eval(c, 0, ids, (size_t)n_prompt, false, logits, err) != ERR_OK)
         goto fail;
     uint64_t t1 = clock_now_ns();
     for (long k = 0; k < n_gen; k++) {
         int32_t best = 0;
         for (uint32_t i = 1; i < n_vocab; i++)
             best = logits[i] > logits[best] ? (int32_t)i : best;
-        if (context_eval(c, &best, 1, false, logits, err) != ERR_OK)
+        if (context_eval(c, 0, &best, 1, false, logits, err) != ERR_OK)
             goto fail;
     }
     uint64_t t2 = clock_now_ns();

@@ -116,7 +116,7 @@ text_drop(struct gen *g, size_t n)
 static int
 eval_ids(struct context *ctx, const int32_t *ids, size_t n, float *logits, bool *stopped, char *err)
 {
-    int rc = n > 0 ? context_eval(ctx, ids, n, false, logits, err) : ERR_OK;
+    int rc = n > 0 ? context_eval(ctx, 0, ids, n, false, logits, err) : ERR_OK;
 
     *stopped = rc == ERR_CANCELLED;
     return *stopped ? ERR_OK : rc;
@@ -192,7 +192,7 @@ decode(struct gen *g, struct context *ctx, struct sampler *s, float *logits, gen
                                 : GENERATE_REASON_LENGTH;
             break;
         }
-        rc = context_eval(ctx, &t.id, 1, false, logits, err);
+        rc = context_eval(ctx, 0, &t.id, 1, false, logits, err);
         if (rc == ERR_CANCELLED || rc == ERR_CONTEXT_FULL) {
             res->reason = rc == ERR_CANCELLED ? GENERATE_REASON_CANCELLED : GENERATE_REASON_CONTEXT;
             rc = ERR_OK;
@@ -239,7 +239,7 @@ generate_run(const struct model *m, struct context *ctx, const struct tokenizer 
 
     /* The replayed ids go in with the prompt: the engine's results do not depend on how a
      * sequence is split into batches, so this is the state the first run reached. */
-    context_truncate(ctx, 0);
+    context_truncate(ctx, 0, 0);
     context_set_abort(ctx, req->cancel);
     t0 = clock_now_ns();
     if ((rc = replay_text(&g, &done, &res->reason, err)) != ERR_OK || done)

@@ -63,16 +63,20 @@ struct model {
 
 struct context {
     const struct model *m;
-    uint32_t n_ctx, pos;
+    uint32_t n_seq, n_ctx;
+    uint32_t *pos; /* (n_seq) positions cached per sequence */
     struct threadpool *pool;
-    float *k_cache, *v_cache; /* (n_layer, n_ctx, n_head_kv * head_dim) */
+    float *k_cache, *v_cache; /* (n_seq, n_layer, n_ctx, n_head_kv * head_dim) */
     float *rope;              /* (n_ctx, n_rot): cos, sin of each pair's angle */
-    float *x;                 /* (MODEL_UBATCH, n_embd) residual stream */
-    float *xb;                /* (MODEL_UBATCH, n_embd) normed input / projection output */
-    float *q;                 /* (MODEL_UBATCH, n_head * head_dim) */
-    float *att;               /* (MODEL_UBATCH, n_head * head_dim) attention output */
-    float *hb, *hb2;          /* (MODEL_UBATCH, n_ff) gate, up */
-    float *scratch;           /* (n_threads, scratch_stride): tiles, a group's attention scores */
+    /* The rows of the batch being evaluated: each one's sequence and position. */
+    uint32_t row_seq[MODEL_UBATCH], row_pos[MODEL_UBATCH];
+    float *x;        /* (MODEL_UBATCH, n_embd) residual stream */
+    float *xb;       /* (MODEL_UBATCH, n_embd) normed input / projection output */
+    float *q;        /* (MODEL_UBATCH, n_head * head_dim) */
+    float *k, *v;    /* (MODEL_UBATCH, n_head_kv * head_dim), on their way to the rows' caches */
+    float *att;      /* (MODEL_UBATCH, n_head * head_dim) attention output */
+    float *hb, *hb2; /* (MODEL_UBATCH, n_ff) gate, up */
+    float *scratch;  /* (n_threads, scratch_stride): tiles, a group's attention scores */
     size_t scratch_stride;
     const atomic_bool *abort;
     context_trace_fn trace;
@@ -435,8 +439,8 @@ alloc_floats(size_t n)
 }
 
 int
-context_new(struct context **out, const struct model *m, uint32_t n_ctx, uint32_t n_threads,
-            char *err)
+context_new(struct context **out, const struct model *m, uint32_t n_seq, uint32_t n_ctx,
+            uint32_t n_threads, char *err)
 {
     const struct model_config *cf = &m->cfg;
     size_t kv_dim = (size_t)cf->n_head_kv * cf->head_dim, q_dim = (size_t)cf->n_head * cf->head_dim;
@@ -447,6 +451,8 @@ context_new(struct context **out, const struct model *m, uint32_t n_ctx, uint32_
     *out = NULL;
     if (n_threads == 0)
         return err_set(err, ERR_BAD_REQUEST, "thread count must be at least 1");
+    if (n_seq == 0)
+        return err_set(err, ERR_BAD_REQUEST, "sequence count must be at least 1");
     if (n_ctx == 0)
         n_ctx = cf->n_ctx_train;
     if (n_ctx > MODEL_MAX_DIM)
@@ -456,24 +462,29 @@ context_new(struct context **out, const struct model *m, uint32_t n_ctx, uint32_
     if (c == NULL)
         return err_set(err, ERR_NOMEM, "context: out of memory");
     c->m = m;
+    c->n_seq = n_seq;
     c->n_ctx = n_ctx;
     c->scratch_stride = kernel_scratch_floats((uint32_t)max_cols);
     if (c->scratch_stride < (size_t)n_ctx * (cf->n_head / cf->n_head_kv))
         c->scratch_stride = (size_t)n_ctx * (cf->n_head / cf->n_head_kv);
     c->scratch_stride = (c->scratch_stride + 15) & ~(size_t)15;
-    c->k_cache = alloc_floats((size_t)cf->n_layer * n_ctx * kv_dim);
-    c->v_cache = alloc_floats((size_t)cf->n_layer * n_ctx * kv_dim);
+    c->pos = calloc(n_seq, sizeof(*c->pos));
+    c->k_cache = alloc_floats((size_t)n_seq * cf->n_layer * n_ctx * kv_dim);
+    c->v_cache = alloc_floats((size_t)n_seq * cf->n_layer * n_ctx * kv_dim);
     c->rope = alloc_floats((size_t)n_ctx * cf->n_rot);
     c->x = alloc_floats((size_t)MODEL_UBATCH * cf->n_embd);
     c->xb = alloc_floats((size_t)MODEL_UBATCH * cf->n_embd);
     c->q = alloc_floats((size_t)MODEL_UBATCH * q_dim);
+    c->k = alloc_floats((size_t)MODEL_UBATCH * kv_dim);
+    c->v = alloc_floats((size_t)MODEL_UBATCH * kv_dim);
     c->att = alloc_floats((size_t)MODEL_UBATCH * q_dim);
     c->hb = alloc_floats((size_t)MODEL_UBATCH * cf->n_ff);
     c->hb2 = alloc_floats((size_t)MODEL_UBATCH * cf->n_ff);
     c->scratch = alloc_floats(c->scratch_stride * n_threads);
-    if (!c->k_cache || !c->v_cache || !c->rope || !c->x || !c->xb || !c->q || !c->att || !c->hb ||
-        !c->hb2 || !c->scratch) {
-        rc = err_set(err, ERR_NOMEM, "context of %u positions: out of memory", n_ctx);
+    if (!c->pos || !c->k_cache || !c->v_cache || !c->rope || !c->x || !c->xb || !c->q || !c->k ||
+        !c->v || !c->att || !c->hb || !c->hb2 || !c->scratch) {
+        rc = err_set(err, ERR_NOMEM, "context of %u sequences of %u positions: out of memory",
+                     n_seq, n_ctx);
         goto fail;
     }
     /* RoPE angles in double: theta = pos * scale * base^(-2i / n_rot) / freqs[i] (scale: linear
@@ -502,12 +513,15 @@ context_free(struct context *c)
     if (c == NULL)
         return;
     threadpool_free(c->pool);
+    free(c->pos);
     free(c->k_cache);
     free(c->v_cache);
     free(c->rope);
     free(c->x);
     free(c->xb);
     free(c->q);
+    free(c->k);
+    free(c->v);
     free(c->att);
     free(c->hb);
     free(c->hb2);
@@ -516,9 +530,15 @@ context_free(struct context *c)
 }
 
 uint32_t
-context_pos(const struct context *c)
+context_n_seq(const struct context *c)
 {
-    return c->pos;
+    return c->n_seq;
+}
+
+uint32_t
+context_pos(const struct context *c, uint32_t seq)
+{
+    return c->pos[seq];
 }
 
 uint32_t
@@ -528,10 +548,10 @@ context_n_ctx(const struct context *c)
 }
 
 void
-context_truncate(struct context *c, uint32_t pos)
+context_truncate(struct context *c, uint32_t seq, uint32_t pos)
 {
-    if (pos < c->pos)
-        c->pos = pos;
+    if (pos < c->pos[seq])
+        c->pos[seq] = pos;
 }
 
 void
@@ -602,7 +622,7 @@ matmul(struct context *c, const float *x, size_t xs, uint32_t ntok, int n,
 
 struct attn_job {
     struct context *c;
-    uint32_t layer, pos0, ntok, tok0;
+    uint32_t layer, ntok, tok0;
 };
 
 static void
@@ -615,10 +635,20 @@ trace(struct context *c, const char *stage, int layer, uint32_t token, uint32_t 
         c->trace(c->trace_ud, &t);
 }
 
+/* Row pos of layer l of a sequence's K or V cache (kv_dim floats). */
+static float *
+cache_row(const struct context *c, float *cache, uint32_t seq, uint32_t l, uint32_t pos)
+{
+    size_t kv_dim = (size_t)c->m->cfg.n_head_kv * c->m->cfg.head_dim;
+
+    return cache + (((size_t)seq * c->m->cfg.n_layer + l) * c->n_ctx + pos) * kv_dim;
+}
+
 /*
- * Causal attention, a contiguous share of the ntok * n_head_kv (token, KV head) pairs: the query
- * heads of one group share their KV head, so their scores are one small matrix product (the KV
- * cache rows as the matrix, the group's queries as the tokens; the canonical order as anywhere).
+ * Causal attention, a contiguous share of the ntok * n_head_kv (row, KV head) pairs: each row
+ * attends to positions 0..its own position of its own sequence's cache. The query heads of one
+ * group share their KV head, so their scores are one small matrix product (the KV cache rows as
+ * the matrix, the group's queries as the tokens; the canonical order as anywhere).
  */
 static void
 attn_part(void *arg, uint32_t ith, uint32_t nth)
@@ -629,15 +659,15 @@ attn_part(void *arg, uint32_t ith, uint32_t nth)
     uint32_t hd = cf->head_dim, q_dim = cf->n_head * hd, kv_dim = cf->n_head_kv * hd;
     uint32_t group = cf->n_head / cf->n_head_kv;
     uint64_t pairs = (uint64_t)j->ntok * cf->n_head_kv;
-    const float *kc = c->k_cache + (size_t)j->layer * c->n_ctx * kv_dim;
-    const float *vc = c->v_cache + (size_t)j->layer * c->n_ctx * kv_dim;
     float *scores = c->scratch + ith * c->scratch_stride; /* (group, n) */
     float scale = 1.0f / sqrtf((float)hd);
 
     for (uint64_t i = pairs * ith / nth; i < pairs * (ith + 1) / nth; i++) {
         uint32_t t = (uint32_t)(i / cf->n_head_kv), kvh = (uint32_t)(i % cf->n_head_kv);
-        uint32_t n = j->pos0 + t + 1; /* positions 0..pos0+t are visible */
+        uint32_t n = c->row_pos[t] + 1; /* positions 0..row_pos are visible */
         uint32_t kvo = kvh * hd;
+        const float *kc = cache_row(c, c->k_cache, c->row_seq[t], j->layer, 0);
+        const float *vc = cache_row(c, c->v_cache, c->row_seq[t], j->layer, 0);
         struct kernel_matrix keys = {kc + kvo, TYPE_F32, n, hd, (size_t)kv_dim * sizeof(float)};
 
         /* scores[g][p] = q_(kvh*group+g) . k_p for every visible position p */
@@ -669,9 +699,9 @@ attn_part(void *arg, uint32_t ith, uint32_t nth)
 /* ---- forward ---- */
 
 static bool
-aborted(const struct context *c)
+aborted(const atomic_bool *abort)
 {
-    return c->abort != NULL && atomic_load(c->abort);
+    return abort != NULL && atomic_load(abort);
 }
 
 /* rows of x (n floats each, row-major) = rmsnorm(rows of x) * w, traced as <rms> and <norm>. */
@@ -690,51 +720,55 @@ norm_rows(struct context *c, float *y, const float *x, const float *w, uint32_t 
 }
 
 /*
- * One transformer block over the ntok tokens in c->x at positions pos0.., tok0 the index of the
- * first one in the caller's batch. Returns false if cancelled midway.
+ * One transformer block over the ntok rows in c->x, row t in sequence c->row_seq[t] at position
+ * c->row_pos[t]; tok0 is the index of the first one in the caller's batch. Returns false if
+ * cancelled midway (abort checked once, before the FFN).
  */
 static bool
-block(struct context *c, uint32_t l, uint32_t pos0, uint32_t ntok, uint32_t tok0)
+block(struct context *c, uint32_t l, uint32_t ntok, uint32_t tok0, const atomic_bool *abort)
 {
     const struct model_config *cf = &c->m->cfg;
     const struct layer *ly = &c->m->layers[l];
     uint32_t hd = cf->head_dim, q_dim = cf->n_head * hd, kv_dim = cf->n_head_kv * hd;
     uint32_t n_embd = cf->n_embd, n_ff = cf->n_ff;
-    float *kc = c->k_cache + ((size_t)l * c->n_ctx + pos0) * kv_dim;
-    float *vc = c->v_cache + ((size_t)l * c->n_ctx + pos0) * kv_dim;
     int li = (int)l;
 
-    /* attention: xb = RMSNorm(x) * w; q, k, v = Wq xb, Wk xb, Wv xb (k, v straight into the cache)
-     */
+    /* attention: xb = RMSNorm(x) * w; q, k, v = Wq xb, Wk xb, Wv xb */
     norm_rows(c, c->xb, c->x, ly->attn_norm, ntok, tok0, li, "attn_rms", "attn_norm");
     {
         const struct kernel_matrix *w[3] = {&ly->wq, &ly->wk, &ly->wv};
-        float *y[3] = {c->q, kc, vc};
+        float *y[3] = {c->q, c->k, c->v};
         size_t ys[3] = {q_dim, kv_dim, kv_dim};
         matmul(c, c->xb, n_embd, ntok, 3, w, y, ys);
     }
     for (uint32_t t = 0; ly->bq != NULL && t < ntok; t++) {
         kernel_add(c->q + (size_t)t * q_dim, ly->bq, q_dim);
-        kernel_add(kc + (size_t)t * kv_dim, ly->bk, kv_dim);
-        kernel_add(vc + (size_t)t * kv_dim, ly->bv, kv_dim);
+        kernel_add(c->k + (size_t)t * kv_dim, ly->bk, kv_dim);
+        kernel_add(c->v + (size_t)t * kv_dim, ly->bv, kv_dim);
     }
     trace(c, "q", li, tok0, 0, ntok, q_dim, c->q);
-    trace(c, "k", li, tok0, 0, ntok, kv_dim, kc);
-    trace(c, "v", li, tok0, 0, ntok, kv_dim, vc);
-    /* RoPE on every head of q and k, by position */
+    trace(c, "k", li, tok0, 0, ntok, kv_dim, c->k);
+    trace(c, "v", li, tok0, 0, ntok, kv_dim, c->v);
+    /* RoPE on every head of q and k, by each row's position; k and v into the rows' caches */
     for (uint32_t t = 0; t < ntok; t++) {
-        const float *cs = c->rope + (size_t)(pos0 + t) * cf->n_rot;
+        const float *cs = c->rope + (size_t)c->row_pos[t] * cf->n_rot;
         for (uint32_t h = 0; h < cf->n_head; h++)
             kernel_rope(c->q + (size_t)t * q_dim + h * hd, cs, cf->n_rot, cf->rope_type);
         for (uint32_t h = 0; h < cf->n_head_kv; h++)
-            kernel_rope(kc + (size_t)t * kv_dim + h * hd, cs, cf->n_rot, cf->rope_type);
+            kernel_rope(c->k + (size_t)t * kv_dim + h * hd, cs, cf->n_rot, cf->rope_type);
+        memcpy(cache_row(c, c->k_cache, c->row_seq[t], l, c->row_pos[t]), c->k + (size_t)t * kv_dim,
+               kv_dim * sizeof(float));
+        memcpy(cache_row(c, c->v_cache, c->row_seq[t], l, c->row_pos[t]), c->v + (size_t)t * kv_dim,
+               kv_dim * sizeof(float));
     }
     trace(c, "q_rope", li, tok0, 0, ntok, q_dim, c->q);
-    trace(c, "k_rope", li, tok0, 0, ntok, kv_dim, kc);
+    trace(c, "k_rope", li, tok0, 0, ntok, kv_dim, c->k);
     /* att = softmax(q k^T / sqrt(hd)) v per head, causal */
     {
-        struct attn_job j = {c, l, pos0, ntok, tok0};
-        uint64_t work = (uint64_t)ntok * (pos0 + ntok) * q_dim * 2;
+        struct attn_job j = {c, l, ntok, tok0};
+        uint64_t work = 0;
+        for (uint32_t t = 0; t < ntok; t++)
+            work += (uint64_t)(c->row_pos[t] + 1) * q_dim * 2;
         if (c->trace != NULL || work < MODEL_PARALLEL_MIN)
             attn_part(&j, 0, 1);
         else
@@ -751,7 +785,7 @@ block(struct context *c, uint32_t l, uint32_t pos0, uint32_t ntok, uint32_t tok0
     trace(c, "attn_proj", li, tok0, 0, ntok, n_embd, c->xb);
     kernel_add(c->x, c->xb, (size_t)ntok * n_embd);
     trace(c, "ffn_inp", li, tok0, 0, ntok, n_embd, c->x);
-    if (aborted(c))
+    if (aborted(abort))
         return false;
 
     /* FFN: xb = RMSNorm(x) * w; x += W_down (silu(W_gate xb) * (W_up xb)) */
@@ -781,12 +815,13 @@ block(struct context *c, uint32_t l, uint32_t pos0, uint32_t ntok, uint32_t tok0
 }
 
 /*
- * Evaluates ntok <= MODEL_UBATCH tokens at c->pos. logits: where the rows from `first` on go
- * (n_vocab apart), or NULL for none. Returns false if cancelled.
+ * Evaluates ntok <= MODEL_UBATCH tokens, row t in sequence c->row_seq[t] at c->row_pos[t] (the
+ * caller sets both and advances the positions). logits: where the rows from `first` on go
+ * (n_vocab apart), or NULL for none. Returns false if abort became true (checked twice per layer).
  */
 static bool
 forward(struct context *c, const int32_t *ids, uint32_t ntok, uint32_t tok0, uint32_t first,
-        float *logits)
+        float *logits, const atomic_bool *abort)
 {
     const struct model *m = c->m;
     const struct model_config *cf = &m->cfg;
@@ -796,9 +831,8 @@ forward(struct context *c, const int32_t *ids, uint32_t ntok, uint32_t tok0, uin
         kernel_row_to_f32(&m->tok_embd, (uint32_t)ids[t], c->x + (size_t)t * n_embd);
     trace(c, "inp_embd", -1, tok0, 0, ntok, n_embd, c->x);
     for (uint32_t l = 0; l < cf->n_layer; l++)
-        if (aborted(c) || !block(c, l, c->pos, ntok, tok0))
+        if (aborted(abort) || !block(c, l, ntok, tok0, abort))
             return false;
-    c->pos += ntok;
     if (logits == NULL || first >= ntok)
         return true;
     /* logits = W_out RMSNorm(x) * w for the rows asked for */
@@ -815,24 +849,36 @@ forward(struct context *c, const int32_t *ids, uint32_t ntok, uint32_t tok0, uin
     return true;
 }
 
+/* Every id in [0, n_vocab), else ERR_BAD_REQUEST naming the first that is not. */
+static int
+check_ids(const struct context *c, const int32_t *ids, size_t n, char *err)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || (uint32_t)ids[i] >= c->m->cfg.n_vocab)
+            return err_set(err, ERR_BAD_REQUEST,
+                           "token id %d at index %zu is outside the vocabulary [0, %u)", ids[i], i,
+                           c->m->cfg.n_vocab);
+    return ERR_OK;
+}
+
 int
-context_eval(struct context *c, const int32_t *ids, size_t n, bool all_logits, float *logits,
-             char *err)
+context_eval(struct context *c, uint32_t seq, const int32_t *ids, size_t n, bool all_logits,
+             float *logits, char *err)
 {
     const struct model_config *cf = &c->m->cfg;
-    uint32_t start = c->pos;
+    uint32_t start;
+    int rc;
 
+    if (seq >= c->n_seq)
+        return err_set(err, ERR_BAD_REQUEST, "sequence %u out of range [0, %u)", seq, c->n_seq);
     if (n == 0)
         return err_set(err, ERR_BAD_REQUEST, "no tokens to evaluate");
-    if (n > c->n_ctx - c->pos)
+    start = c->pos[seq];
+    if (n > c->n_ctx - start)
         return err_set(err, ERR_CONTEXT_FULL, "position %zu is past the context length %u",
-                       (size_t)c->pos + n - 1, c->n_ctx);
-    for (size_t i = 0; i < n; i++)
-        if (ids[i] < 0 || (uint32_t)ids[i] >= cf->n_vocab)
-            return err_set(err, ERR_BAD_REQUEST,
-                           "token id %d at index %zu is outside the "
-                           "vocabulary [0, %u)",
-                           ids[i], i, cf->n_vocab);
+                       (size_t)start + n - 1, c->n_ctx);
+    if ((rc = check_ids(c, ids, n, err)) != ERR_OK)
+        return rc;
     for (size_t t0 = 0; t0 < n; t0 += MODEL_UBATCH) {
         uint32_t ntok = (uint32_t)(n - t0 < MODEL_UBATCH ? n - t0 : MODEL_UBATCH);
         bool last = t0 + ntok == n;
@@ -847,11 +893,54 @@ context_eval(struct context *c, const int32_t *ids, size_t n, bool all_logits, f
             out = logits;
             first = ntok - 1;
         }
-        if (!forward(c, ids + t0, ntok, (uint32_t)t0, first, out)) {
-            c->pos = start;
-            return err_set(err, ERR_CANCELLED, "evaluation cancelled at position %u",
-                           c->pos + (uint32_t)t0);
+        for (uint32_t t = 0; t < ntok; t++) {
+            c->row_seq[t] = seq;
+            c->row_pos[t] = c->pos[seq] + t;
         }
+        if (!forward(c, ids + t0, ntok, (uint32_t)t0, first, out, c->abort)) {
+            c->pos[seq] = start;
+            return err_set(err, ERR_CANCELLED, "evaluation cancelled at position %u",
+                           start + (uint32_t)t0);
+        }
+        c->pos[seq] += ntok;
+    }
+    return ERR_OK;
+}
+
+int
+context_decode(struct context *c, const uint32_t *seqs, const int32_t *ids, size_t n, float *logits,
+               char *err)
+{
+    uint32_t n_vocab = c->m->cfg.n_vocab;
+    int rc;
+
+    if (n == 0)
+        return err_set(err, ERR_BAD_REQUEST, "no sequences to evaluate");
+    for (size_t i = 0; i < n; i++) {
+        if (seqs[i] >= c->n_seq)
+            return err_set(err, ERR_BAD_REQUEST, "sequence %u at index %zu out of range [0, %u)",
+                           seqs[i], i, c->n_seq);
+        for (size_t k = 0; k < i; k++)
+            if (seqs[k] == seqs[i])
+                return err_set(err, ERR_BAD_REQUEST,
+                               "sequence %u given twice (indexes %zu and %zu)", seqs[i], k, i);
+        if (c->pos[seqs[i]] >= c->n_ctx)
+            return err_set(err, ERR_CONTEXT_FULL,
+                           "sequence %u: position %u is past the context length %u", seqs[i],
+                           c->pos[seqs[i]], c->n_ctx);
+    }
+    if ((rc = check_ids(c, ids, n, err)) != ERR_OK)
+        return rc;
+    for (size_t t0 = 0; t0 < n; t0 += MODEL_UBATCH) {
+        uint32_t ntok = (uint32_t)(n - t0 < MODEL_UBATCH ? n - t0 : MODEL_UBATCH);
+
+        for (uint32_t t = 0; t < ntok; t++) {
+            c->row_seq[t] = seqs[t0 + t];
+            c->row_pos[t] = c->pos[seqs[t0 + t]];
+        }
+        forward(c, ids + t0, ntok, (uint32_t)t0, 0, logits + t0 * n_vocab, NULL);
+        for (uint32_t t = 0; t < ntok; t++)
+            c->pos[seqs[t0 + t]]++;
     }
     return ERR_OK;
 }

@@ -1,13 +1,15 @@
 /*
  * model.h: the Llama forward pass. A model is the hyperparameters and views of the weights in a
- * GGUF mapping (never copied); a context is one sequence: its KV cache, every activation buffer and
- * a thread pool, all allocated once by context_new(), nothing per token.
+ * GGUF mapping (never copied); a context is one or more sequences (a KV cache and a position
+ * each) sharing every activation buffer and a thread pool, all allocated once by context_new(),
+ * nothing per token. One decode step can evaluate the next token of several sequences in one pass.
  *
  * Per block: RMSNorm -> Q/K/V -> RoPE -> causal attention over the KV cache (GQA/MQA) -> output
  * projection -> residual -> RMSNorm -> SwiGLU FFN -> residual; then the final RMSNorm and the
  * logits. Weights F32/F16/BF16 (and any type kernels.h supports), activations and KV cache F32.
  * Determinism: every output element is reduced in one fixed order (kernels.h), so results are
- * bit-identical for any thread count and whatever batch size a sequence was evaluated in.
+ * bit-identical for any thread count, whatever batch size a sequence was evaluated in, and
+ * whatever other sequences shared its decode steps.
  * Architectures: llama, and qwen2 (Q/K/V biases, NeoX RoPE). Not the tokenizer nor the sampler.
  */
 #ifndef LLORCH_MODEL_H
@@ -62,55 +64,71 @@ const struct model_config *model_config(const struct model *m);
 struct context;
 
 /*
- * A sequence on model m (which must outlive it) with room for n_ctx positions (0: the model's
- * n_ctx_train) and a pool of n_threads threads (the caller's included). Allocates the F32 KV cache
- * (2 * n_layer * n_ctx * n_head_kv * head_dim floats) and all activation buffers now.
- * Errors: ERR_BAD_REQUEST (n_threads 0), ERR_NOMEM, ERR_INTERNAL (threads); *out is NULL.
+ * A context on model m (which must outlive it): n_seq sequences (numbered 0..n_seq-1), each with
+ * its own F32 KV cache of n_ctx positions (0: the model's n_ctx_train; 2 * n_layer * n_ctx *
+ * n_head_kv * head_dim floats) and its own position, sharing one pool of n_threads threads (the
+ * caller's included) and the activation buffers. Allocates all of it now.
+ * Errors: ERR_BAD_REQUEST (n_seq or n_threads 0), ERR_NOMEM, ERR_INTERNAL (threads); *out is NULL.
  */
-int context_new(struct context **out, const struct model *m, uint32_t n_ctx, uint32_t n_threads,
-                char *err);
+int context_new(struct context **out, const struct model *m, uint32_t n_seq, uint32_t n_ctx,
+                uint32_t n_threads, char *err);
 
 /* Stops the pool and frees everything. NULL is fine. */
 void context_free(struct context *c);
 
 /*
- * Evaluates ids[0..n) at positions context_pos() .. context_pos() + n - 1 (a prompt in one call, or
- * one token per decode step), appending to the KV cache. Blocks; uses the context's threads.
- * logits: n_vocab floats for the last token, or n * n_vocab (row i for ids[i]) when all_logits;
- * NULL skips the output projection (a prefill whose logits nobody reads).
- * Errors (the context unchanged): ERR_BAD_REQUEST (n = 0, an id outside the vocabulary),
- * ERR_CONTEXT_FULL ("position 2048 is past the context length 2048"); ERR_CANCELLED when the abort
- * flag became true (checked twice per layer): the positions of this call are dropped again.
+ * Evaluates ids[0..n) in sequence seq (< context_n_seq()) at positions context_pos(c, seq) ..
+ * + n - 1 (a prompt in one call, or one token per decode step), appending to its KV cache. Blocks;
+ * uses the context's threads. logits: n_vocab floats for the last token, or n * n_vocab (row i for
+ * ids[i]) when all_logits; NULL skips the output projection (a prefill whose logits nobody reads).
+ * Errors (the sequence unchanged): ERR_BAD_REQUEST (n = 0, seq out of range, an id outside the
+ * vocabulary), ERR_CONTEXT_FULL ("position 2048 is past the context length 2048");
+ * ERR_CANCELLED when the abort flag became true (checked twice per layer): the positions of this
+ * call are dropped again.
  */
-int context_eval(struct context *c, const int32_t *ids, size_t n, bool all_logits, float *logits,
-                 char *err);
+int context_eval(struct context *c, uint32_t seq, const int32_t *ids, size_t n, bool all_logits,
+                 float *logits, char *err);
 
-/* Number of positions in the KV cache (the position of the next token). */
-uint32_t context_pos(const struct context *c);
+/*
+ * One decode step of n distinct sequences at once: ids[i] is evaluated in sequence seqs[i] at its
+ * position context_pos(c, seqs[i]), which then advances by one. Every weight matrix is read once
+ * for all n tokens (in batches of up to 64); each row's attention reads only its own sequence.
+ * logits: n rows of n_vocab floats, row i for seqs[i]. Each row is bit-identical to what
+ * context_eval() of that id alone on that sequence gives. Blocks; the abort flag is not checked
+ * (a step is one token per sequence). Errors (nothing changed): ERR_BAD_REQUEST (n = 0, a
+ * sequence out of range or given twice, an id outside the vocabulary), ERR_CONTEXT_FULL (a
+ * sequence is full: "sequence 3: position 2048 is past the context length 2048").
+ */
+int context_decode(struct context *c, const uint32_t *seqs, const int32_t *ids, size_t n,
+                   float *logits, char *err);
 
-/* The context length given to context_new(). */
+/* Number of sequences (n_seq of context_new()). */
+uint32_t context_n_seq(const struct context *c);
+
+/* Number of positions in the KV cache of sequence seq (the position of its next token). */
+uint32_t context_pos(const struct context *c, uint32_t seq);
+
+/* The context length of every sequence, given to context_new(). */
 uint32_t context_n_ctx(const struct context *c);
 
-/* Drops cached positions >= pos (no-op when pos >= context_pos()). */
-void context_truncate(struct context *c, uint32_t pos);
+/* Drops the cached positions >= pos of sequence seq (no-op when pos >= context_pos()). */
+void context_truncate(struct context *c, uint32_t seq, uint32_t pos);
 
 /* Makes context_eval() stop with ERR_CANCELLED once *flag is true. NULL removes it. The flag must
  * outlive its use; it may be set from any thread. */
 void context_set_abort(struct context *c, const atomic_bool *flag);
 
 /*
- * Tests only: a view of one intermediate tensor of context_eval(), rows x cols floats, row-major,
- * valid during the call. Stages, in order, with their rows (T = tokens of the batch, from the
- * token index `token` on) and cols:
- *   inp_embd (T, n_embd), layer -1
- *   per layer: attn_rms, attn_norm (T, n_embd); q (T, n_head*head_dim), k, v (T,
- * n_head_kv*head_dim) (after the bias, if any); q_rope, k_rope; per token and query head (`token`,
- * `head`, 1 row): kq (pos+1 unscaled scores), kq_softmax (pos+1), kqv (head_dim); attn_out (T,
- * n_head*head_dim, heads concatenated); attn_proj, ffn_inp, ffn_rms, ffn_norm (T, n_embd);
- * ffn_gate, ffn_up, ffn_silu, ffn_swiglu (T, n_ff); ffn_out, l_out (T, n_embd) out_rms, out_norm
- * (R, n_embd), logits (R, n_vocab), layer -1, where R = T with all_logits, else the last token
- * only. With a trace set, attention runs on the calling thread (so the callback is never
- * concurrent).
+ * Tests only: a view of one intermediate tensor of context_eval() or context_decode(), rows x cols
+ * floats, row-major, valid during the call. Stages, in order, with their rows (T = tokens of the
+ * batch, from the token index `token` on) and cols: inp_embd (T, n_embd), layer -1 per layer:
+ * attn_rms, attn_norm (T, n_embd); q (T, n_head*head_dim), k, v (T, n_head_kv*head_dim) (after the
+ * bias, if any); q_rope, k_rope; per token and query head (`token`, `head`, 1 row): kq (pos+1
+ * unscaled scores), kq_softmax (pos+1), kqv (head_dim); attn_out (T, n_head*head_dim, heads
+ * concatenated); attn_proj, ffn_inp, ffn_rms, ffn_norm (T, n_embd); ffn_gate, ffn_up, ffn_silu,
+ * ffn_swiglu (T, n_ff); ffn_out, l_out (T, n_embd) out_rms, out_norm (R, n_embd), logits (R,
+ * n_vocab), layer -1, where R = T with all_logits, else the last token only. With a trace set,
+ * attention runs on the calling thread (so the callback is never concurrent).
  */
 struct context_trace {
     const char *stage;
