@@ -1,8 +1,10 @@
 /*
- * model-bench.c: `model-bench -m MODEL [-p N_PROMPT] [-n N_GEN] [-t THREADS]`: times the forward
- * pass alone (no tokenizer, no sampler): a prompt of N_PROMPT ids evaluated as one batch
- * (prefill), then N_GEN single-token steps, each fed the argmax of the last logits (decode).
- * Prints one JSON line with tokens/s of both. For measuring the engine, not a benchmark suite.
+ * model-bench.c: `model-bench -m MODEL [-p N_PROMPT] [-n N_GEN] [-t THREADS] [-b BATCH]`: times
+ * the forward pass alone (no tokenizer, no sampler): BATCH sequences (default 1), each a prompt
+ * of N_PROMPT ids evaluated as one batch (prefill), then N_GEN decode steps, each one
+ * context_decode() of one token per sequence, fed the argmax of its last logits. Prints one JSON
+ * line with tokens/s of both (decode: all sequences' tokens, the aggregate). For measuring the
+ * engine, not a benchmark suite.
  */
 #include "common/clock.h"
 #include "common/err.h"
@@ -17,14 +19,15 @@
 static void
 usage(void)
 {
-    fprintf(stderr, "usage: model-bench -m MODEL [-p N_PROMPT] [-n N_GEN] [-t THREADS]\n");
+    fprintf(stderr,
+            "usage: model-bench -m MODEL [-p N_PROMPT] [-n N_GEN] [-t THREADS] [-b BATCH]\n");
 }
 
 int
 main(int argc, char **argv)
 {
     const char *path = NULL;
-    long long n_prompt = 128, n_gen = 32, threads = 2;
+    long long n_prompt = 128, n_gen = 32, threads = 2, batch = 1;
     char err[ERR_MSG_MAX];
     struct gguf *g = NULL;
     struct model *m = NULL;
@@ -46,6 +49,8 @@ main(int argc, char **argv)
             rc = opt_int("-n", v, 0, 1 << 20, &n_gen, err);
         else if (strcmp(argv[i], "-t") == 0)
             rc = opt_int("-t", v, 1, 1024, &threads, err);
+        else if (strcmp(argv[i], "-b") == 0)
+            rc = opt_int("-b", v, 1, 256, &batch, err);
         else {
             usage();
             return 2;
@@ -65,30 +70,40 @@ main(int argc, char **argv)
         gguf_close(g);
         return 2;
     }
-    uint32_t n_vocab = model_config(m)->n_vocab;
-    int32_t *ids = malloc((size_t)n_prompt * sizeof(*ids));
-    float *logits = malloc((size_t)n_vocab * sizeof(float));
-    for (long i = 0; i < n_prompt; i++)
-        ids[i] = (int32_t)(1 + (i * 7919) % (n_vocab - 1));
-    if (context_new(&c, m, 1, (uint32_t)(n_prompt + n_gen + 1), (uint32_t)threads, err) != ERR_OK)
+    uint32_t n_vocab = model_config(m)->n_vocab, n_seq = (uint32_t)batch;
+    int32_t *ids = malloc((size_t)n_prompt * sizeof(*ids)), *next = malloc(n_seq * sizeof(*next));
+    uint32_t *seqs = malloc(n_seq * sizeof(*seqs));
+    float *logits = malloc((size_t)n_seq * n_vocab * sizeof(float));
+    if (context_new(&c, m, n_seq, (uint32_t)(n_prompt + n_gen + 1), (uint32_t)threads, err) !=
+        ERR_OK)
         goto fail;
     uint64_t t0 = clock_now_ns();
-    if (context_eval(c, 0, ids, (size_t)n_prompt, false, logits, err) != ERR_OK)
-        goto fail;
+    for (uint32_t s = 0; s < n_seq; s++) { /* each sequence its own prompt */
+        for (long i = 0; i < n_prompt; i++)
+            ids[i] = (int32_t)(1 + (i * 7919 + s * 104729) % (n_vocab - 1));
+        seqs[s] = s;
+        if (context_eval(c, s, ids, (size_t)n_prompt, false, logits + (size_t)s * n_vocab, err) !=
+            ERR_OK)
+            goto fail;
+    }
     uint64_t t1 = clock_now_ns();
     for (long k = 0; k < n_gen; k++) {
-        int32_t best = 0;
-        for (uint32_t i = 1; i < n_vocab; i++)
-            best = logits[i] > logits[best] ? (int32_t)i : best;
-        if (context_eval(c, 0, &best, 1, false, logits, err) != ERR_OK)
+        for (uint32_t s = 0; s < n_seq; s++) {
+            const float *l = logits + (size_t)s * n_vocab;
+            next[s] = 0;
+            for (uint32_t i = 1; i < n_vocab; i++)
+                next[s] = l[i] > l[next[s]] ? (int32_t)i : next[s];
+        }
+        if (context_decode(c, seqs, next, n_seq, logits, err) != ERR_OK)
             goto fail;
     }
     uint64_t t2 = clock_now_ns();
     double pms = clock_ms_between(t0, t1), dms = clock_ms_between(t1, t2);
-    printf("{\"model\":\"%s\",\"threads\":%lld,\"prefill_tokens\":%lld,\"prefill_ms\":%.1f,"
-           "\"prefill_tps\":%.2f,\"decode_tokens\":%lld,\"decode_ms\":%.1f,\"decode_tps\":%.2f}\n",
-           path, threads, n_prompt, pms, n_prompt * 1000.0 / pms, n_gen, dms,
-           n_gen > 0 ? n_gen * 1000.0 / dms : 0.0);
+    printf("{\"model\":\"%s\",\"threads\":%lld,\"batch\":%lld,\"prefill_tokens\":%lld,"
+           "\"prefill_ms\":%.1f,\"prefill_tps\":%.2f,\"decode_tokens\":%lld,\"decode_ms\":%.1f,"
+           "\"decode_tps\":%.2f}\n",
+           path, threads, batch, n_prompt * batch, pms, n_prompt * batch * 1000.0 / pms,
+           n_gen * batch, dms, n_gen > 0 ? n_gen * batch * 1000.0 / dms : 0.0);
     status = 0;
 fail:
     if (status != 0)
@@ -97,6 +112,8 @@ fail:
     model_free(m);
     gguf_close(g);
     free(ids);
+    free(next);
+    free(seqs);
     free(logits);
     return status;
 }

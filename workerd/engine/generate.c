@@ -1,4 +1,13 @@
 /*
+ * generate.c: the generation loop (generate.h). A request in progress is a struct gen: its copy of
+ * the request, its sampler, the text not released yet, its callbacks. gen_next() is one token of
+ * it (sample, stop checks, report); a batch runs it for every slot and evaluates the continuing
+ * ones together; generate_run() is a batch of one slot on the caller's context. The text side
+ * keeps only the bytes not yet released (a held-back stop-string start, a partial UTF-8
+ * character, the newest piece); what has been released after a list of ids is a function of
+ * those ids, so a replay rebuilds it by running the same steps without reporting them.
+ */
+/*
  * generate.c: the generation loop (generate.h). The text side keeps only the bytes not yet
  * released (a held-back stop-string start, a partial UTF-8 character, the newest piece); what
  * has been released after a list of ids is a function of those ids, so a replay rebuilds it by
@@ -12,19 +21,41 @@
 #include "workerd/engine/stop.h"
 #include "workerd/engine/tokenizer.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* Room for the pieces of ordinary tokens; a longer piece grows the buffer (once per size). */
 #define PIECE_ROOM 256
 
-/* What one request carries from token to token. */
+/* One request in progress: what it carries from token to token. */
 struct gen {
-    const struct generate_request *req;
+    struct generate_request req; /* its arrays point into mem */
+    void *mem;                   /* the copies of prompt, replay and stop strings */
     const struct tokenizer *tok;
+    struct sampler *s;
     char *text; /* the bytes not released yet */
     size_t n_text;
     size_t cap;
+    generate_token_fn on_token;
+    generate_done_fn on_done;
+    void *user;
+    struct generate_result res;
+    uint64_t decode_start; /* when its first new token was sampled (0: none yet) */
+    bool active;
+    bool in_step; /* active when the step in progress began */
+};
+
+struct generate_batch {
+    const struct tokenizer *tok;
+    struct context *ctx; /* slot i is sequence i */
+    bool own_ctx;        /* false for generate_run's borrowed context */
+    uint32_t n_slots, n_active, n_vocab;
+    struct gen *slots;
+    float *logits;  /* (n_slots, n_vocab): each slot's logits for its next token */
+    float *out;     /* (n_slots, n_vocab): one step's rows from context_decode */
+    uint32_t *seqs; /* (n_slots) the step's evaluation: sequences and their tokens */
+    int32_t *ids;
 };
 
 const char *
@@ -98,7 +129,7 @@ text_append(struct gen *g, int32_t id, char *err)
 static size_t
 text_releasable(const struct gen *g, bool last, bool *hit)
 {
-    size_t n = stop_scan(g->req->stops, g->req->n_stops, g->text, g->n_text, 0, hit);
+    size_t n = stop_scan(g->req.stops, g->req.n_stops, g->text, g->n_text, 0, hit);
 
     if (*hit || last)
         return *hit ? n : g->n_text;
@@ -112,16 +143,6 @@ text_drop(struct gen *g, size_t n)
     g->n_text -= n;
 }
 
-/* Evaluates ids[0..n) (nothing when n is 0); *stopped when the cancel flag aborted it. */
-static int
-eval_ids(struct context *ctx, const int32_t *ids, size_t n, float *logits, bool *stopped, char *err)
-{
-    int rc = n > 0 ? context_eval(ctx, 0, ids, n, false, logits, err) : ERR_OK;
-
-    *stopped = rc == ERR_CANCELLED;
-    return *stopped ? ERR_OK : rc;
-}
-
 /*
  * Runs the text steps of the delivered ids without reporting them, so that the unreleased text is
  * what the first run held after them. *done is set with *reason when those ids already end the
@@ -130,7 +151,7 @@ eval_ids(struct context *ctx, const int32_t *ids, size_t n, float *logits, bool 
 static int
 replay_text(struct gen *g, bool *done, enum generate_reason *reason, char *err)
 {
-    const struct generate_request *req = g->req;
+    const struct generate_request *req = &g->req;
     int rc;
 
     *done = false;
@@ -154,55 +175,340 @@ replay_text(struct gen *g, bool *done, enum generate_reason *reason, char *err)
     return ERR_OK;
 }
 
-/* The new tokens: sample, report, evaluate, until a stop condition. Nothing is reported once the
- * cancel flag is seen. */
+/* ---- one request ---- */
+
+/*
+ * Copies req (its arrays into one block) into g and builds its sampler and text buffer; the
+ * result starts as a replay's: n_gen the delivered ids. Errors: ERR_BAD_REQUEST (sampling
+ * options), ERR_NOMEM; gen_free() cleans up either way.
+ */
 static int
-decode(struct gen *g, struct context *ctx, struct sampler *s, float *logits, generate_token_fn cb,
-       void *user, struct generate_result *res, char *err)
+gen_init(struct gen *g, const struct generate_request *req, const struct tokenizer *tok,
+         size_t n_vocab, char *err)
 {
-    const struct generate_request *req = g->req;
-    uint64_t start = clock_now_ns();
-    int rc = ERR_OK;
+    size_t n_ids = req->n_prompt + req->n_replay, bytes = req->n_stops * sizeof(char *);
+    char *p;
+    int rc;
 
-    for (uint32_t k = (uint32_t)req->n_replay; k < req->max_tokens; k++) {
-        struct generate_token t = {.index = k, .text = g->text};
-        bool eog, hit;
-
-        if (cancelled(req)) {
-            res->reason = GENERATE_REASON_CANCELLED;
-            break;
-        }
-        t.id = sampler_next(s, logits);
-        if (k == req->n_replay)
-            start = clock_now_ns(); /* decode time counts the tokens after the first */
-        res->n_gen = k + 1;
-        eog = !req->ignore_eos && tokenizer_is_eog(g->tok, t.id);
-        if ((rc = text_append(g, t.id, err)) != ERR_OK)
-            break;
-        t.n_text = text_releasable(g, eog || k + 1 == req->max_tokens, &hit);
-        t.last = eog || hit || k + 1 == req->max_tokens;
-        if (cb(user, &t) != 0) {
-            res->reason = GENERATE_REASON_CANCELLED;
-            break;
-        }
-        text_drop(g, t.n_text);
-        if (t.last) {
-            res->reason = hit   ? GENERATE_REASON_STOP
-                          : eog ? GENERATE_REASON_EOS
-                                : GENERATE_REASON_LENGTH;
-            break;
-        }
-        rc = context_eval(ctx, 0, &t.id, 1, false, logits, err);
-        if (rc == ERR_CANCELLED || rc == ERR_CONTEXT_FULL) {
-            res->reason = rc == ERR_CANCELLED ? GENERATE_REASON_CANCELLED : GENERATE_REASON_CONTEXT;
-            rc = ERR_OK;
-            break;
-        }
-        if (rc != ERR_OK)
-            break;
+    memset(g, 0, sizeof(*g));
+    g->req = *req;
+    g->tok = tok;
+    for (size_t i = 0; i < req->n_stops; i++) {
+        bytes += strlen(req->stops[i]) + 1;
+        g->cap += strlen(req->stops[i]);
     }
-    res->decode_ms = clock_ms_between(start, clock_now_ns());
+    g->cap += PIECE_ROOM;
+    g->mem = malloc(n_ids * sizeof(int32_t) + bytes);
+    g->text = malloc(g->cap);
+    if (g->mem == NULL || g->text == NULL)
+        return err_set(err, ERR_NOMEM, "generate: out of memory for a request of %zu ids", n_ids);
+    /* the stop pointers first (aligned), then the ids, then the stop strings */
+    g->req.stops = g->mem;
+    g->req.prompt = (int32_t *)((char *)g->mem + req->n_stops * sizeof(char *));
+    g->req.replay = g->req.prompt + req->n_prompt;
+    memcpy((int32_t *)g->req.prompt, req->prompt, req->n_prompt * sizeof(int32_t));
+    if (req->n_replay > 0)
+        memcpy((int32_t *)g->req.replay, req->replay, req->n_replay * sizeof(int32_t));
+    p = (char *)(g->req.replay + req->n_replay);
+    for (size_t i = 0; i < req->n_stops; i++) {
+        size_t n = strlen(req->stops[i]) + 1;
+
+        ((const char **)g->mem)[i] = memcpy(p, req->stops[i], n);
+        p += n;
+    }
+    if ((rc = sampler_new(&g->s, &req->sampling, n_vocab, err)) != ERR_OK)
+        return rc;
+    sampler_restore(g->s, g->req.prompt, g->req.n_prompt, g->req.replay, g->req.n_replay);
+    g->res.reason = GENERATE_REASON_LENGTH;
+    g->res.n_gen = (uint32_t)req->n_replay;
+    g->res.seed = sampler_get_options(g->s)->seed;
+    return ERR_OK;
+}
+
+static void
+gen_free(struct gen *g)
+{
+    sampler_free(g->s);
+    free(g->text);
+    free(g->mem);
+    g->s = NULL;
+    g->text = NULL;
+    g->mem = NULL;
+}
+
+/*
+ * The next token of g from its logits: cancel check, sample, stop checks, report. *ended (with
+ * g->res.reason) when the request ends here, else *id is the token to evaluate next. Nothing is
+ * reported once the cancel flag is seen. Errors: ERR_NOMEM (a piece did not fit).
+ */
+static int
+gen_next(struct gen *g, const float *logits, int32_t *id, bool *ended, char *err)
+{
+    const struct generate_request *req = &g->req;
+    uint32_t k = g->res.n_gen;
+    struct generate_token t = {.index = k, .text = g->text};
+    bool eog, hit;
+    int rc;
+
+    *ended = true;
+    if (cancelled(req)) {
+        g->res.reason = GENERATE_REASON_CANCELLED;
+        return ERR_OK;
+    }
+    t.id = sampler_next(g->s, logits);
+    if (k == req->n_replay)
+        g->decode_start = clock_now_ns(); /* decode time counts the tokens after the first */
+    eog = !req->ignore_eos && tokenizer_is_eog(g->tok, t.id);
+    if ((rc = text_append(g, t.id, err)) != ERR_OK)
+        return rc;
+    g->res.n_gen = k + 1;
+    t.n_text = text_releasable(g, eog || k + 1 == req->max_tokens, &hit);
+    t.last = eog || hit || k + 1 == req->max_tokens;
+    if (g->on_token(g->user, &t) != 0) {
+        g->res.reason = GENERATE_REASON_CANCELLED;
+        return ERR_OK;
+    }
+    text_drop(g, t.n_text);
+    if (t.last) {
+        g->res.reason = hit   ? GENERATE_REASON_STOP
+                        : eog ? GENERATE_REASON_EOS
+                              : GENERATE_REASON_LENGTH;
+        return ERR_OK;
+    }
+    *ended = false;
+    *id = t.id;
+    return ERR_OK;
+}
+
+/* ---- the batch ---- */
+
+/* A batch of n_slots on ctx (sequences 0..n_slots-1), owning ctx when own (freed with it, also
+ * on failure). */
+static int
+batch_new(struct generate_batch **out, const struct model *m, const struct tokenizer *tok,
+          struct context *ctx, bool own, uint32_t n_slots, char *err)
+{
+    struct generate_batch *b = calloc(1, sizeof(*b));
+    size_t n_vocab = model_config(m)->n_vocab;
+
+    *out = NULL;
+    if (b == NULL) {
+        if (own)
+            context_free(ctx);
+        return err_set(err, ERR_NOMEM, "generate: out of memory");
+    }
+    b->tok = tok;
+    b->ctx = ctx;
+    b->own_ctx = own;
+    b->n_slots = n_slots;
+    b->n_vocab = (uint32_t)n_vocab;
+    b->slots = calloc(n_slots, sizeof(*b->slots));
+    b->logits = malloc(n_slots * n_vocab * sizeof(float));
+    b->out = malloc(n_slots * n_vocab * sizeof(float));
+    b->seqs = malloc(n_slots * sizeof(*b->seqs));
+    b->ids = malloc(n_slots * sizeof(*b->ids));
+    if (!b->slots || !b->logits || !b->out || !b->seqs || !b->ids) {
+        generate_batch_free(b);
+        return err_set(err, ERR_NOMEM, "generate: out of memory for %u slots of %zu logits",
+                       n_slots, n_vocab);
+    }
+    *out = b;
+    return ERR_OK;
+}
+
+int
+generate_batch_new(struct generate_batch **out, const struct model *m, const struct tokenizer *tok,
+                   uint32_t n_slots, uint32_t n_ctx, uint32_t n_threads, char *err)
+{
+    struct context *ctx;
+    int rc;
+
+    *out = NULL;
+    if (n_slots == 0)
+        return err_set(err, ERR_BAD_REQUEST, "slot count must be at least 1");
+    if ((rc = context_new(&ctx, m, n_slots, n_ctx, n_threads, err)) != ERR_OK)
+        return rc;
+    return batch_new(out, m, tok, ctx, true, n_slots, err);
+}
+
+void
+generate_batch_free(struct generate_batch *b)
+{
+    if (b == NULL)
+        return;
+    for (uint32_t i = 0; b->slots != NULL && i < b->n_slots; i++)
+        gen_free(&b->slots[i]);
+    if (b->own_ctx)
+        context_free(b->ctx);
+    free(b->slots);
+    free(b->logits);
+    free(b->out);
+    free(b->seqs);
+    free(b->ids);
+    free(b);
+}
+
+uint32_t
+generate_batch_slots(const struct generate_batch *b)
+{
+    return b->n_slots;
+}
+
+uint32_t
+generate_batch_active(const struct generate_batch *b)
+{
+    return b->n_active;
+}
+
+/* Ends the request of slot i: frees what it holds, then calls its on_done (which may add a new
+ * request to the slot). */
+static void
+batch_finish(struct generate_batch *b, uint32_t i, int rc, const char *err)
+{
+    struct gen *g = &b->slots[i];
+    struct generate_result res = g->res;
+    generate_done_fn done = g->on_done;
+    void *user = g->user;
+
+    if (g->decode_start != 0)
+        res.decode_ms = clock_ms_between(g->decode_start, clock_now_ns());
+    if (g->active)
+        b->n_active--;
+    g->active = false;
+    gen_free(g);
+    done(user, rc, &res, rc == ERR_OK ? "" : err);
+}
+
+int
+generate_batch_add(struct generate_batch *b, const struct generate_request *req,
+                   generate_token_fn on_token, generate_done_fn on_done, void *user, char *err)
+{
+    uint32_t i, n_ctx = context_n_ctx(b->ctx);
+    float *logits;
+    struct gen *g;
+    uint64_t t0;
+    bool done;
+    int rc;
+
+    for (i = 0; i < b->n_slots && b->slots[i].active; i++)
+        ;
+    if (i == b->n_slots)
+        return err_set(err, ERR_BUSY, "all %u slots are busy", b->n_slots);
+    if ((rc = check_request(req, b->n_vocab, err)) != ERR_OK)
+        return rc;
+    g = &b->slots[i];
+    logits = b->logits + (size_t)i * b->n_vocab;
+    if ((rc = gen_init(g, req, b->tok, b->n_vocab, err)) != ERR_OK)
+        goto fail;
+    g->on_token = on_token;
+    g->on_done = on_done;
+    g->user = user;
+    if ((rc = replay_text(g, &done, &g->res.reason, err)) != ERR_OK)
+        goto fail;
+    if (done) { /* the delivered ids end it: nothing to evaluate */
+        batch_finish(b, i, ERR_OK, "");
+        return ERR_OK;
+    }
+    if (req->n_prompt + req->n_replay > n_ctx) {
+        rc = err_set(err, ERR_CONTEXT_FULL,
+                     "prompt (%zu ids) and replay (%zu ids) do not fit the context of %u "
+                     "positions",
+                     req->n_prompt, req->n_replay, n_ctx);
+        goto fail;
+    }
+    /* The replayed ids go in with the prompt: the engine's results do not depend on how a
+     * sequence is split into batches, so this is the state the first run reached. */
+    t0 = clock_now_ns();
+    context_truncate(b->ctx, i, 0);
+    context_set_abort(b->ctx, req->cancel);
+    rc = context_eval(b->ctx, i, g->req.prompt, g->req.n_prompt, false, logits, err);
+    if (rc == ERR_OK && g->req.n_replay > 0)
+        rc = context_eval(b->ctx, i, g->req.replay, g->req.n_replay, false, logits, err);
+    context_set_abort(b->ctx, NULL);
+    g->res.prefill_ms = clock_ms_between(t0, clock_now_ns());
+    if (rc != ERR_OK && rc != ERR_CANCELLED)
+        goto fail;
+    g->active = true;
+    b->n_active++;
+    if (rc == ERR_CANCELLED) {
+        g->res.reason = GENERATE_REASON_CANCELLED;
+        batch_finish(b, i, ERR_OK, "");
+    }
+    return ERR_OK;
+fail:
+    gen_free(g);
     return rc;
+}
+
+int
+generate_batch_step(struct generate_batch *b, char *err)
+{
+    uint32_t n_ctx = context_n_ctx(b->ctx), n = 0;
+    int rc;
+
+    /* the requests of this step: one added by a callback waits for the next */
+    for (uint32_t i = 0; i < b->n_slots; i++)
+        b->slots[i].in_step = b->slots[i].active;
+    for (uint32_t i = 0; i < b->n_slots; i++) {
+        struct gen *g = &b->slots[i];
+        int32_t id;
+        bool ended;
+
+        if (!g->in_step)
+            continue;
+        rc = gen_next(g, b->logits + (size_t)i * b->n_vocab, &id, &ended, err);
+        if (rc == ERR_OK && !ended && context_pos(b->ctx, i) >= n_ctx) {
+            g->res.reason = GENERATE_REASON_CONTEXT;
+            ended = true;
+        }
+        if (rc != ERR_OK || ended) {
+            batch_finish(b, i, rc, err);
+            continue;
+        }
+        b->seqs[n] = i;
+        b->ids[n++] = id;
+    }
+    if (n == 0)
+        return ERR_OK;
+    if ((rc = context_decode(b->ctx, b->seqs, b->ids, n, b->out, err)) != ERR_OK) {
+        for (uint32_t k = 0; k < n; k++)
+            batch_finish(b, b->seqs[k], rc, err);
+        return rc;
+    }
+    for (uint32_t k = 0; k < n; k++)
+        memcpy(b->logits + (size_t)b->seqs[k] * b->n_vocab, b->out + (size_t)k * b->n_vocab,
+               b->n_vocab * sizeof(float));
+    return ERR_OK;
+}
+
+/* ---- one request alone ---- */
+
+/* generate_run's callbacks around the caller's. */
+struct run {
+    generate_token_fn cb;
+    void *user;
+    struct generate_result *res;
+    int rc;
+    char *err;
+};
+
+static int
+run_token(void *user, const struct generate_token *t)
+{
+    struct run *r = user;
+
+    return r->cb(r->user, t);
+}
+
+static void
+run_done(void *user, int rc, const struct generate_result *res, const char *err)
+{
+    struct run *r = user;
+
+    *r->res = *res;
+    r->rc = rc;
+    if (rc != ERR_OK)
+        snprintf(r->err, ERR_MSG_MAX, "%s", err);
 }
 
 int
@@ -210,54 +516,17 @@ generate_run(const struct model *m, struct context *ctx, const struct tokenizer 
              const struct generate_request *req, generate_token_fn cb, void *user,
              struct generate_result *res, char *err)
 {
-    size_t n_vocab = model_config(m)->n_vocab;
-    struct gen g = {.req = req, .tok = tok};
-    struct sampler *s = NULL;
-    float *logits = NULL;
-    uint64_t t0;
-    bool done;
+    struct run r = {cb, user, res, ERR_OK, err};
+    struct generate_batch *b;
+    char step_err[ERR_MSG_MAX];
     int rc;
 
     memset(res, 0, sizeof(*res));
-    res->reason = GENERATE_REASON_LENGTH;
-    res->n_gen = (uint32_t)req->n_replay;
-    if ((rc = check_request(req, n_vocab, err)) != ERR_OK)
+    if ((rc = batch_new(&b, m, tok, ctx, false, 1, err)) != ERR_OK)
         return rc;
-    if ((rc = sampler_new(&s, &req->sampling, n_vocab, err)) != ERR_OK)
-        return rc;
-    res->seed = sampler_get_options(s)->seed;
-    sampler_restore(s, req->prompt, req->n_prompt, req->replay, req->n_replay);
-    for (size_t i = 0; i < req->n_stops; i++)
-        g.cap += strlen(req->stops[i]);
-    g.cap += PIECE_ROOM;
-    logits = malloc(n_vocab * sizeof(*logits));
-    g.text = malloc(g.cap);
-    if (logits == NULL || g.text == NULL) {
-        rc = err_set(err, ERR_NOMEM, "generate: out of memory for %zu logits", n_vocab);
-        goto out;
-    }
-
-    /* The replayed ids go in with the prompt: the engine's results do not depend on how a
-     * sequence is split into batches, so this is the state the first run reached. */
-    context_truncate(ctx, 0, 0);
-    context_set_abort(ctx, req->cancel);
-    t0 = clock_now_ns();
-    if ((rc = replay_text(&g, &done, &res->reason, err)) != ERR_OK || done)
-        goto out;
-    if ((rc = eval_ids(ctx, req->prompt, req->n_prompt, logits, &done, err)) != ERR_OK)
-        goto out;
-    if (!done && (rc = eval_ids(ctx, req->replay, req->n_replay, logits, &done, err)) != ERR_OK)
-        goto out;
-    res->prefill_ms = clock_ms_between(t0, clock_now_ns());
-    if (done)
-        res->reason = GENERATE_REASON_CANCELLED;
-    else
-        rc = decode(&g, ctx, s, logits, cb, user, res, err);
-
-out:
-    context_set_abort(ctx, NULL);
-    free(g.text);
-    free(logits);
-    sampler_free(s);
-    return rc;
+    rc = generate_batch_add(b, req, run_token, run_done, &r, err);
+    while (rc == ERR_OK && generate_batch_active(b) > 0)
+        generate_batch_step(b, step_err); /* an engine error comes to run_done too */
+    generate_batch_free(b);
+    return rc != ERR_OK ? rc : r.rc;
 }

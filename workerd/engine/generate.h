@@ -4,7 +4,8 @@
  * may be released with it (stop strings and partial UTF-8 held back). A request can be a replay:
  * the ids a crashed worker already delivered are evaluated with the prompt (the engine gives the
  * same numbers whatever the batching) and only the tokens after them are reported, identical to
- * an undisturbed run. Not tokenization of the prompt, not output formats.
+ * an undisturbed run. Several requests can run together, one token each per engine call
+ * (continuous batching, generate_batch_*). Not tokenization of the prompt, not output formats.
  */
 #ifndef LLORCH_GENERATE_H
 #define LLORCH_GENERATE_H
@@ -68,16 +69,72 @@ struct generate_result {
 const char *generate_reason_str(enum generate_reason r);
 
 /*
- * Runs a request on ctx, a context of model m (emptied first: any context can be reused), with
- * tokenizer tok for the text of the pieces. Sets ctx's abort flag to req->cancel for the run.
- * Blocks until the request ends; calls cb for each new token. Allocates its scratch (logits,
- * sampler, text buffer) at the start, nothing per token. Returns ERR_OK with *res filled (also when
- * cancelled), or: ERR_BAD_REQUEST naming the bad field (empty prompt, id out of range, more
- * replayed ids than max_tokens, sampling options), ERR_CONTEXT_FULL when the prompt and replayed
- * ids do not fit, ERR_NOMEM, or the model's error; detail in err.
+ * Runs a request on sequence 0 of ctx, a context of model m (emptied first: any context can be
+ * reused), with tokenizer tok for the text of the pieces: a batch of one slot on ctx (the same
+ * code as generate_batch_*). ctx's abort flag is req->cancel during the prefill; the flag is
+ * checked again before each new token. Blocks until the request ends; calls cb for each new
+ * token. Allocates its scratch (logits, sampler, text buffer) at the start, nothing per token.
+ * Returns ERR_OK with *res filled (also when cancelled), or: ERR_BAD_REQUEST naming the bad field
+ * (empty prompt, id out of range, more replayed ids than max_tokens, sampling options),
+ * ERR_CONTEXT_FULL when the prompt and replayed ids do not fit, ERR_NOMEM, or the model's error;
+ * detail in err.
  */
 int generate_run(const struct model *m, struct context *ctx, const struct tokenizer *tok,
                  const struct generate_request *req, generate_token_fn cb, void *user,
                  struct generate_result *res, char *err);
+
+/*
+ * Continuous batching: up to n_slots requests on one model, advanced together. Each step samples
+ * the next token of every active request and then evaluates all the continuing ones in ONE engine
+ * call (context_decode: the weights stream once per step, whatever the number of requests). A
+ * request joins between steps (generate_batch_add prefills its prompt, and its replayed ids, on
+ * its own) and leaves when it ends. A request's tokens are exactly the ones generate_run gives it
+ * alone, for greedy and seeded sampling alike (the engine is batch-invariant: fixed reduction
+ * order). Single-threaded use: every call from one thread; callbacks run on that thread and may
+ * call generate_batch_add (the new request takes part from the next step on), not _step or _free.
+ */
+struct generate_batch;
+
+/* Called exactly once per request that generate_batch_add accepted, when it ends (after its last
+ * token callback, if any). rc ERR_OK: res says why it ended (length, eos, stop, cancelled,
+ * context) and err is ""; else the request failed (err says why; res->n_gen counts what was
+ * delivered). res and err are valid during the call only. */
+typedef void (*generate_done_fn)(void *user, int rc, const struct generate_result *res,
+                                 const char *err);
+
+/* n_slots sequences of n_ctx positions each (0: the model's n_ctx_train), one thread pool of
+ * n_threads. Allocates every KV cache and buffer now. Errors: ERR_BAD_REQUEST (0 slots/threads),
+ * ERR_NOMEM, ERR_INTERNAL; *out is NULL. m and tok must outlive the batch. */
+int generate_batch_new(struct generate_batch **out, const struct model *m,
+                       const struct tokenizer *tok, uint32_t n_slots, uint32_t n_ctx,
+                       uint32_t n_threads, char *err);
+
+/* Frees the batch. NULL is fine; active requests are dropped without callbacks. */
+void generate_batch_free(struct generate_batch *b);
+
+uint32_t generate_batch_slots(const struct generate_batch *b);  /* n_slots */
+uint32_t generate_batch_active(const struct generate_batch *b); /* requests in it now */
+
+/*
+ * Adds req to a free slot. Copies what it keeps (prompt, replay, stops, sampling): req and its
+ * arrays need not outlive the call, but req->cancel (if not NULL) must outlive the request.
+ * Validates, then prefills the prompt and replayed ids now (blocking; req->cancel aborts it).
+ * Returns ERR_BUSY when no slot is free; a validation error (ERR_BAD_REQUEST naming the field,
+ * ERR_CONTEXT_FULL when prompt + replay do not fit) or ERR_NOMEM: the request was not added and no
+ * callback will come. ERR_OK: the request is in; it may already have ended (cancelled during
+ * prefill, or a replay that was complete), in which case on_done has been called already.
+ */
+int generate_batch_add(struct generate_batch *b, const struct generate_request *req,
+                       generate_token_fn on_token, generate_done_fn on_done, void *user, char *err);
+
+/*
+ * One step: for every active request, stops it if its cancel flag is set (done: cancelled), else
+ * samples its next token and reports it (on_token; a nonzero return cancels it); requests whose
+ * token was their last end (on_done), and so do those whose context is full (done: context); the
+ * others are evaluated together, one token each, in one engine call. Blocks for the evaluation.
+ * Returns ERR_OK (also when nothing was active), or an engine error, which ends every request it
+ * was evaluating with that error (on_done with rc).
+ */
+int generate_batch_step(struct generate_batch *b, char *err);
 
 #endif
