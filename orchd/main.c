@@ -44,7 +44,8 @@ struct options {
     const char *urls[FRONT_MAX_URLS];
     int n_urls;
     int threads;
-    int ctx; /* --ctx: what the workers are started with */
+    int ctx;   /* --ctx: what the workers are started with */
+    int slots; /* --slots: requests each worker runs at once */
     const char *workerd;
     const char *config; /* -c FILE, or NULL */
     struct sched_config sc;
@@ -61,31 +62,33 @@ struct orchd {
 static void
 usage(FILE *f)
 {
-    fprintf(
-        f,
-        "usage: orchd -m MODEL [-w WORKERS] [-l URL]... [-c CONFIG] [-t THREADS_PER_WORKER]\n"
-        "             [--ctx N] [--queue-max N] [--workerd PATH] [--log-level L] [--grace-ms MS]\n"
-        "             [--client-timeout-ms MS] [--progress-timeout-ms MS]\n"
-        "             [--prefill-timeout-ms MS] [--start-timeout-ms MS]\n"
-        "  -m MODEL      GGUF model the workers serve (required)\n"
-        "  -w WORKERS    worker processes (default 2)\n"
-        "  -l URL        listen URL, ipc://, tcp:// or tls+tcp:// (certificate from -c),\n"
-        "                repeatable\n"
-        "                (default $LLORCH_URL, else " CLIENT_DEFAULT_URL ")\n"
-        "  -c CONFIG     tenants (keys, weights, limits) and TLS; docs/operations.md\n"
-        "                (default: one local tenant, no key)\n"
-        "  -t THREADS    threads per worker (default 1)\n"
-        "  --ctx N       context length of each worker, at most the model's (default 2048);\n"
-        "                prompt + max_tokens beyond it is refused (context_full)\n"
-        "  --queue-max N queued requests before busy replies (default 64)\n"
-        "  --workerd PATH  worker binary (default: workerd beside orchd)\n"
-        "  --log-level L error, warn, info (default) or debug\n"
-        "  --grace-ms MS   on SIGTERM, time running requests get to finish (default 10000)\n"
-        "  --client-timeout-ms MS    cancel a request not polled this long (default 30000)\n"
-        "  --progress-timeout-ms MS  kill a busy worker without progress (default 30000)\n"
-        "  --prefill-timeout-ms MS   ... while a request awaits its first token (600000)\n"
-        "  --start-timeout-ms MS     kill a worker not ready this long (default 120000)\n"
-        "exit status: 0 after a clean stop, 1 on a runtime failure, 2 on bad usage or model\n");
+    fprintf(f,
+            "usage: orchd -m MODEL [-w WORKERS] [-l URL]... [-c CONFIG] [-t THREADS_PER_WORKER]\n"
+            "             [--ctx N] [--slots N] [--queue-max N] [--workerd PATH] [--log-level L]\n"
+            "             [--grace-ms MS]\n"
+            "             [--client-timeout-ms MS] [--progress-timeout-ms MS]\n"
+            "             [--prefill-timeout-ms MS] [--start-timeout-ms MS]\n"
+            "  -m MODEL      GGUF model the workers serve (required)\n"
+            "  -w WORKERS    worker processes (default 2)\n"
+            "  -l URL        listen URL, ipc://, tcp:// or tls+tcp:// (certificate from -c),\n"
+            "                repeatable\n"
+            "                (default $LLORCH_URL, else " CLIENT_DEFAULT_URL ")\n"
+            "  -c CONFIG     tenants (keys, weights, limits) and TLS; docs/operations.md\n"
+            "                (default: one local tenant, no key)\n"
+            "  -t THREADS    threads per worker (default 1)\n"
+            "  --ctx N       context length of each worker, at most the model's (default 2048);\n"
+            "                prompt + max_tokens beyond it is refused (context_full)\n"
+            "  --slots N     requests each worker decodes at once, in one batch (default 4);\n"
+            "                each has its own KV cache of the context length\n"
+            "  --queue-max N queued requests before busy replies (default 64)\n"
+            "  --workerd PATH  worker binary (default: workerd beside orchd)\n"
+            "  --log-level L error, warn, info (default) or debug\n"
+            "  --grace-ms MS   on SIGTERM, time running requests get to finish (default 10000)\n"
+            "  --client-timeout-ms MS    cancel a request not polled this long (default 30000)\n"
+            "  --progress-timeout-ms MS  kill a busy worker without progress (default 30000)\n"
+            "  --prefill-timeout-ms MS   ... while a request awaits its first token (600000)\n"
+            "  --start-timeout-ms MS     kill a worker not ready this long (default 120000)\n"
+            "exit status: 0 after a clean stop, 1 on a runtime failure, 2 on bad usage or model\n");
 }
 
 /* Parses argv into o; returns 0, or EXIT_USAGE after a one-line message. */
@@ -95,6 +98,7 @@ parse_args(int argc, char **argv, struct options *o)
     enum {
         OPT_QUEUE = 256,
         OPT_CTX,
+        OPT_SLOTS,
         OPT_WORKERD,
         OPT_LOG,
         OPT_GRACE,
@@ -106,6 +110,7 @@ parse_args(int argc, char **argv, struct options *o)
     static const struct option longs[] = {
         {"queue-max", required_argument, NULL, OPT_QUEUE},
         {"ctx", required_argument, NULL, OPT_CTX},
+        {"slots", required_argument, NULL, OPT_SLOTS},
         {"workerd", required_argument, NULL, OPT_WORKERD},
         {"log-level", required_argument, NULL, OPT_LOG},
         {"grace-ms", required_argument, NULL, OPT_GRACE},
@@ -124,6 +129,7 @@ parse_args(int argc, char **argv, struct options *o)
     o->workers = 2;
     o->threads = 1;
     o->ctx = DEFAULT_CTX;
+    o->slots = 4;
     o->grace_ms = 10000;
     sched_config_default(&o->sc);
     while ((c = getopt_long(argc, argv, "m:w:l:t:c:h", longs, NULL)) != -1) {
@@ -161,6 +167,11 @@ parse_args(int argc, char **argv, struct options *o)
             if (opt_int("--ctx", optarg, 16, 1 << 20, &v, oerr) != ERR_OK)
                 what = "--ctx must be in [16, 1048576]";
             o->ctx = (int)v;
+            break;
+        case OPT_SLOTS:
+            if (opt_int("--slots", optarg, 1, PROTO_MAX_BATCH, &v, oerr) != ERR_OK)
+                what = "--slots must be in [1, 256]";
+            o->slots = (int)v;
             break;
         case OPT_WORKERD:
             o->workerd = optarg;
@@ -389,9 +400,9 @@ main(int argc, char **argv)
     struct config *conf = NULL;
     struct chat_format chat;
     char err[ERR_MSG_MAX], url[PATH_MAX + 32], workerd[PATH_MAX], link[PATH_MAX + 32];
-    char rundir[PATH_MAX], threads[16], ctx[16];
+    char rundir[PATH_MAX], threads[16], ctx[16], slots[16];
     const char *tmp = getenv("TMPDIR");
-    const char *wargv[14];
+    const char *wargv[15];
     bool have_rundir = false;
     sigset_t set;
     int rc, status = 1;
@@ -474,6 +485,7 @@ main(int argc, char **argv)
     wlink_url(link, sizeof(link), rundir, "%d");
     snprintf(threads, sizeof(threads), "%d", opt.threads);
     snprintf(ctx, sizeof(ctx), "%d", opt.ctx);
+    snprintf(slots, sizeof(slots), "%d", opt.slots);
     wargv[0] = opt.workerd;
     wargv[1] = "serve";
     wargv[2] = "-m";
@@ -486,7 +498,9 @@ main(int argc, char **argv)
     wargv[9] = threads;
     wargv[10] = "--ctx";
     wargv[11] = ctx;
-    wargv[12] = NULL;
+    wargv[12] = "--slots";
+    wargv[13] = slots;
+    wargv[14] = NULL;
     mc.argv = wargv;
     mc.n_slots = opt.workers;
     mc.backoff_min_ms = 100;
@@ -497,8 +511,9 @@ main(int argc, char **argv)
         fprintf(stderr, "orchd: out of memory\n");
         goto out;
     }
-    log_info("serving %s with %d workers x %d threads (context %u, queue %u, %d tenants%s)",
-             opt.model, opt.workers, opt.threads, opt.sc.n_ctx, opt.sc.queue_max,
+    log_info("serving %s with %d workers x %d threads x %d request slots (context %u, queue %u, "
+             "%d tenants%s)",
+             opt.model, opt.workers, opt.threads, opt.slots, opt.sc.n_ctx, opt.sc.queue_max,
              conf != NULL ? conf->n_tenants : 1, conf != NULL ? "" : ": the local default, no key");
     run(&o, &set, opt.grace_ms);
     log_info("stopped");

@@ -2,8 +2,9 @@
 # it_bench.sh: scripts/bench runs to the end on a tiny synthetic shape and writes what it promises:
 # the model once into its cache, a JSON result with every row (measured, or "unsupported" for a type
 # the engine does not run yet), decode bounds from the measured bandwidth, the runs' memory, a
-# markdown table; through orchd, the streams' tokens and first-token times and each worker's
-# memory; bad options fail with a message. Speed itself is not asserted (a shared machine).
+# markdown table; through orchd (one worker, a slot per stream), the streams' tokens and
+# first-token times and the worker's memory; bad options fail with a message. Speed itself is not
+# asserted (a shared machine).
 # Ends with "N passed, N failed" like the C tests.
 set -u
 BUILD=${BUILD:-build}
@@ -60,7 +61,9 @@ check machine_recorded '.machine.cores > 0 and (.machine.cpu | length) > 0
 check orchd_streams '.orchd.type == "f16" and ([.orchd.streams[] | .streams] == [1,3])
   and ([.orchd.streams[] | .gen_tokens > 0 and .gen_tokens <= .streams * 6 and .aggregate_tps > 0
         and .first_token_ms.mean > 0 and .first_token_ms.max >= .first_token_ms.mean] | all)' "$res"
-check orchd_workers_memory '(.orchd.workers_memory | length) == .machine.cores
+check orchd_one_batching_worker '.orchd.workers == 1 and .orchd.threads_per_worker == .machine.cores
+  and .orchd.slots_per_worker == 3' "$res"
+check orchd_workers_memory '(.orchd.workers_memory | length) == .orchd.workers
   and ([.orchd.workers_memory[] | .pid > 0 and .private_kib > 0 and .peak_anon_kib > 0
         and .peak_rss_kib >= .peak_anon_kib] | all)' "$res"
 check first_token_alone '[.rows[] | select(.status == "ok") | .first_token_ms.mean > 0] | all' "$res"

@@ -1,9 +1,11 @@
 /*
  * test_orchd_serve.c: orchd with real `workerd serve` processes on stories260K, driven through
  * the client library: concurrent streams give exactly `workerd generate`'s ids and text (also
- * with a stop string); a worker killed with SIGKILL mid-stream or during prefill costs no token
- * (the streams complete with the undisturbed ids, the slot restarts); cancel frees the worker
- * within 100 ms with no token frame after it; a client that stops polling is cancelled; 4 workers
+ * with a stop string, and 8 streams on one worker of 4 slots, batched); a worker killed with
+ * SIGKILL mid-stream, during prefill or with 3 requests in flight costs no token (the streams
+ * complete with the undisturbed ids, the slot restarts); cancel frees the worker's seat within
+ * 100 ms with no token frame after it, also for one of several requests in flight while the others
+ * go on; a client that stops polling is cancelled; 4 workers
  * map the weights once; kill -9 of orchd leaves no workerd; workers that cannot load the model go
  * fatal, not into a fork loop. Prints the restart time after a kill -9, the first-token latency
  * through orchd next to `workerd generate`'s, and the workers' memory.
@@ -19,6 +21,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,13 +183,33 @@ static const char *const prompts[] = {
     "There was a big red", "The sun was hot", "Mom said",         "A bird sat on",
 };
 
+/* One client thread: prompt k, seed 100 + k, temperature 0.8, n tokens (0: 48). */
 struct job {
     struct daemon *d;
     int k;
+    uint32_t n;
+    atomic_int *streaming; /* may be NULL: counts the jobs that have had tokens */
+    atomic_int *finished;  /* may be NULL: counts the jobs whose stream ended */
+    char id[PROTO_MAX_ID_BYTES + 1];
     struct run got;
     int rc;
     char err[ERR_MSG_MAX];
 };
+
+static uint32_t
+job_n(const struct job *j)
+{
+    return j->n != 0 ? j->n : 48;
+}
+
+static void
+count_streaming(void *ud)
+{
+    struct job *j = ud;
+
+    if (j->streaming != NULL)
+        atomic_fetch_add(j->streaming, 1);
+}
 
 static void *
 run_job(void *arg)
@@ -194,10 +217,68 @@ run_job(void *arg)
     struct job *j = arg;
     struct client_submitted s;
 
-    j->rc = submit(j->d->c, prompts[j->k], 48, 0.8f, 100 + (uint64_t)j->k, NULL, &s, j->err);
-    if (j->rc == ERR_OK)
-        j->rc = stream(j->d->c, s.id, 0, &j->got, NULL, NULL, j->err);
+    j->rc = submit(j->d->c, prompts[j->k], job_n(j), 0.8f, 100 + (uint64_t)j->k, NULL, &s, j->err);
+    if (j->rc == ERR_OK) {
+        snprintf(j->id, sizeof(j->id), "%s", s.id);
+        j->rc = stream(j->d->c, s.id, 0, &j->got, count_streaming, j, j->err);
+    }
+    if (j->finished != NULL)
+        atomic_fetch_add(j->finished, 1);
     return NULL;
+}
+
+/* Checks that job j's stream completed with the ids and text of `workerd generate`. */
+static bool
+job_matches(const struct job *j)
+{
+    struct run want;
+
+    if (j->rc != ERR_OK) {
+        printf("  request %d: %s\n", j->k, j->err);
+        return false;
+    }
+    return reference(prompts[j->k], job_n(j), 0.8f, 100 + (uint64_t)j->k, NULL, &want) &&
+           same_run(&j->got, &want);
+}
+
+/* Starts orchd with EXTRA and waits for n ready workers; on failure prints its log, stops it. */
+static bool
+start_ready(struct daemon *d, const char *const *extra, uint32_t n)
+{
+    if (daemon_start(d, NULL, extra) && wait_ready(d, n))
+        return true;
+    daemon_print_log(d);
+    daemon_stop(d);
+    return false;
+}
+
+/* Worker slot's pid, requests in flight and slot count, as the workers reply says. */
+struct load {
+    pid_t pid;
+    uint32_t in_flight, slots;
+    bool runs_id; /* one of its requests is the id asked for */
+};
+
+static bool
+worker_load(struct daemon *d, uint32_t slot, const char *id, struct load *l)
+{
+    struct proto_msg rep;
+    char err[ERR_MSG_MAX];
+
+    memset(l, 0, sizeof(*l));
+    if (client_workers(d->c, &rep, err) != ERR_OK)
+        return false;
+    if (slot < rep.u.workers.n_workers) {
+        const struct proto_worker_info *w = &rep.u.workers.workers[slot];
+
+        l->pid = w->pid;
+        l->in_flight = w->in_flight;
+        l->slots = w->slots;
+        for (uint32_t i = 0; id != NULL && i < w->n_requests; i++)
+            l->runs_id |= strcmp(w->requests[i], id) == 0;
+    }
+    proto_msg_free(&rep);
+    return true;
 }
 
 static void
@@ -208,24 +289,150 @@ test_concurrent_streams_match_generate(void)
     struct job jobs[8];
     pthread_t th[8];
 
-    if (!daemon_start(&d, NULL, extra) || !wait_ready(&d, 2)) {
-        daemon_print_log(&d);
-        daemon_stop(&d);
-        CHECK(!"orchd with 2 ready workers");
-    }
+    CHECK(start_ready(&d, extra, 2));
     for (int k = 0; k < 8; k++) {
         jobs[k] = (struct job){.d = &d, .k = k};
         CHECK(pthread_create(&th[k], NULL, run_job, &jobs[k]) == 0);
     }
     for (int k = 0; k < 8; k++)
         pthread_join(th[k], NULL);
-    for (int k = 0; k < 8; k++) {
-        struct run want;
+    for (int k = 0; k < 8; k++)
+        CHECKF(job_matches(&jobs[k]), "request %d", k);
+    daemon_stop(&d);
+}
 
-        CHECKF(jobs[k].rc == ERR_OK, "request %d: %s", k, jobs[k].err);
-        CHECK(reference(prompts[k], 48, 0.8f, 100 + (uint64_t)k, NULL, &want));
-        CHECKF(same_run(&jobs[k].got, &want), "request %d", k);
+/* orchd's options for the tests of one worker running several requests at once */
+static const char *const one_worker_four_slots[] = {"-w", "1", "--slots", "4", NULL};
+
+/*
+ * One worker of 4 slots, 8 concurrent streams with different prompts and seeds: at most 4 run at
+ * once, in one batch, and every stream is exactly `workerd generate`'s.
+ */
+static void
+test_one_worker_batches_eight_streams(void)
+{
+    struct daemon d;
+    struct job jobs[8];
+    pthread_t th[8];
+    atomic_int finished = 0;
+    uint32_t most = 0;
+    struct load l;
+    bool listed = true;
+
+    CHECK(start_ready(&d, one_worker_four_slots, 1));
+    CHECK(worker_load(&d, 0, NULL, &l) && l.slots == 4 && l.in_flight == 0);
+    for (int k = 0; k < 8; k++) {
+        jobs[k] = (struct job){.d = &d, .k = k, .n = 300, .finished = &finished};
+        if (pthread_create(&th[k], NULL, run_job, &jobs[k]) != 0)
+            jobs[k].k = -1;
     }
+    while (atomic_load(&finished) < 8) {
+        listed &= worker_load(&d, 0, NULL, &l);
+        if (l.in_flight > most)
+            most = l.in_flight;
+        sleep_ms(1);
+    }
+    for (int k = 0; k < 8; k++)
+        if (jobs[k].k >= 0)
+            pthread_join(th[k], NULL);
+    printf("  8 streams on one worker of 4 slots: at most %u in flight at once\n", most);
+    CHECK(listed);
+    CHECKF(most >= 2 && most <= 4, "%u requests in flight at most", most);
+    for (int k = 0; k < 8; k++)
+        CHECKF(jobs[k].k >= 0 && job_matches(&jobs[k]), "request %d", k);
+    daemon_stop(&d);
+}
+
+/* kill -9 of a worker with 3 requests in flight: all three complete with undisturbed ids. */
+static void
+test_kill_worker_with_three_in_flight(void)
+{
+    struct daemon d;
+    struct job jobs[3];
+    pthread_t th[3];
+    atomic_int streaming = 0;
+    struct load l = {0};
+    int started = 0;
+
+    CHECK(start_ready(&d, one_worker_four_slots, 1));
+    for (int k = 0; k < 3; k++) {
+        jobs[k] = (struct job){.d = &d, .k = k, .n = 1000, .streaming = &streaming};
+        started += pthread_create(&th[k], NULL, run_job, &jobs[k]) == 0;
+    }
+    for (int i = 0; i < 5000 && atomic_load(&streaming) < started; i++)
+        sleep_ms(1);
+    if (started == 3 && atomic_load(&streaming) == 3 && worker_load(&d, 0, NULL, &l) && l.pid > 0)
+        kill(l.pid, SIGKILL);
+    for (int k = 0; k < started; k++)
+        pthread_join(th[k], NULL);
+    CHECK(started == 3);
+    CHECKF(l.pid > 0 && l.in_flight == 3, "the worker had %u requests when killed", l.in_flight);
+    for (int k = 0; k < 3; k++) {
+        CHECKF(job_matches(&jobs[k]), "request %d after the kill", k);
+        CHECKF(jobs[k].got.n == 1000, "request %d: %u ids", k, jobs[k].got.n);
+    }
+    CHECK(worker_load(&d, 0, NULL, &l) && l.pid > 0 && !process_gone(l.pid));
+    daemon_stop(&d);
+}
+
+/* Cancel of one of several requests in flight: the worker lets go of it within 100 ms, and the
+ * others go on to their undisturbed end. */
+static void
+test_cancel_one_of_several(void)
+{
+    struct daemon d;
+    struct job jobs[2];
+    pthread_t th[2];
+    atomic_int streaming = 0;
+    struct client_submitted s;
+    struct client_stream *st = NULL;
+    const struct proto_frame *f = NULL;
+    struct load l = {0};
+    char err[ERR_MSG_MAX];
+    uint64_t t0 = 0;
+    double gone_ms = -1;
+    bool others_on = false;
+    int started = 0, rc, tokens_after = 0;
+
+    CHECK(start_ready(&d, one_worker_four_slots, 1));
+    for (int k = 0; k < 2; k++) {
+        jobs[k] = (struct job){.d = &d, .k = k, .n = 1000, .streaming = &streaming};
+        started += pthread_create(&th[k], NULL, run_job, &jobs[k]) == 0;
+    }
+    rc = submit(d.c, prompts[5], 1000, 0.8f, 7, NULL, &s, err);
+    if (rc == ERR_OK)
+        rc = client_stream_open(d.c, s.id, 0, &st, err);
+    while (rc == ERR_OK && (f == NULL || f->kind != PROTO_FRAME_TOKENS))
+        rc = client_stream_next(st, 5000, &f, err);
+    for (int i = 0; i < 5000 && atomic_load(&streaming) < started; i++)
+        sleep_ms(1);
+    if (rc == ERR_OK) {
+        t0 = clock_now_ns();
+        rc = client_cancel(d.c, s.id, err);
+    }
+    while (rc == ERR_OK && gone_ms < 0 && clock_ms_between(t0, clock_now_ns()) < 1000) {
+        if (worker_load(&d, 0, s.id, &l) && !l.runs_id) {
+            gone_ms = clock_ms_between(t0, clock_now_ns());
+            others_on = l.in_flight == 2;
+        }
+    }
+    while (rc == ERR_OK && !client_stream_ended(st)) {
+        if ((rc = client_stream_next(st, 1000, &f, err)) == ERR_OK && f != NULL)
+            tokens_after += f->kind == PROTO_FRAME_TOKENS;
+    }
+    if (st != NULL)
+        client_stream_close(st);
+    for (int k = 0; k < started; k++)
+        pthread_join(th[k], NULL);
+    printf("  cancel of one of 3 requests in flight: the worker let go of it after %.1f ms\n",
+           gone_ms);
+    CHECKF(rc == ERR_OK, "%s", err);
+    CHECK(started == 2);
+    CHECKF(gone_ms >= 0 && gone_ms < 100, "the worker let go after %.1f ms", gone_ms);
+    CHECKF(others_on, "the two other requests were not both still running");
+    CHECKF(tokens_after <= 1, "%d tokens frames after the cancel", tokens_after);
+    for (int k = 0; k < 2; k++)
+        CHECKF(job_matches(&jobs[k]), "request %d", k);
     daemon_stop(&d);
 }
 
@@ -270,11 +477,7 @@ test_kill_worker_mid_stream_and_in_prefill(void)
     double restart_ms = -1;
     static char long_prompt[8192];
 
-    if (!daemon_start(&d, NULL, extra) || !wait_ready(&d, 2)) {
-        daemon_print_log(&d);
-        daemon_stop(&d);
-        CHECK(!"orchd with 2 ready workers");
-    }
+    CHECK(start_ready(&d, extra, 2));
     /* an idle worker killed: its slot has a new, ready worker after the first backoff step
        (100 ms) and the worker's start */
     k.killed = daemon_worker_pid(&d, 0);
@@ -334,11 +537,7 @@ test_cancel_and_vanished_client(void)
     bool free_again = false;
     int tokens_after = 0;
 
-    if (!daemon_start(&d, NULL, extra) || !wait_ready(&d, 1)) {
-        daemon_print_log(&d);
-        daemon_stop(&d);
-        CHECK(!"orchd with a ready worker");
-    }
+    CHECK(start_ready(&d, extra, 1));
     CHECKF(submit(d.c, prompts[2], 2000, 0.0f, 1, NULL, &s, err) == ERR_OK, "%s", err);
     CHECK(client_stream_open(d.c, s.id, 0, &st, err) == ERR_OK);
     do {
@@ -381,11 +580,7 @@ test_stop_string_matches_generate(void)
     struct run got, want;
     char err[ERR_MSG_MAX];
 
-    if (!daemon_start(&d, NULL, extra) || !wait_ready(&d, 1)) {
-        daemon_print_log(&d);
-        daemon_stop(&d);
-        CHECK(!"orchd with a ready worker");
-    }
+    CHECK(start_ready(&d, extra, 1));
     CHECK(reference(prompts[0], 40, 0.0f, 1, "Lily", &want));
     CHECK(want.n > 0 && strstr(want.text, "Lily") == NULL);
     CHECKF(submit(d.c, prompts[0], 40, 0.0f, 1, "Lily", &s, err) == ERR_OK, "%s", err);
@@ -405,11 +600,7 @@ test_first_token_latency(void)
     char err[ERR_MSG_MAX];
     double best = 1e9;
 
-    if (!daemon_start(&d, NULL, extra) || !wait_ready(&d, 1)) {
-        daemon_print_log(&d);
-        daemon_stop(&d);
-        CHECK(!"orchd with a ready worker");
-    }
+    CHECK(start_ready(&d, extra, 1));
     CHECK(reference(prompts[4], 16, 0.0f, 1, NULL, &want));
     for (int i = 0; i < 5; i++) {
         uint64_t t0 = clock_now_ns();
@@ -549,11 +740,7 @@ test_four_workers_share_the_weights(void)
     CHECK(f != NULL && fseek(f, 0, SEEK_END) == 0);
     file_kb = (ftell(f) + 1023) / 1024;
     fclose(f);
-    if (!daemon_start(&d, NULL, extra) || !wait_ready(&d, 4)) {
-        daemon_print_log(&d);
-        daemon_stop(&d);
-        CHECK(!"orchd with 4 ready workers");
-    }
+    CHECK(start_ready(&d, extra, 4));
     /* one request each, so that every worker has read all the weights */
     for (int k = 0; k < 4; k++) {
         jobs[k] = (struct job){.d = &d, .k = k};
@@ -597,6 +784,9 @@ main(int argc, char **argv)
 {
     static const struct test tests[] = {
         TEST(test_concurrent_streams_match_generate),
+        TEST(test_one_worker_batches_eight_streams),
+        TEST(test_kill_worker_with_three_in_flight),
+        TEST(test_cancel_one_of_several),
         TEST(test_kill_worker_mid_stream_and_in_prefill),
         TEST(test_cancel_and_vanished_client),
         TEST(test_stop_string_matches_generate),

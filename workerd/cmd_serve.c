@@ -1,15 +1,17 @@
 /*
  * cmd_serve.c: `workerd serve`, the worker process orchd forks into a slot. It maps the model
  * (shared, read-only), dials orchd's link for its slot (an NNG pair1 socket over ipc://), answers
- * orchd's probe with READY once the model is loaded, then runs dispatched requests one at a time
- * through the engine's generation loop (generate.h), sending each token as it is produced, then
- * DONE or ERROR.
+ * orchd's probe with READY (carrying its number of request slots, --slots) once the model is
+ * loaded, then runs up to that many dispatched requests at once through the engine's continuous
+ * batch (generate.h): a request joins between decode steps, every active one advances by one
+ * token per step, and each token goes to orchd as it is produced, then DONE or ERROR, every
+ * message tagged with its request's id.
  *
  * Two threads: the link thread receives (probe, dispatch, cancel), sends heartbeats carrying a
- * progress counter, and watches for orchd's death; the main thread generates. Cancel sets the
- * running request's flag, which the engine polls per prefill chunk, per layer and per token, so
- * work stops within ~100 ms. Exit status: 0 after SIGTERM or when orchd went away, 2 (fatal, not
- * restarted) when the model or the options are bad, 1 on other errors.
+ * progress counter (tokens of all requests), and watches for orchd's death; the main thread runs
+ * the batch. Cancel sets that request's flag only, which the engine polls during its prefill and
+ * at each step, so its work stops within ~100 ms. Exit status: 0 after SIGTERM or when orchd
+ * went away, 2 (fatal, not restarted) when the model or the options are bad, 1 on other errors.
  */
 #include "common/clock.h"
 #include "common/err.h"
@@ -39,24 +41,45 @@
 #define SERVE_RECV_TICK_MS    50
 #define SERVE_SEND_TIMEOUT_MS 5000
 #define SERVE_DEFAULT_CTX     2048
+#define SERVE_DEFAULT_SLOTS   4
+
+enum job_state {
+    JOB_FREE,    /* the slot takes a dispatch */
+    JOB_PENDING, /* dispatched; the main thread has not added it to the batch yet */
+    JOB_RUNNING  /* in the batch (or being added), until its end is reported */
+};
+
+/* One request slot: a dispatched request from its acceptance by the link thread to the report of
+ * its end by the main thread. */
+struct job {
+    struct serve *s;
+    enum job_state state; /* under s->mu */
+    uint64_t seq;         /* acceptance order: the main thread adds pending jobs in it */
+    struct proto_msg msg; /* the decoded DISPATCH, owned while not FREE; read-only once PENDING */
+    atomic_bool cancel;   /* the request's cancel flag, polled by the engine */
+    /* main thread only */
+    bool ended; /* its end came (on_done, or a refused add): report it */
+    int rv;     /* ERR_OK: done with res; else an error with err */
+    struct generate_result res;
+    char err[ERR_MSG_MAX];
+};
 
 struct serve {
     nng_socket sock;
     pid_t parent;
     int slot;
-    /* the engine */
+    /* the engine: one batch of n_jobs sequences */
     struct gguf *gguf;
     struct model *model;
     struct tokenizer *tok;
-    struct context *ctx;
+    struct generate_batch *batch;
     uint32_t n_ctx;
-    /* the request handed from the link thread to the main thread */
+    /* the request slots, shared by the link thread (accepts, cancels) and the main thread */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    struct proto_msg job; /* a decoded DISPATCH, owned here while has_job or busy */
-    bool has_job;
-    bool busy;
-    atomic_bool cancel;          /* the running request's cancel flag */
+    struct job *jobs;
+    uint32_t n_jobs;
+    uint64_t next_seq;
     atomic_uint_fast64_t tokens; /* generated since start: the heartbeat's progress counter */
     atomic_bool failed_send;
 };
@@ -104,6 +127,41 @@ send_error(struct serve *s, const char *id, int code, const char *msg)
     serve_send(s, &m);
 }
 
+/* Requests taken (pending or running). Lock held. */
+static uint32_t
+jobs_taken(const struct serve *s)
+{
+    uint32_t n = 0;
+
+    for (uint32_t i = 0; i < s->n_jobs; i++)
+        n += s->jobs[i].state != JOB_FREE;
+    return n;
+}
+
+/* Takes a DISPATCH into a free slot (ownership of m moves there), or refuses it as busy. */
+static void
+accept_dispatch(struct serve *s, struct proto_msg *m)
+{
+    struct job *j = NULL;
+
+    pthread_mutex_lock(&s->mu);
+    for (uint32_t i = 0; i < s->n_jobs && j == NULL; i++)
+        if (s->jobs[i].state == JOB_FREE)
+            j = &s->jobs[i];
+    if (j == NULL) {
+        pthread_mutex_unlock(&s->mu);
+        send_error(s, m->u.dispatch.id, ERR_BUSY, "worker: every request slot is taken");
+        return;
+    }
+    j->msg = *m;
+    memset(m, 0, sizeof(*m));
+    atomic_store(&j->cancel, false);
+    j->seq = ++s->next_seq;
+    j->state = JOB_PENDING;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
 static void
 handle_cmd(struct serve *s, struct proto_msg *m)
 {
@@ -116,26 +174,18 @@ handle_cmd(struct serve *s, struct proto_msg *m)
         out.u.ready.pid = (int32_t)getpid();
         out.u.ready.n_ctx = s->n_ctx;
         out.u.ready.n_vocab = (uint32_t)model_config(s->model)->n_vocab;
-        out.u.ready.max_batch = 1;
+        out.u.ready.max_batch = s->n_jobs;
         serve_send(s, &out);
         break;
     case PROTO_DISPATCH:
-        pthread_mutex_lock(&s->mu);
-        if (s->busy || s->has_job) {
-            pthread_mutex_unlock(&s->mu);
-            send_error(s, m->u.dispatch.id, ERR_BUSY, "worker is already running a request");
-            break;
-        }
-        s->job = *m; /* take ownership of the decoded message */
-        memset(m, 0, sizeof(*m));
-        s->has_job = true;
-        pthread_cond_signal(&s->cv);
-        pthread_mutex_unlock(&s->mu);
+        accept_dispatch(s, m);
         break;
     case PROTO_CANCEL:
         pthread_mutex_lock(&s->mu);
-        if ((s->busy || s->has_job) && strcmp(s->job.u.dispatch.id, m->u.ref.id) == 0)
-            atomic_store(&s->cancel, true);
+        for (uint32_t i = 0; i < s->n_jobs; i++)
+            if (s->jobs[i].state != JOB_FREE &&
+                strcmp(s->jobs[i].msg.u.dispatch.id, m->u.ref.id) == 0)
+                atomic_store(&s->jobs[i].cancel, true);
         pthread_mutex_unlock(&s->mu);
         break;
     default:
@@ -168,7 +218,7 @@ link_thread(void *arg)
             struct proto_msg hb = {.type = PROTO_HEARTBEAT};
 
             pthread_mutex_lock(&s->mu);
-            hb.u.heartbeat.active = (s->busy || s->has_job) ? 1 : 0;
+            hb.u.heartbeat.active = jobs_taken(s);
             pthread_mutex_unlock(&s->mu);
             hb.u.heartbeat.tokens = atomic_load(&s->tokens);
             serve_send(s, &hb);
@@ -192,34 +242,43 @@ link_thread(void *arg)
         proto_msg_free(&m);
     }
     pthread_mutex_lock(&s->mu);
-    atomic_store(&s->cancel, true);
+    for (uint32_t i = 0; i < s->n_jobs; i++)
+        atomic_store(&s->jobs[i].cancel, true);
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     return NULL;
 }
 
-struct token_sink {
-    struct serve *s;
-    const char *id;
-};
-
+/* The engine's token callback: the token goes to orchd at once, tagged with its request's id. */
 static int
 on_token(void *user, const struct generate_token *tok)
 {
-    struct token_sink *sink = user;
+    struct job *j = user;
     struct proto_msg m = {.type = PROTO_TOKENS};
     int32_t id = tok->id;
 
-    m.u.tokens.id = (char *)sink->id;
+    m.u.tokens.id = j->msg.u.dispatch.id;
     m.u.tokens.index = tok->index;
     m.u.tokens.ids = &id;
     m.u.tokens.n_ids = 1;
     m.u.tokens.text = (char *)tok->text;
     m.u.tokens.text_len = tok->n_text;
-    atomic_fetch_add(&sink->s->tokens, 1);
-    if (atomic_load(&sink->s->cancel))
+    atomic_fetch_add(&j->s->tokens, 1);
+    if (atomic_load(&j->cancel))
         return 1;
-    return serve_send(sink->s, &m) ? 0 : 1;
+    return serve_send(j->s, &m) ? 0 : 1;
+}
+
+/* The engine's end callback: kept for report_ends(), once the step is over. */
+static void
+on_done(void *user, int rc, const struct generate_result *res, const char *err)
+{
+    struct job *j = user;
+
+    j->rv = rc;
+    j->res = *res;
+    snprintf(j->err, sizeof(j->err), "%s", err != NULL ? err : "");
+    j->ended = true;
 }
 
 static enum proto_reason
@@ -239,25 +298,16 @@ reason_of(enum generate_reason r)
     return PROTO_REASON_ERROR;
 }
 
-/* How a request ended: what run_job() leaves for the main loop to report once the worker is free.
- */
-struct job_end {
-    char id[PROTO_MAX_ID_BYTES + 1];
-    int rv; /* ERR_OK: done with res; else an error with err */
-    struct generate_result res;
-    uint32_t n_prompt;
-    char err[ERR_MSG_MAX];
-};
-
-/* Runs one dispatched request to its end; tokens go out as they come, the end is reported later. */
+/* Adds job j's request to the batch (prefilling it); a refusal ends it at once. Main thread. */
 static void
-run_job(struct serve *s, const struct proto_dispatch *d, struct job_end *end)
+job_add(struct serve *s, struct job *j)
 {
+    const struct proto_dispatch *d = &j->msg.u.dispatch;
     struct generate_request req = {0};
-    struct token_sink sink = {s, d->id};
+    char err[ERR_MSG_MAX];
+    int rv;
 
-    snprintf(end->id, sizeof(end->id), "%s", d->id);
-    end->n_prompt = d->n_prompt;
+    j->ended = false;
     req.prompt = d->prompt_ids;
     req.n_prompt = d->n_prompt;
     req.replay = d->replay_ids;
@@ -272,30 +322,52 @@ run_job(struct serve *s, const struct proto_dispatch *d, struct job_end *end)
     req.max_tokens = d->max_tokens;
     req.stops = (const char *const *)d->stop;
     req.n_stops = d->n_stop;
-    req.cancel = &s->cancel;
-    context_truncate(s->ctx, 0, 0);
-    end->rv = generate_run(s->model, s->ctx, s->tok, &req, on_token, &sink, &end->res, end->err);
+    req.cancel = &j->cancel;
+    if ((rv = generate_batch_add(s->batch, &req, on_token, on_done, j, err)) != ERR_OK) {
+        j->rv = rv;
+        memset(&j->res, 0, sizeof(j->res));
+        snprintf(j->err, sizeof(j->err), "%s", err);
+        j->ended = true;
+    }
 }
 
-/* Reports a request's end: DONE with its statistics, or ERROR. Called once the worker is free, so
- * orchd may dispatch again as soon as it reads this. */
+/* Reports every ended request (DONE with its statistics, or ERROR) after freeing its slot, so
+ * orchd may dispatch again as soon as it reads the report. Main thread. */
 static void
-report_end(struct serve *s, const struct job_end *end)
+report_ends(struct serve *s)
 {
-    struct proto_msg done = {.type = PROTO_DONE};
+    for (uint32_t i = 0; i < s->n_jobs; i++) {
+        struct job *j = &s->jobs[i];
+        struct proto_msg out = {0}, msg;
+        char *id;
 
-    if (end->rv != ERR_OK) {
-        log_warn("request %s failed: %s: %s", end->id, err_str(end->rv), end->err);
-        send_error(s, end->id, end->rv, end->err);
-        return;
+        if (j->state != JOB_RUNNING || !j->ended)
+            continue;
+        j->ended = false;
+        msg = j->msg; /* moved out: the slot may be taken again before the report is sent */
+        id = msg.u.dispatch.id;
+        if (j->rv != ERR_OK) {
+            log_warn("request %s failed: %s: %s", id, err_str(j->rv), j->err);
+            out.type = PROTO_ERROR;
+            out.u.error.code = j->rv;
+            out.u.error.msg = j->err;
+            out.u.error.id = id;
+        } else {
+            out.type = PROTO_DONE;
+            out.u.done.id = id;
+            out.u.done.reason = reason_of(j->res.reason);
+            out.u.done.stats.prompt_tokens = msg.u.dispatch.n_prompt;
+            out.u.done.stats.gen_tokens = j->res.n_gen;
+            out.u.done.stats.prefill_ms = j->res.prefill_ms;
+            out.u.done.stats.decode_ms = j->res.decode_ms;
+        }
+        pthread_mutex_lock(&s->mu);
+        memset(&j->msg, 0, sizeof(j->msg));
+        j->state = JOB_FREE;
+        pthread_mutex_unlock(&s->mu);
+        serve_send(s, &out);
+        proto_msg_free(&msg);
     }
-    done.u.done.id = (char *)end->id;
-    done.u.done.reason = reason_of(end->res.reason);
-    done.u.done.stats.prompt_tokens = end->n_prompt;
-    done.u.done.stats.gen_tokens = end->res.n_gen;
-    done.u.done.stats.prefill_ms = end->res.prefill_ms;
-    done.u.done.stats.decode_ms = end->res.decode_ms;
-    serve_send(s, &done);
 }
 
 static int
@@ -322,7 +394,8 @@ serve_load(struct serve *s, const char *path, uint32_t n_threads, long want_ctx)
     s->n_ctx = want_ctx > 0 ? (uint32_t)want_ctx : SERVE_DEFAULT_CTX;
     if (n_train > 0 && s->n_ctx > n_train)
         s->n_ctx = n_train;
-    if ((rv = context_new(&s->ctx, s->model, 1, s->n_ctx, n_threads, err)) != ERR_OK) {
+    if ((rv = generate_batch_new(&s->batch, s->model, s->tok, s->n_jobs, s->n_ctx, n_threads,
+                                 err)) != ERR_OK) {
         log_error("%s: %s", path, err);
         return rv;
     }
@@ -332,7 +405,7 @@ serve_load(struct serve *s, const char *path, uint32_t n_threads, long want_ctx)
 static void
 serve_unload(struct serve *s)
 {
-    context_free(s->ctx);
+    generate_batch_free(s->batch);
     tokenizer_free(s->tok);
     model_free(s->model);
     gguf_close(s->gguf);
@@ -359,15 +432,75 @@ serve_link(struct serve *s, const char *url)
     return ERR_OK;
 }
 
+/* Waits up to SERVE_RECV_TICK_MS for a dispatch (or the quit). Lock held. */
+static void
+wait_tick(struct serve *s)
+{
+    struct timespec until;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += SERVE_RECV_TICK_MS * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&s->cv, &s->mu, &until);
+}
+
+/* The pending job dispatched first, or NULL. Lock held. */
+static struct job *
+next_pending(struct serve *s)
+{
+    struct job *first = NULL;
+
+    for (uint32_t i = 0; i < s->n_jobs; i++)
+        if (s->jobs[i].state == JOB_PENDING && (first == NULL || s->jobs[i].seq < first->seq))
+            first = &s->jobs[i];
+    return first;
+}
+
+/*
+ * The main thread's loop: adds newly dispatched requests to the batch (each prefills as it joins),
+ * runs one decode step of every active request while any is active, and reports the requests
+ * that ended; sleeps on the condition variable when there is nothing to do.
+ */
+static void
+serve_loop(struct serve *s)
+{
+    char err[ERR_MSG_MAX];
+    struct job *j;
+    int rv;
+
+    pthread_mutex_lock(&s->mu);
+    while (!atomic_load(&serve_quit)) {
+        if ((j = next_pending(s)) != NULL) {
+            j->state = JOB_RUNNING;
+            pthread_mutex_unlock(&s->mu);
+            job_add(s, j);
+        } else if (generate_batch_active(s->batch) > 0) {
+            pthread_mutex_unlock(&s->mu);
+            if ((rv = generate_batch_step(s->batch, err)) != ERR_OK)
+                log_error("decode step failed: %s: %s", err_str(rv), err);
+        } else {
+            wait_tick(s);
+            continue;
+        }
+        report_ends(s);
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
 int
 cmd_serve(int argc, char **argv)
 {
     struct serve s = {0};
     const char *model = NULL, *url = NULL;
-    long long threads = 1, n_ctx = 0, slot = 0;
+    long long threads = 1, n_ctx = 0, slot = 0, slots = SERVE_DEFAULT_SLOTS;
     struct sigaction sa = {0};
     pthread_t link;
     char name[32], err[ERR_MSG_MAX];
+    int status = CMD_EXIT_ERROR;
 
     /* every option takes one value: step over both */
     for (int i = 1; i < argc; i += 2) {
@@ -382,6 +515,9 @@ cmd_serve(int argc, char **argv)
             url = v;
         else if (strcmp(a, "--slot") == 0) {
             if (opt_int(a, v, 0, 1023, &slot, err) != ERR_OK)
+                return usage_error(err, NULL);
+        } else if (strcmp(a, "--slots") == 0) {
+            if (opt_int(a, v, 1, PROTO_MAX_BATCH, &slots, err) != ERR_OK)
                 return usage_error(err, NULL);
         } else if (strcmp(a, "-t") == 0) {
             if (opt_int(a, v, 1, 256, &threads, err) != ERR_OK)
@@ -398,6 +534,14 @@ cmd_serve(int argc, char **argv)
     log_init(name, LOG_INFO);
     s.parent = getppid();
     s.slot = (int)slot;
+    s.n_jobs = (uint32_t)slots;
+    s.jobs = calloc(s.n_jobs, sizeof(*s.jobs));
+    if (s.jobs == NULL) {
+        log_error("out of memory");
+        return CMD_EXIT_ERROR;
+    }
+    for (uint32_t i = 0; i < s.n_jobs; i++)
+        s.jobs[i].s = &s;
 
     sa.sa_handler = on_term;
     sigaction(SIGTERM, &sa, NULL);
@@ -405,58 +549,32 @@ cmd_serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     if (serve_load(&s, model, (uint32_t)threads, n_ctx) != ERR_OK) {
-        serve_unload(&s);
-        return CMD_EXIT_FATAL;
+        status = CMD_EXIT_FATAL;
+        goto out;
     }
-    if (serve_link(&s, url) != ERR_OK) {
-        serve_unload(&s);
-        return CMD_EXIT_ERROR;
-    }
+    if (serve_link(&s, url) != ERR_OK)
+        goto out;
     pthread_mutex_init(&s.mu, NULL);
     pthread_cond_init(&s.cv, NULL);
     if (pthread_create(&link, NULL, link_thread, &s) != 0) {
         log_error("pthread_create failed");
         sock_close(s.sock);
-        serve_unload(&s);
-        return CMD_EXIT_ERROR;
+        goto out_sync;
     }
-    log_info("serving %s on %s (n_ctx %u, %lld threads)", model, url, s.n_ctx, threads);
-
-    pthread_mutex_lock(&s.mu);
-    while (!atomic_load(&serve_quit)) {
-        struct job_end end;
-        struct timespec until;
-
-        if (!s.has_job) {
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_nsec += SERVE_RECV_TICK_MS * 1000000L;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&s.cv, &s.mu, &until);
-            continue;
-        }
-        s.has_job = false;
-        s.busy = true;
-        atomic_store(&s.cancel, false);
-        pthread_mutex_unlock(&s.mu);
-        run_job(&s, &s.job.u.dispatch, &end);
-        pthread_mutex_lock(&s.mu);
-        s.busy = false;
-        proto_msg_free(&s.job);
-        pthread_mutex_unlock(&s.mu);
-        report_end(&s, &end);
-        pthread_mutex_lock(&s.mu);
-    }
-    pthread_mutex_unlock(&s.mu);
-
+    log_info("serving %s on %s (n_ctx %u, %lld threads, %u request slots)", model, url, s.n_ctx,
+             threads, s.n_jobs);
+    serve_loop(&s);
     pthread_join(link, NULL);
     sock_close(s.sock);
-    proto_msg_free(&s.job);
+    log_info("stopped");
+    status = CMD_EXIT_OK;
+out_sync:
     pthread_cond_destroy(&s.cv);
     pthread_mutex_destroy(&s.mu);
+out:
+    for (uint32_t i = 0; i < s.n_jobs; i++)
+        proto_msg_free(&s.jobs[i].msg);
+    free(s.jobs);
     serve_unload(&s);
-    log_info("stopped");
-    return CMD_EXIT_OK;
+    return status;
 }

@@ -19,7 +19,9 @@ static const struct cmd commands[] = {
      "-m MODEL [-n N] [--temp T] [--seed S] [--top-k K] [--top-p P] [--min-p P] "
      "[--repeat-penalty R] [--repeat-last-n N] [-t THREADS] [--ctx N] [--ignore-eos] "
      "[--stop STR]... [--json] [--] PROMPT"},
-    {"serve", cmd_serve, "-m MODEL --link URL [--slot N] [-t THREADS] [--ctx N]  (run by orchd)"},
+    {"serve", cmd_serve,
+     "-m MODEL --link URL [--slot N] [--slots N] [-t THREADS] [--ctx N]  (run by orchd; "
+     "--slots: requests at once, default 4)"},
     {NULL, NULL, NULL},
 };
 
