@@ -1,8 +1,9 @@
 /*
  * fuzz_model.c: libFuzzer target for the model loader and the forward pass. Each input is parsed
  * with gguf_open_buffer(); when it opens, model_load() checks its hyperparameters and tensors, and
- * when that succeeds a 4-position context evaluates two tokens (first and last id of the
- * vocabulary) with every logit, then one more token. Any read outside the input or the buffers
+ * when that succeeds a context of two 4-position sequences evaluates two tokens (first and last id
+ * of the vocabulary) with every logit in sequence 0 and one in sequence 1, then one decode step
+ * of both (at positions 2 and 1). Any read outside the input or the buffers
  * shows under ASan; errors are fine. Seeds: tests/fuzz-seeds/fuzz_model/ (tiny gguf-synth models).
  */
 #include "common/err.h"
@@ -27,11 +28,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (model_load(&m, g, err) == ERR_OK) {
         uint32_t n_vocab = model_config(m)->n_vocab;
         int32_t ids[3] = {0, (int32_t)n_vocab - 1, (int32_t)(n_vocab / 2)};
+        uint32_t seqs[2] = {1, 0};
         float *logits = malloc(2 * (size_t)n_vocab * sizeof(float));
 
-        if (logits != NULL && context_new(&c, m, 1, 4, 1, err) == ERR_OK) {
-            if (context_eval(c, 0, ids, 2, true, logits, err) == ERR_OK)
-                context_eval(c, 0, ids + 2, 1, false, logits, err);
+        if (logits != NULL && context_new(&c, m, 2, 4, 1, err) == ERR_OK) {
+            if (context_eval(c, 0, ids, 2, true, logits, err) == ERR_OK &&
+                context_eval(c, 1, ids + 2, 1, false, logits, err) == ERR_OK)
+                context_decode(c, seqs, ids + 1, 2, logits, err);
             context_free(c);
         }
         free(logits);
