@@ -460,9 +460,11 @@ next_pending(struct serve *s)
 }
 
 /*
- * The main thread's loop: adds newly dispatched requests to the batch (each prefills as it joins),
- * runs one decode step of every active request while any is active, and reports the requests
- * that ended; sleeps on the condition variable when there is nothing to do.
+ * The main thread's loop. Each turn: adds the oldest newly dispatched request to the batch (its
+ * prefill runs now), then runs one decode step of every active request, then reports the
+ * requests that ended; sleeps on the condition variable when there is nothing to do. One join
+ * per step: when several requests arrive at once, the running ones still get a token between two
+ * prefills, and the first to join streams while the next one prefills.
  */
 static void
 serve_loop(struct serve *s)
@@ -473,18 +475,18 @@ serve_loop(struct serve *s)
 
     pthread_mutex_lock(&s->mu);
     while (!atomic_load(&serve_quit)) {
-        if ((j = next_pending(s)) != NULL) {
-            j->state = JOB_RUNNING;
-            pthread_mutex_unlock(&s->mu);
-            job_add(s, j);
-        } else if (generate_batch_active(s->batch) > 0) {
-            pthread_mutex_unlock(&s->mu);
-            if ((rv = generate_batch_step(s->batch, err)) != ERR_OK)
-                log_error("decode step failed: %s: %s", err_str(rv), err);
-        } else {
+        if ((j = next_pending(s)) == NULL && generate_batch_active(s->batch) == 0) {
             wait_tick(s);
             continue;
         }
+        if (j != NULL)
+            j->state = JOB_RUNNING;
+        pthread_mutex_unlock(&s->mu);
+        if (j != NULL)
+            job_add(s, j);
+        if (generate_batch_active(s->batch) > 0 &&
+            (rv = generate_batch_step(s->batch, err)) != ERR_OK)
+            log_error("decode step failed: %s: %s", err_str(rv), err);
         report_ends(s);
         pthread_mutex_lock(&s->mu);
     }
