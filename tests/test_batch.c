@@ -22,11 +22,11 @@ struct seq_plan {
     uint32_t slot, n_prompt, n_decode, start;
 };
 
-/* Slot 3 is used twice (the second sequence joins after the first has ended); slots 0 and 6 are
- * never used; prompt lengths cross the internal batch of 64. */
+/* Slot 3 is used twice (the second sequence joins after the first has ended); prompt lengths
+ * cross the internal batch of 64; up to 7 sequences share a step (tiles of 6 tokens and more). */
 static const struct seq_plan plan[] = {
-    {3, 1, 5, 0},  {1, 5, 12, 0}, {7, 17, 9, 2}, {2, 70, 8, 3},
-    {5, 3, 14, 5}, {4, 9, 3, 1},  {3, 4, 6, 8},
+    {3, 1, 5, 0}, {1, 5, 12, 0}, {7, 17, 9, 2}, {2, 70, 8, 3}, {5, 3, 14, 5},
+    {4, 9, 3, 1}, {3, 4, 6, 8},  {0, 2, 10, 4}, {6, 6, 8, 5},
 };
 #define N_PLAN  (sizeof(plan) / sizeof(plan[0]))
 #define N_SLOTS 8
@@ -88,8 +88,8 @@ fail:
  * ref ("" when none).
  */
 static int
-run_plan(const struct model *m, uint32_t n_threads, const float *ref, char *diff, size_t n_diff,
-         char *err)
+run_plan(const struct model *m, uint32_t n_threads, const float *ref, size_t *widest, char *diff,
+         size_t n_diff, char *err)
 {
     uint32_t n_vocab = model_config(m)->n_vocab;
     size_t per = (size_t)n_vocab * (MAX_DEC + 1);
@@ -135,6 +135,7 @@ run_plan(const struct model *m, uint32_t n_threads, const float *ref, char *diff
         }
         if (n == 0)
             continue;
+        *widest = n > *widest ? n : *widest;
         if (context_decode(c, slots, step_ids, n, logits, err) != ERR_OK)
             goto fail;
         for (size_t r = 0; r < n; r++) {
@@ -168,19 +169,21 @@ check_model(const char *name, const struct model *m)
     char err[ERR_MSG_MAX] = "", diff[256] = "";
     float *ref = reference(m, err);
     int expect = 0, rows = 0;
+    size_t widest = 0;
     uint32_t threads;
 
     CHECKF(ref != NULL, "%s: reference: %s", name, err);
     for (size_t i = 0; i < N_PLAN; i++)
         expect += 1 + (int)plan[i].n_decode;
     for (threads = 1; threads <= 2; threads++)
-        if ((rows = run_plan(m, threads, ref, diff, sizeof(diff), err)) != expect ||
+        if ((rows = run_plan(m, threads, ref, &widest, diff, sizeof(diff), err)) != expect ||
             diff[0] != '\0')
             break;
     free(ref);
     CHECKF(rows >= 0, "%s, %u threads: %s %s", name, threads, err, diff);
     CHECKF(diff[0] == '\0', "%s, %u threads: %s", name, threads, diff);
     CHECKF(rows == expect, "%s: %d rows compared, expected %d", name, rows, expect);
+    CHECKF(widest == 7, "%s: at most %zu sequences in a step, expected 7", name, widest);
 }
 
 static void
