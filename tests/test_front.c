@@ -11,6 +11,7 @@
 #include "orchd/front.h"
 #include "proto/sock.h"
 #include "tests/harness.h"
+#include "tests/wire.h"
 #include "workerd/engine/chat.h"
 #include "workerd/engine/gguf.h"
 #include "workerd/engine/tokenizer.h"
@@ -127,15 +128,12 @@ call_raw(struct rig *r, const void *buf, size_t len, struct proto_msg *rep)
 static int
 call(struct rig *r, const struct proto_msg *m, struct proto_msg *rep)
 {
-    char err[ERR_MSG_MAX];
     void *buf;
     size_t len;
     int rv;
 
-    if (proto_encode(m, &buf, &len, err) != ERR_OK) {
-        printf("  encode: %s\n", err);
+    if (!wire_encode(m, &buf, &len))
         return NNG_EINVAL;
-    }
     rv = call_raw(r, buf, len, rep);
     free(buf);
     return rv;

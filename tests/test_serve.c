@@ -11,6 +11,7 @@
 #include "proto/proto.h"
 #include "proto/sock.h"
 #include "tests/harness.h"
+#include "tests/wire.h"
 
 #include <nng/nng.h>
 #include <nng/protocol/pair1/pair.h>
@@ -32,15 +33,12 @@ struct link {
 static bool
 link_send(struct link *l, const struct proto_msg *m)
 {
-    char err[ERR_MSG_MAX];
     void *buf;
     size_t len;
     int rv;
 
-    if (proto_encode(m, &buf, &len, err) != ERR_OK) {
-        printf("  encode: %s\n", err);
+    if (!wire_encode(m, &buf, &len))
         return false;
-    }
     rv = nng_send(l->sock, buf, len, 0);
     free(buf);
     return rv == 0;
