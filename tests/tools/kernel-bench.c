@@ -1,0 +1,157 @@
+/*
+ * kernel-bench.c: `kernel-bench [-T f32|f16|bf16] [-r ROWS] [-c COLS] [-n NTOK] [-t THREADS]
+ * [-i REPS]`: times kernel_matmul_rows() alone on a random matrix in memory (no model file): each
+ * repetition multiplies all ROWS rows by NTOK activation rows, split over the thread pool as the
+ * engine splits a matrix. Prints one JSON line with the best and median repetition, as GFLOP/s and
+ * as GB/s of weights read. Small matrices measure the tiles in cache; large ones (hundreds of MiB)
+ * the weight stream. For measuring the kernels, not a benchmark suite.
+ */
+#include "common/clock.h"
+#include "common/err.h"
+#include "common/opt.h"
+#include "tests/synth_rand.h"
+#include "workerd/engine/kernels.h"
+#include "workerd/engine/threadpool.h"
+#include "workerd/engine/types.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct job {
+    const struct kernel_matrix *w;
+    const float *x;
+    uint32_t ntok;
+    float *y;
+    float *scratch;
+    size_t scratch_stride;
+};
+
+/* Each part takes a contiguous share of the row tiles, as model.c's matmul_part does. */
+static void
+part(void *arg, uint32_t ith, uint32_t nth)
+{
+    struct job *j = arg;
+    uint64_t tiles = (j->w->rows + KERNEL_TILE_ROWS - 1) / KERNEL_TILE_ROWS;
+    uint32_t r0 = (uint32_t)(tiles * ith / nth) * KERNEL_TILE_ROWS;
+    uint32_t r1 = (uint32_t)(tiles * (ith + 1) / nth) * KERNEL_TILE_ROWS;
+
+    if (r1 > j->w->rows)
+        r1 = j->w->rows;
+    if (r0 < r1)
+        kernel_matmul_rows(j->w, r0, r1, j->x, j->w->cols, j->ntok, j->y, j->w->rows,
+                           j->scratch + ith * j->scratch_stride);
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+static void
+usage(void)
+{
+    fprintf(stderr, "usage: kernel-bench [-T f32|f16|bf16] [-r ROWS] [-w WINDOW] [-c COLS] "
+                    "[-n NTOK] [-t THREADS] [-i REPS]\n");
+}
+
+int
+main(int argc, char **argv)
+{
+    long long rows = 4096, window = 0, cols = 2048, ntok = 1, threads = 1, reps = 10;
+    uint32_t type = TYPE_F16;
+    char err[ERR_MSG_MAX];
+
+    for (int i = 1; i < argc; i++) {
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int rc = ERR_OK;
+        if (v == NULL) {
+            usage();
+            return 2;
+        }
+        if (strcmp(argv[i], "-T") == 0 && strcmp(v, "f32") == 0)
+            type = TYPE_F32;
+        else if (strcmp(argv[i], "-T") == 0 && strcmp(v, "f16") == 0)
+            type = TYPE_F16;
+        else if (strcmp(argv[i], "-T") == 0 && strcmp(v, "bf16") == 0)
+            type = TYPE_BF16;
+        else if (strcmp(argv[i], "-r") == 0)
+            rc = opt_int("-r", v, 1, 1 << 24, &rows, err);
+        else if (strcmp(argv[i], "-w") == 0)
+            rc = opt_int("-w", v, 1, 1 << 24, &window, err);
+        else if (strcmp(argv[i], "-c") == 0)
+            rc = opt_int("-c", v, 1, 1 << 20, &cols, err);
+        else if (strcmp(argv[i], "-n") == 0)
+            rc = opt_int("-n", v, 1, 1024, &ntok, err);
+        else if (strcmp(argv[i], "-t") == 0)
+            rc = opt_int("-t", v, 1, 1024, &threads, err);
+        else if (strcmp(argv[i], "-i") == 0)
+            rc = opt_int("-i", v, 1, 1 << 20, &reps, err);
+        else {
+            usage();
+            return 2;
+        }
+        if (rc != ERR_OK) {
+            fprintf(stderr, "kernel-bench: %s\n", err);
+            return 2;
+        }
+        i++;
+    }
+
+    size_t rb = type_row_size(type, (int64_t)cols), esz = type == TYPE_F32 ? 4 : 2;
+    size_t stride = kernel_scratch_floats((uint32_t)cols);
+    uint8_t *data = malloc(rb * (size_t)rows);
+    float *x = malloc((size_t)ntok * cols * sizeof(float));
+    float *y = malloc((size_t)ntok * rows * sizeof(float));
+    float *scratch = malloc((size_t)threads * stride * sizeof(float));
+    double *ms = malloc((size_t)reps * sizeof(double));
+    struct threadpool *pool = NULL;
+    int status = 1;
+
+    if (data == NULL || x == NULL || y == NULL || scratch == NULL || ms == NULL) {
+        fprintf(stderr, "kernel-bench: out of memory\n");
+        goto done;
+    }
+    for (size_t i = 0; i < (size_t)rows * cols; i++) {
+        float v = synth_rand_uniform(1, 1, i) * 2.0f - 1.0f;
+        uint16_t h = type == TYPE_F16 ? f32_to_fp16(v) : f32_to_bf16(v);
+        memcpy(data + i * esz, esz == 4 ? (const void *)&v : (const void *)&h, esz);
+    }
+    for (size_t i = 0; i < (size_t)ntok * cols; i++)
+        x[i] = synth_rand_uniform(1, 2, i) * 2.0f - 1.0f;
+    if (threadpool_new(&pool, (uint32_t)threads, err) != ERR_OK) {
+        fprintf(stderr, "kernel-bench: %s\n", err);
+        goto done;
+    }
+    if (window == 0 || window > rows)
+        window = rows;
+    struct kernel_matrix all = {data, type, (uint32_t)rows, (uint32_t)cols, rb}, w = all;
+    struct job j = {&w, x, (uint32_t)ntok, y, scratch, stride};
+    w.rows = (uint32_t)window;
+    threadpool_run(pool, part, &j); /* warm up: page faults, CPUID */
+    for (long long r = 0, r0 = 0; r < reps; r++, r0 += window) {
+        if (r0 + window > rows)
+            r0 = 0;
+        w.data = data + (size_t)r0 * rb;
+        uint64_t t0 = clock_now_ns();
+        threadpool_run(pool, part, &j);
+        ms[r] = clock_ms_between(t0, clock_now_ns());
+    }
+    qsort(ms, (size_t)reps, sizeof(double), cmp_double);
+    double flop = 2.0 * (double)window * (double)cols * (double)ntok, bytes = (double)rb * window;
+    double best = ms[0], med = ms[reps / 2];
+    printf("{\"type\":\"%s\",\"rows\":%lld,\"window\":%lld,\"cols\":%lld,\"ntok\":%lld,\"threads\":"
+           "%lld,"
+           "\"best_ms\":%.3f,\"median_ms\":%.3f,\"gflops\":%.2f,\"gflops_median\":%.2f,"
+           "\"gbps\":%.2f,\"gbps_median\":%.2f}\n",
+           type_traits(type)->name, rows, window, cols, ntok, threads, best, med, flop / best / 1e6,
+           flop / med / 1e6, bytes / best / 1e6, bytes / med / 1e6);
+    status = 0;
+done:
+    threadpool_free(pool);
+    free(data), free(x), free(y), free(scratch), free(ms);
+    return status;
+}
