@@ -48,36 +48,48 @@ make_vector(size_t n, uint64_t seed)
     return x;
 }
 
+/* Rows, columns, tokens: odd counts, short last blocks, every token count of the direct tiles
+ * (1..9), and past a token block (64) and a column range of the packed AVX-512 tile (512). */
+static const uint32_t simd_shapes[][3] = {
+    {7, 3, 1},    {9, 8, 2},     {13, 64, 5},   {33, 172, 7},  {4, 300, 40}, {5, 17, 3},
+    {13, 37, 1},  {13, 37, 2},   {13, 37, 3},   {13, 37, 4},   {13, 37, 5},  {13, 37, 6},
+    {13, 37, 7},  {13, 37, 8},   {13, 37, 9},   {1, 40, 9},    {2, 16, 12},  {19, 1100, 70},
+    {6, 1024, 9}, {11, 515, 17}, {25, 2048, 1}, {17, 520, 64},
+};
+
 static void
 test_simd_equals_scalar(void)
 {
     static const uint32_t types[] = {TYPE_F32, TYPE_F16, TYPE_BF16};
-    static const uint32_t shapes[][3] = {{7, 3, 1},    {9, 8, 2},    {13, 64, 5},
-                                         {33, 172, 7}, {4, 300, 40}, {5, 17, 3}};
+    const size_t n_shapes = sizeof(simd_shapes) / sizeof(simd_shapes[0]);
 
     if (!kernel_simd_active()) {
         printf("  skip: no AVX2/FMA/F16C on this CPU\n");
         return;
     }
-    for (size_t ti = 0; ti < 3; ti++)
-        for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
-            uint32_t rows = shapes[s][0], cols = shapes[s][1], ntok = shapes[s][2];
-            struct kernel_matrix m;
-            void *data = make_matrix(types[ti], rows, cols, 11 + s, &m);
-            float *x = make_vector((size_t)ntok * cols, 99 + s);
-            float *y1 = calloc((size_t)ntok * rows, sizeof(float));
-            float *y2 = calloc((size_t)ntok * rows, sizeof(float));
-            float *scratch = malloc(kernel_scratch_floats(cols) * sizeof(float));
+    /* the CPU's kernels (the AVX-512 tiles where it has them), then the AVX2 ones */
+    for (int avx2 = 0; avx2 < 2; avx2++)
+        for (size_t ti = 0; ti < 3; ti++)
+            for (size_t s = 0; s < n_shapes; s++) {
+                uint32_t rows = simd_shapes[s][0], cols = simd_shapes[s][1];
+                uint32_t ntok = simd_shapes[s][2];
+                struct kernel_matrix m;
+                void *data = make_matrix(types[ti], rows, cols, 11 + s, &m);
+                float *x = make_vector((size_t)ntok * cols, 99 + s);
+                float *y1 = calloc((size_t)ntok * rows, sizeof(float));
+                float *y2 = calloc((size_t)ntok * rows, sizeof(float));
+                float *scratch = malloc(kernel_scratch_floats(cols) * sizeof(float));
 
-            kernel_matmul_rows(&m, 0, rows, x, cols, ntok, y1, rows, scratch);
-            kernel_force_scalar(true);
-            kernel_matmul_rows(&m, 0, rows, x, cols, ntok, y2, rows, scratch);
-            kernel_force_scalar(false);
-            bool same = memcmp(y1, y2, (size_t)ntok * rows * sizeof(float)) == 0;
-            free(data), free(x), free(y1), free(y2), free(scratch);
-            CHECKF(same, "type %u, %ux%u, %u tokens: AVX2 and scalar differ", types[ti], rows, cols,
-                   ntok);
-        }
+                kernel_force_avx2(avx2 == 1);
+                kernel_matmul_rows(&m, 0, rows, x, cols, ntok, y1, rows, scratch);
+                kernel_force_scalar(true);
+                kernel_matmul_rows(&m, 0, rows, x, cols, ntok, y2, rows, scratch);
+                kernel_force_scalar(false);
+                bool same = memcmp(y1, y2, (size_t)ntok * rows * sizeof(float)) == 0;
+                free(data), free(x), free(y1), free(y2), free(scratch);
+                CHECKF(same, "type %u, %ux%u, %u tokens%s: SIMD and scalar differ", types[ti], rows,
+                       cols, ntok, avx2 ? " (AVX2 only)" : "");
+            }
 }
 
 /* One token at a time over any split of the rows, or all at once: the same bits. */

@@ -102,11 +102,12 @@ main(int argc, char **argv)
     }
 
     size_t rb = type_row_size(type, (int64_t)cols), esz = type == TYPE_F32 ? 4 : 2;
-    size_t stride = kernel_scratch_floats((uint32_t)cols);
-    uint8_t *data = malloc(rb * (size_t)rows);
-    float *x = malloc((size_t)ntok * cols * sizeof(float));
-    float *y = malloc((size_t)ntok * rows * sizeof(float));
-    float *scratch = malloc((size_t)threads * stride * sizeof(float));
+    /* 64-byte aligned as the engine's buffers (model.c's alloc_floats) */
+    size_t stride = (kernel_scratch_floats((uint32_t)cols) + 15) & ~(size_t)15;
+    uint8_t *data = aligned_alloc(64, (rb * (size_t)rows + 63) & ~(size_t)63);
+    float *x = aligned_alloc(64, ((size_t)ntok * cols * sizeof(float) + 63) & ~(size_t)63);
+    float *y = aligned_alloc(64, ((size_t)ntok * rows * sizeof(float) + 63) & ~(size_t)63);
+    float *scratch = aligned_alloc(64, (size_t)threads * stride * sizeof(float));
     double *ms = malloc((size_t)reps * sizeof(double));
     struct threadpool *pool = NULL;
     int status = 1;

@@ -21,11 +21,16 @@
 
 #define LANES       8
 #define TOK_TILE    2 /* tokens per tile */
-#define WIDE_TOKENS 6 /* tokens per tile with AVX-512VL's 32 registers */
 #define DIRECT_MAX  2 /* up to this many tokens, F16/BF16 rows are converted inside the dot loop */
+#define ZDIRECT_MAX 8 /* the same with AVX-512 (and for F32: always direct below it) */
+#define ZPAIRS      3 /* AVX-512 tiles: row pairs per tile */
+#define ZROWS       (2 * ZPAIRS)
+#define ZTOK        8   /* AVX-512 tiles: tokens per tile */
+#define ZCOLS       512 /* AVX-512 prefill: columns per pass over a packed tile */
 
 /* How a weight row's elements are read: LOAD_NONE types go through their row conversion. */
 enum load_kind { LOAD_NONE = 0, LOAD_F32, LOAD_F16, LOAD_BF16 };
+#define ESIZE(kind) ((kind) == LOAD_F32 ? 4 : 2) /* bytes per element of a direct kind */
 
 /* The direct read of each type's elements in the dot loop, if any (else: row conversion). */
 static enum load_kind
@@ -57,9 +62,12 @@ kernel_type_supported(uint32_t type)
 size_t
 kernel_scratch_floats(uint32_t cols)
 {
-    /* F16/BF16 rows converted to f32, or KERNEL_TOK_BLOCK activation rows quantized to Q8_0, Q8_1
+    /* F16/BF16 rows converted to f32 (KERNEL_TILE_ROWS rows, or the packed copy of ZROWS rows
+     * padded to whole blocks of 8 and the copy of KERNEL_TOK_BLOCK activation rows in ranges of
+     * ZCOLS), or KERNEL_TOK_BLOCK activation rows quantized to Q8_0, Q8_1
      * or Q8_K (at most 37 bytes per 32 elements) */
-    size_t conv = (size_t)KERNEL_TILE_ROWS * cols;
+    size_t c8 = (cols + LANES - 1) & ~(size_t)(LANES - 1);
+    size_t conv = (size_t)ZROWS * c8 + (size_t)KERNEL_TOK_BLOCK * (c8 + ZCOLS);
     size_t quant = ((size_t)KERNEL_TOK_BLOCK * ((cols + 31) / 32) * 37 + 3) / 4;
 
     return conv > quant ? conv : quant;
@@ -222,9 +230,13 @@ AVX2 static ALWAYS_INLINE
     void tile_1x1(enum load_kind kind, const void *const *w, const float *const *x, size_t n,
                   float *y, size_t ys){TILE_BODY(1, 1, STEP_1X1)}
 
-/* y[i] = w[i] . x[0] for 8 rows and one token (decode: more rows in flight per thread). */
+/*
+ * y[i] = w[i] . x[0] for 8 rows and one token (decode: more rows in flight per thread). With pf,
+ * what lies pf bytes past each row (the next tile's rows) is prefetched into L2 meanwhile: rows
+ * are a page or two long, and the hardware prefetcher stops at every page boundary.
+ */
 AVX2 static ALWAYS_INLINE void tile_8x1(enum load_kind kind, const void *const *w,
-                                        const float *const *x, size_t n, float *y)
+                                        const float *const *x, size_t n, float *y, size_t pf)
 {
     float wt[8][LANES], xt[1][LANES];
     size_t n8 = n & ~(size_t)(LANES - 1);
@@ -235,6 +247,9 @@ AVX2 static ALWAYS_INLINE void tile_8x1(enum load_kind kind, const void *const *
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
     for (size_t k = 0; k < n8; k += LANES) {
         __m256 xv = _mm256_loadu_ps(x[0] + k);
+        if (pf != 0 && k % (64 / ESIZE(kind)) == 0)
+            for (int i = 0; i < 8; i++)
+                _mm_prefetch((const char *)w[i] + k * ESIZE(kind) + pf, _MM_HINT_T1);
         a0 = _mm256_fmadd_ps(load8(kind, w[0], k), xv, a0);
         a1 = _mm256_fmadd_ps(load8(kind, w[1], k), xv, a1);
         a2 = _mm256_fmadd_ps(load8(kind, w[2], k), xv, a2);
@@ -272,12 +287,6 @@ typedef void (*tile_fn)(const void *const *w, const float *const *x, size_t n, f
     {                                                                                              \
         tile_4x1(kind, w, x, n, y, ys);                                                            \
     }                                                                                              \
-    AVX2 static void tile_##sfx##_8x1(const void *const *w, const float *const *x, size_t n,       \
-                                      float *y, size_t ys)                                         \
-    {                                                                                              \
-        (void)ys;                                                                                  \
-        tile_8x1(kind, w, x, n, y);                                                                \
-    }                                                                                              \
     AVX2 static void tile_##sfx##_1x1(const void *const *w, const float *const *x, size_t n,       \
                                       float *y, size_t ys)                                         \
     {                                                                                              \
@@ -287,11 +296,30 @@ TILE_FNS(f32, LOAD_F32)
 TILE_FNS(f16, LOAD_F16)
 TILE_FNS(bf16, LOAD_BF16)
 
-/* [kind][shape]: shape 0 = 4 rows x 2 tokens, 1 = 4 x 1, 2 = 1 x 1, 3 = 8 x 1. */
-static const tile_fn tiles_avx2[][4] = {
-    [LOAD_F32] = {tile_f32_4x2, tile_f32_4x1, tile_f32_1x1, tile_f32_8x1},
-    [LOAD_F16] = {tile_f16_4x2, tile_f16_4x1, tile_f16_1x1, tile_f16_8x1},
-    [LOAD_BF16] = {tile_bf16_4x2, tile_bf16_4x1, tile_bf16_1x1, tile_bf16_8x1},
+/* tile_8x1 per kind: y[0..8) for rows w[0..8), prefetching pf bytes ahead (0: not). */
+typedef void (*tile8_fn)(const void *const *w, const float *x, size_t n, float *y, size_t pf);
+
+#define TILE8_FN(sfx, kind)                                                                        \
+    AVX2 static void tile_##sfx##_8x1(const void *const *w, const float *x, size_t n, float *y,    \
+                                      size_t pf)                                                   \
+    {                                                                                              \
+        tile_8x1(kind, w, &x, n, y, pf);                                                           \
+    }
+TILE8_FN(f32, LOAD_F32)
+TILE8_FN(f16, LOAD_F16)
+TILE8_FN(bf16, LOAD_BF16)
+
+static const tile8_fn tiles8_avx2[] = {
+    [LOAD_F32] = tile_f32_8x1,
+    [LOAD_F16] = tile_f16_8x1,
+    [LOAD_BF16] = tile_bf16_8x1,
+};
+
+/* [kind][shape]: shape 0 = 4 rows x 2 tokens, 1 = 4 x 1, 2 = 1 x 1. */
+static const tile_fn tiles_avx2[][3] = {
+    [LOAD_F32] = {tile_f32_4x2, tile_f32_4x1, tile_f32_1x1},
+    [LOAD_F16] = {tile_f16_4x2, tile_f16_4x1, tile_f16_1x1},
+    [LOAD_BF16] = {tile_bf16_4x2, tile_bf16_4x1, tile_bf16_1x1},
 };
 
 /* dst[0..n) = the n elements of an F16 or BF16 row as f32 (exact). */
@@ -307,81 +335,274 @@ convert_avx2(enum load_kind kind, const void *src, float *dst, size_t n)
 }
 
 /*
- * With AVX-512VL, 256-bit operations reach 32 registers: a tile of 4 rows x 6 tokens keeps 24
- * accumulators, 6 token vectors and a weight vector in registers (prefill; f32 rows only: the
- * converted tiles or F32 weights). Same lanes, same order: the same bits as the AVX2 tiles.
+ * AVX-512: one 512-bit register holds the 8 lanes of two rows (row 2p in lanes 0-7, row 2p+1 in
+ * lanes 8-15) and the token's 8 elements are broadcast to both halves, so every lane still
+ * accumulates element k of its own row into lane k % 8 in increasing k: the canonical order, the
+ * same bits as the AVX2 tiles and the scalar reference, at twice the products per instruction.
+ * A tile is ZPAIRS pairs of rows x up to ZTOK tokens (24 accumulators of the 32 registers). The
+ * weights come straight from the rows (converted in registers; few tokens) or from a packed f32
+ * copy made once per KERNEL_TOK_BLOCK tokens (prefill): pair-major, each 8-column block of a pair
+ * 16 consecutive floats, the short last block zero-padded.
  */
-#define AVX512VL __attribute__((target("avx2,fma,f16c,avx512f,avx512vl")))
+#define AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512vl")))
 
-#define STEP_4X6(w, x, k)                                                                          \
+/* Rows a and b's 8 elements from k, as f32: a in lanes 0-7, b in lanes 8-15. */
+AVX512 static ALWAYS_INLINE __m512
+zload_pair(enum load_kind kind, const void *a, const void *b, size_t k)
+{
+    if (kind == LOAD_F32) {
+        __m256d lo = _mm256_loadu_pd((const double *)((const float *)a + k));
+        __m256d hi = _mm256_loadu_pd((const double *)((const float *)b + k));
+        return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(lo), hi, 1));
+    }
+    __m256i h = _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)((const uint16_t *)a + k))),
+        _mm_loadu_si128((const __m128i *)((const uint16_t *)b + k)), 1);
+    if (kind == LOAD_F16)
+        return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* x[0..8) in both halves. */
+AVX512 static ALWAYS_INLINE __m512
+zbroadcast(const float *x)
+{
+    return _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_loadu_pd((const double *)x)));
+}
+
+/* The two rows' sums of a pair's accumulator, each as hsum8(). */
+AVX512 static ALWAYS_INLINE void
+zstore_pair(__m512 a, float *y0, float *y1, bool second)
+{
+    *y0 = hsum8(_mm512_castps512_ps256(a));
+    if (second)
+        *y1 = hsum8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+}
+
+/* One block of 8 columns: acc[p][t] += (pair p's weights, WLOAD) * (token t's 8 elements at XP). */
+#define ZSTEP(WLOAD, XP)                                                                           \
     do {                                                                                           \
-        __m256 x0 = _mm256_loadu_ps((x)[0] + (k)), x1 = _mm256_loadu_ps((x)[1] + (k)),             \
-               x2 = _mm256_loadu_ps((x)[2] + (k));                                                 \
-        __m256 x3 = _mm256_loadu_ps((x)[3] + (k)), x4 = _mm256_loadu_ps((x)[4] + (k)),             \
-               x5 = _mm256_loadu_ps((x)[5] + (k)), w_;                                             \
-        w_ = _mm256_loadu_ps((w)[0] + (k));                                                        \
-        a00 = _mm256_fmadd_ps(w_, x0, a00);                                                        \
-        a01 = _mm256_fmadd_ps(w_, x1, a01);                                                        \
-        a02 = _mm256_fmadd_ps(w_, x2, a02);                                                        \
-        a03 = _mm256_fmadd_ps(w_, x3, a03);                                                        \
-        a04 = _mm256_fmadd_ps(w_, x4, a04);                                                        \
-        a05 = _mm256_fmadd_ps(w_, x5, a05);                                                        \
-        w_ = _mm256_loadu_ps((w)[1] + (k));                                                        \
-        a10 = _mm256_fmadd_ps(w_, x0, a10);                                                        \
-        a11 = _mm256_fmadd_ps(w_, x1, a11);                                                        \
-        a12 = _mm256_fmadd_ps(w_, x2, a12);                                                        \
-        a13 = _mm256_fmadd_ps(w_, x3, a13);                                                        \
-        a14 = _mm256_fmadd_ps(w_, x4, a14);                                                        \
-        a15 = _mm256_fmadd_ps(w_, x5, a15);                                                        \
-        w_ = _mm256_loadu_ps((w)[2] + (k));                                                        \
-        a20 = _mm256_fmadd_ps(w_, x0, a20);                                                        \
-        a21 = _mm256_fmadd_ps(w_, x1, a21);                                                        \
-        a22 = _mm256_fmadd_ps(w_, x2, a22);                                                        \
-        a23 = _mm256_fmadd_ps(w_, x3, a23);                                                        \
-        a24 = _mm256_fmadd_ps(w_, x4, a24);                                                        \
-        a25 = _mm256_fmadd_ps(w_, x5, a25);                                                        \
-        w_ = _mm256_loadu_ps((w)[3] + (k));                                                        \
-        a30 = _mm256_fmadd_ps(w_, x0, a30);                                                        \
-        a31 = _mm256_fmadd_ps(w_, x1, a31);                                                        \
-        a32 = _mm256_fmadd_ps(w_, x2, a32);                                                        \
-        a33 = _mm256_fmadd_ps(w_, x3, a33);                                                        \
-        a34 = _mm256_fmadd_ps(w_, x4, a34);                                                        \
-        a35 = _mm256_fmadd_ps(w_, x5, a35);                                                        \
+        __m512 wv[ZPAIRS];                                                                         \
+        _Pragma("GCC unroll 8") for (int p = 0; p < ZPAIRS; p++) wv[p] = (WLOAD);                  \
+        _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++)                                       \
+        {                                                                                          \
+            __m512 xv = zbroadcast(XP);                                                            \
+            _Pragma("GCC unroll 8") for (int p = 0; p < ZPAIRS; p++) acc[p][t] =                   \
+                _mm512_fmadd_ps(wv[p], xv, acc[p][t]);                                             \
+        }                                                                                          \
     } while (0)
 
-AVX512VL static void
-tile_f32_4x6(const void *const *w, const float *const *x, size_t n, float *y, size_t ys)
+/* One tile's operands: y[t*ys + i] = w[i] . x[t] for i < nr <= ZROWS rows, t < NT <= ZTOK tokens,
+ * over m columns: the whole rows, or one range of a longer product (its accumulators kept in acc
+ * between ranges; every range but the last a multiple of 8 columns). */
+struct ztile_args {
+    const void *const *w; /* the rows (from nr on: repeats of row nr - 1), or: */
+    const float *pk;      /* the packed copy of the range, pair p at pk + p * pstride */
+    size_t pstride;
+    const float *const *x; /* the tokens' first column of the range */
+    size_t m;
+    bool first, last; /* the range starts / ends the product */
+    float *acc;       /* ZPAIRS * ZTOK * 16 floats (unused when first and last) */
+    size_t pf;        /* rows: prefetch into L2 what lies this many bytes past each (0: none) */
+    float *y;
+    size_t ys;
+    int nr;
+};
+
+/*
+ * The tile of a (kind LOAD_NONE: the packed copy; else the rows of that kind). The accumulators
+ * start at zero in the first range, else from a->acc; they end summed into y after the last one,
+ * else in a->acc. Rows from nr on are computed but not stored.
+ */
+AVX512 static ALWAYS_INLINE void
+ztile(enum load_kind kind, int NT, const struct ztile_args *a)
 {
-    float wt[KERNEL_TILE_ROWS][LANES], xt[WIDE_TOKENS][LANES];
-    const float *wl[KERNEL_TILE_ROWS] = {wt[0], wt[1], wt[2], wt[3]};
-    const float *xl[WIDE_TOKENS] = {xt[0], xt[1], xt[2], xt[3], xt[4], xt[5]};
-    const float *const *wf = (const float *const *)w;
-    size_t n8 = n & ~(size_t)(LANES - 1);
+    const void *const *w = a->w;
+    const float *const *x = a->x;
+    const float *pk = a->pk;
+    size_t pstride = a->pstride, n = a->m, n8 = n & ~(size_t)(LANES - 1);
+    float wt[ZROWS][LANES], xt[ZTOK][LANES];
+    __m512 acc[ZPAIRS][ZTOK];
 
     if (n8 < n) { /* before the loop: a call there would spill the accumulators */
-        pad_tail(LOAD_F32, KERNEL_TILE_ROWS, w, n8, n, wt);
-        pad_tail(LOAD_F32, WIDE_TOKENS, (const void *const *)x, n8, n, xt);
+        if (kind != LOAD_NONE)
+            pad_tail(kind, ZROWS, w, n8, n, wt);
+        pad_tail(LOAD_F32, NT, (const void *const *)x, n8, n, xt);
     }
-    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a04 = a00, a05 = a00,
-           a10 = a00, a11 = a00, a12 = a00, a13 = a00, a14 = a00, a15 = a00, a20 = a00, a21 = a00,
-           a22 = a00, a23 = a00, a24 = a00, a25 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00,
-           a34 = a00, a35 = a00;
-    for (size_t k = 0; k < n8; k += LANES)
-        STEP_4X6(wf, x, k);
+#pragma GCC unroll 8
+    for (int p = 0; p < ZPAIRS; p++)
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; t++)
+            acc[p][t] = a->first ? _mm512_setzero_ps()
+                                 : _mm512_loadu_ps(a->acc + (p * ZTOK + t) * 2 * LANES);
+    for (size_t k = 0; k < n8; k += LANES) {
+        if (kind != LOAD_NONE && a->pf != 0 && k % (64 / ESIZE(kind)) == 0)
+#pragma GCC unroll 8
+            for (int i = 0; i < ZROWS; i++)
+                _mm_prefetch((const char *)w[i] + k * ESIZE(kind) + a->pf, _MM_HINT_T1);
+        ZSTEP(kind == LOAD_NONE ? _mm512_loadu_ps(pk + p * pstride + 2 * k)
+                                : zload_pair(kind, w[2 * p], w[2 * p + 1], k),
+              x[t] + k);
+    }
     if (n8 < n)
-        STEP_4X6(wl, xl, 0);
-    y[0 * ys + 0] = hsum8(a00), y[0 * ys + 1] = hsum8(a10), y[0 * ys + 2] = hsum8(a20),
-               y[0 * ys + 3] = hsum8(a30);
-    y[1 * ys + 0] = hsum8(a01), y[1 * ys + 1] = hsum8(a11), y[1 * ys + 2] = hsum8(a21),
-               y[1 * ys + 3] = hsum8(a31);
-    y[2 * ys + 0] = hsum8(a02), y[2 * ys + 1] = hsum8(a12), y[2 * ys + 2] = hsum8(a22),
-               y[2 * ys + 3] = hsum8(a32);
-    y[3 * ys + 0] = hsum8(a03), y[3 * ys + 1] = hsum8(a13), y[3 * ys + 2] = hsum8(a23),
-               y[3 * ys + 3] = hsum8(a33);
-    y[4 * ys + 0] = hsum8(a04), y[4 * ys + 1] = hsum8(a14), y[4 * ys + 2] = hsum8(a24),
-               y[4 * ys + 3] = hsum8(a34);
-    y[5 * ys + 0] = hsum8(a05), y[5 * ys + 1] = hsum8(a15), y[5 * ys + 2] = hsum8(a25),
-               y[5 * ys + 3] = hsum8(a35);
+        ZSTEP(kind == LOAD_NONE ? _mm512_loadu_ps(pk + p * pstride + 2 * n8)
+                                : zload_pair(LOAD_F32, wt[2 * p], wt[2 * p + 1], 0),
+              xt[t]);
+#pragma GCC unroll 8
+    for (int t = 0; t < NT; t++)
+#pragma GCC unroll 8
+        for (int p = 0; p < ZPAIRS; p++) {
+            float *y = a->y + t * a->ys + 2 * p;
+            if (!a->last)
+                _mm512_storeu_ps(a->acc + (p * ZTOK + t) * 2 * LANES, acc[p][t]);
+            else if (2 * p < a->nr)
+                zstore_pair(acc[p][t], y, y + 1, 2 * p + 1 < a->nr);
+        }
+}
+
+typedef void (*ztile_fn)(const struct ztile_args *a);
+
+#define ZTILE_FN(sfx, kind, nt)                                                                    \
+    AVX512 static void ztile_##sfx##_##nt(const struct ztile_args *a)                              \
+    {                                                                                              \
+        ztile(kind, nt, a);                                                                        \
+    }
+#define ZTILE_FNS(sfx, kind)                                                                       \
+    ZTILE_FN(sfx, kind, 1)                                                                         \
+    ZTILE_FN(sfx, kind, 2)                                                                         \
+    ZTILE_FN(sfx, kind, 3)                                                                         \
+    ZTILE_FN(sfx, kind, 4)                                                                         \
+    ZTILE_FN(sfx, kind, 5)                                                                         \
+    ZTILE_FN(sfx, kind, 6)                                                                         \
+    ZTILE_FN(sfx, kind, 7)                                                                         \
+    ZTILE_FN(sfx, kind, 8)
+ZTILE_FNS(packed, LOAD_NONE)
+ZTILE_FNS(f32, LOAD_F32)
+ZTILE_FNS(f16, LOAD_F16)
+ZTILE_FNS(bf16, LOAD_BF16)
+
+/* [kind (LOAD_NONE: packed)][tokens - 1] */
+static const ztile_fn ztiles[][ZTOK] = {
+#define ZROW(sfx)                                                                                  \
+    {                                                                                              \
+        ztile_##sfx##_1, ztile_##sfx##_2, ztile_##sfx##_3, ztile_##sfx##_4, ztile_##sfx##_5,       \
+            ztile_##sfx##_6, ztile_##sfx##_7, ztile_##sfx##_8                                      \
+    }
+    [LOAD_NONE] = ZROW(packed),
+    [LOAD_F32] = ZROW(f32),
+    [LOAD_F16] = ZROW(f16),
+    [LOAD_BF16] = ZROW(bf16),
+#undef ZROW
+};
+
+/* The packed copy of ZROWS rows w[] of this kind (n columns): pair p at pk + p * pstride. */
+AVX512 static void
+zpack(enum load_kind kind, const void *const *w, size_t n, float *pk, size_t pstride)
+{
+    size_t n8 = n & ~(size_t)(LANES - 1);
+
+    for (int p = 0; p < ZPAIRS; p++) {
+        float *d = pk + p * pstride;
+        for (size_t k = 0; k < n8; k += LANES)
+            _mm512_storeu_ps(d + 2 * k, zload_pair(kind, w[2 * p], w[2 * p + 1], k));
+        if (n8 < n) {
+            memset(d + 2 * n8, 0, 2 * LANES * sizeof(float));
+            for (size_t k = n8; k < n; k++) {
+                d[2 * n8 + k - n8] = load1(kind, w[2 * p], k);
+                d[2 * n8 + LANES + k - n8] = load1(kind, w[2 * p + 1], k);
+            }
+        }
+    }
+}
+
+/* The rows of tile r (nr <= ZROWS of them from row r; the rest repeat the last one) into wr. */
+static void
+zrows(const struct kernel_matrix *w, uint32_t r, int nr, const void *wr[ZROWS])
+{
+    for (int i = 0; i < ZROWS; i++)
+        wr[i] = (const char *)w->data + (size_t)(r + (i < nr ? i : nr - 1)) * w->row_bytes;
+}
+
+/* F32 weights, or up to ZDIRECT_MAX tokens: every tile reads its rows directly. */
+static void
+zmatmul_direct(enum load_kind kind, const struct kernel_matrix *w, uint32_t r0, uint32_t r1,
+               const float *x, size_t xs, uint32_t ntok, float *y, size_t ys)
+{
+    for (uint32_t r = r0; r < r1; r += ZROWS) {
+        const void *wr[ZROWS];
+        const float *xr[ZTOK];
+        int nr = r1 - r < ZROWS ? (int)(r1 - r) : ZROWS;
+        struct ztile_args a = {wr, NULL, 0, xr, w->cols, true, true, NULL, 0, NULL, ys, nr};
+
+        zrows(w, r, nr, wr);
+        for (uint32_t t = 0; t < ntok; t += ZTOK) {
+            uint32_t nt = ntok - t < ZTOK ? ntok - t : ZTOK;
+
+            for (uint32_t j = 0; j < nt; j++)
+                xr[j] = x + (t + j) * xs;
+            /* the first token tile brings the next tile's rows */
+            a.pf = t == 0 && r + 2 * ZROWS <= r1 ? ZROWS * w->row_bytes : 0;
+            a.y = y + t * ys + r;
+            ztiles[kind][nt - 1](&a);
+        }
+    }
+}
+
+/*
+ * More tokens of F16/BF16: per KERNEL_TOK_BLOCK tokens, the activations are copied into scratch
+ * in ranges of ZCOLS columns, token after token (so a tile's 8 tokens are one contiguous run: rows
+ * 2^k floats apart would compete for the same L1 sets); then each tile of rows is converted once
+ * into the packed copy and multiplied range by range, its range of weights staying in L1 while the
+ * token tiles pass, and the next tile's rows are prefetched into L2 meanwhile.
+ */
+static void
+zmatmul_packed(enum load_kind kind, const struct kernel_matrix *w, uint32_t r0, uint32_t r1,
+               const float *x, size_t xs, uint32_t ntok, float *y, size_t ys, float *scratch)
+{
+    size_t cols = w->cols, c8 = (cols + LANES - 1) & ~(size_t)(LANES - 1), pstride = 2 * c8;
+    size_t kc = c8 < ZCOLS ? c8 : ZCOLS, nk = (cols + kc - 1) / kc;
+    float *xp = scratch + ZPAIRS * pstride; /* nk ranges of KERNEL_TOK_BLOCK x kc floats */
+    float acc[KERNEL_TOK_BLOCK / ZTOK][ZPAIRS * ZTOK * 2 * LANES];
+
+    for (uint32_t t0 = 0; t0 < ntok; t0 += KERNEL_TOK_BLOCK) {
+        uint32_t t1 = ntok - t0 < KERNEL_TOK_BLOCK ? ntok : t0 + KERNEL_TOK_BLOCK;
+        size_t calls = nk * ((t1 - t0 + ZTOK - 1) / ZTOK);
+
+        for (size_t k0 = 0; k0 < cols; k0 += kc)
+            for (uint32_t t = t0; t < t1; t++)
+                memcpy(xp + (k0 / kc * KERNEL_TOK_BLOCK + t - t0) * kc, x + t * xs + k0,
+                       (cols - k0 < kc ? cols - k0 : kc) * sizeof(float));
+        for (uint32_t r = r0; r < r1; r += ZROWS) {
+            const void *wr[ZROWS];
+            const float *xr[ZTOK];
+            int nr = r1 - r < ZROWS ? (int)(r1 - r) : ZROWS;
+            struct ztile_args a = {wr, scratch, pstride, xr, 0, true, true, NULL, 0, NULL, ys, nr};
+            /* the next whole tile, a share of its lines after every tile call */
+            const char *pf = (const char *)w->data + (size_t)(r + ZROWS) * w->row_bytes;
+            const char *pf_end = r + 2 * ZROWS <= r1 ? pf + ZROWS * w->row_bytes : pf;
+            size_t share = (size_t)(pf_end - pf) / calls + 64;
+
+            zrows(w, r, nr, wr);
+            zpack(kind, wr, cols, scratch, pstride);
+            for (size_t k0 = 0; k0 < cols; k0 += kc) {
+                a.pk = scratch + 2 * k0;
+                a.m = cols - k0 < kc ? cols - k0 : kc;
+                a.first = k0 == 0;
+                a.last = k0 + a.m == cols;
+                for (uint32_t t = t0; t < t1; t += ZTOK) {
+                    uint32_t nt = t1 - t < ZTOK ? t1 - t : ZTOK;
+
+                    for (uint32_t j = 0; j < nt; j++)
+                        xr[j] = xp + (k0 / kc * KERNEL_TOK_BLOCK + t - t0 + j) * kc;
+                    a.acc = acc[(t - t0) / ZTOK];
+                    a.y = y + t * ys + r;
+                    ztiles[LOAD_NONE][nt - 1](&a);
+                    for (const char *e = pf + share; pf < e && pf < pf_end; pf += 64)
+                        _mm_prefetch(pf, _MM_HINT_T1);
+                }
+            }
+        }
+    }
 }
 
 /* AVX, AVX2, FMA and F16C present and the OS saves the YMM registers. */
@@ -458,13 +679,20 @@ kernel_force_scalar(bool scalar)
         atomic_store(&simd_mode, KERNEL_LEVEL_SCALAR);
 }
 
-/* Shapes: 0 = 4 rows x TOK_TILE tokens, 1 = 4 x 1, 2 = 1 x 1, 3 = 8 x 1. */
+void
+kernel_force_avx2(bool avx2)
+{
+    atomic_store(&simd_mode, 0);
+    if (avx2 && kernel_level() > KERNEL_LEVEL_AVX2)
+        atomic_store(&simd_mode, KERNEL_LEVEL_AVX2);
+}
+
+/* Shapes: 0 = 4 rows x TOK_TILE tokens, 1 = 4 x 1, 2 = 1 x 1. */
 static void
 tile(bool simd, enum load_kind kind, int shape, const void *const *w, const float *const *x,
      size_t n, float *y, size_t ys)
 {
-    static const int nr[4] = {KERNEL_TILE_ROWS, KERNEL_TILE_ROWS, 1, 8},
-                     nt[4] = {TOK_TILE, 1, 1, 1};
+    static const int nr[3] = {KERNEL_TILE_ROWS, KERNEL_TILE_ROWS, 1}, nt[3] = {TOK_TILE, 1, 1};
 
 #ifdef KERNEL_X86
     if (simd) {
@@ -485,21 +713,33 @@ kernel_matmul_rows(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, cons
     bool direct = dk == LOAD_F32 || (dk != LOAD_NONE && ntok <= DIRECT_MAX);
     enum load_kind kind = direct ? dk : LOAD_F32;
     bool simd = kernel_simd_active();
-#ifdef KERNEL_X86
-    bool wide = kernel_level() == KERNEL_LEVEL_AVX512VL && kind == LOAD_F32;
-#endif
     size_t cols = w->cols;
 
     if (dk == LOAD_NONE) {
         kernel_matmul_quant(w, r0, r1, x, xs, ntok, y, ys, scratch);
         return;
     }
+#ifdef KERNEL_X86
+    if (ntok > 1 && kernel_level() == KERNEL_LEVEL_AVX512VL) {
+        if (dk == LOAD_F32 || ntok <= ZDIRECT_MAX)
+            zmatmul_direct(dk, w, r0, r1, x, xs, ntok, y, ys);
+        else
+            zmatmul_packed(dk, w, r0, r1, x, xs, ntok, y, ys, scratch);
+        return;
+    }
+#endif
     if (ntok == 1 && direct) /* decode: 8 rows at a time keep more loads in flight */
         for (; r0 + 8 <= r1; r0 += 8) {
             const void *wr[8];
             for (int i = 0; i < 8; i++)
                 wr[i] = (const char *)w->data + (size_t)(r0 + i) * w->row_bytes;
-            tile(simd, kind, 3, wr, &x, cols, y + r0, ys);
+#ifdef KERNEL_X86
+            if (simd) {
+                tiles8_avx2[kind](wr, x, cols, y + r0, r0 + 16 <= r1 ? 8 * w->row_bytes : 0);
+                continue;
+            }
+#endif
+            tile_scalar(kind, 8, 1, wr, &x, cols, y + r0, ys);
         }
     for (uint32_t t0 = 0; t0 < ntok; t0 += KERNEL_TOK_BLOCK) {
         uint32_t t1 = ntok - t0 < KERNEL_TOK_BLOCK ? ntok : t0 + KERNEL_TOK_BLOCK;
@@ -524,16 +764,8 @@ kernel_matmul_rows(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, cons
                 type_traits(w->type)->to_float(src, scratch + i * cols, (int64_t)cols);
             }
             for (uint32_t t = t0; t < t1;) {
-                const float *xr[WIDE_TOKENS];
-#ifdef KERNEL_X86
-                if (wide && nr == KERNEL_TILE_ROWS && t1 - t >= WIDE_TOKENS) {
-                    for (int j = 0; j < WIDE_TOKENS; j++)
-                        xr[j] = x + (t + j) * xs;
-                    tile_f32_4x6(wr, xr, cols, y + t * ys + r, ys);
-                    t += WIDE_TOKENS;
-                    continue;
-                }
-#endif
+                const float *xr[TOK_TILE];
+
                 if (nr == KERNEL_TILE_ROWS && t1 - t >= TOK_TILE) {
                     for (int j = 0; j < TOK_TILE; j++)
                         xr[j] = x + (t + j) * xs;

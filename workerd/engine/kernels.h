@@ -43,6 +43,10 @@ bool kernel_simd_active(void);
 /* Tests: force the scalar reference kernels (true) or go back to the CPUID choice (false). */
 void kernel_force_scalar(bool scalar);
 
+/* Tests: at most the AVX2 kernels (true: not the AVX-512 tiles even where the CPU has them) or go
+ * back to the CPUID choice (false). */
+void kernel_force_avx2(bool avx2);
+
 /*
  * y[t*ys + r] = W[r] . x[t*xs ...] for rows r in [r0, r1) and tokens t in [0, ntok), in the
  * canonical order. scratch: kernel_scratch_floats(w->cols) floats owned by the calling thread

@@ -18,11 +18,11 @@
 /* Tokens that share one conversion of a weight tile (F16/BF16) or one activation quantization. */
 #define KERNEL_TOK_BLOCK 64
 
-/* The kernels in use, decided once by CPUID (kernel_force_scalar() resets it). */
+/* The kernels in use, decided once by CPUID (kernel_force_scalar/avx2() reset it). */
 enum kernel_level {
     KERNEL_LEVEL_SCALAR = 1, /* the scalar references */
     KERNEL_LEVEL_AVX2,       /* AVX2 + FMA + F16C */
-    KERNEL_LEVEL_AVX512VL,   /* and the AVX-512VL prefill tile */
+    KERNEL_LEVEL_AVX512VL,   /* and AVX-512F/VL: the float tiles of two rows per register */
 };
 
 enum kernel_level kernel_level(void);
