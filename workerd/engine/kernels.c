@@ -226,17 +226,30 @@ AVX2 static ALWAYS_INLINE
     void tile_4x1(enum load_kind kind, const void *const *w, const float *const *x, size_t n,
                   float *y, size_t ys){TILE_BODY(KERNEL_TILE_ROWS, 1, STEP_4X1)}
 
-AVX2 static ALWAYS_INLINE
-    void tile_1x1(enum load_kind kind, const void *const *w, const float *const *x, size_t n,
-                  float *y, size_t ys){TILE_BODY(1, 1, STEP_1X1)}
+AVX2 static ALWAYS_INLINE void tile_1x1(enum load_kind kind, const void *const *w,
+                                        const float *const *x, size_t n, float *y, size_t ys)
+{
+    TILE_BODY(1, 1, STEP_1X1)
+}
 
 /*
- * y[i] = w[i] . x[0] for 8 rows and one token (decode: more rows in flight per thread). With pf,
- * what lies pf bytes past each row (the next tile's rows) is prefetched into L2 meanwhile: rows
- * are a page or two long, and the hardware prefetcher stops at every page boundary.
+ * Prefetches into L2 the share of the next tile (rows * n elements from pf, contiguous) that
+ * matches column k of this one. Rows are a page or two long and the hardware prefetcher stops at
+ * every page boundary; this keeps the stream going across them.
  */
-AVX2 static ALWAYS_INLINE void tile_8x1(enum load_kind kind, const void *const *w,
-                                        const float *const *x, size_t n, float *y, size_t pf)
+#define PREFETCH_NEXT(kind, pf, rows, k)                                                           \
+    do {                                                                                           \
+        for (int j_ = 0; j_ < (rows)*ESIZE(kind) * LANES; j_ += 64)                                \
+            _mm_prefetch((pf) + (k) * (rows)*ESIZE(kind) + j_, _MM_HINT_T1);                       \
+    } while (0)
+
+/*
+ * y[i] = w[i] . x[0] for 8 rows and one token (decode: more rows in flight per thread); pf: the
+ * next tile's first row (its 8 rows contiguous), prefetched meanwhile.
+ */
+AVX2 static ALWAYS_INLINE void
+tile_8x1(enum load_kind kind, const void *const *w, const float *const *x, size_t n, float *y,
+         const char *pf)
 {
     float wt[8][LANES], xt[1][LANES];
     size_t n8 = n & ~(size_t)(LANES - 1);
@@ -247,9 +260,7 @@ AVX2 static ALWAYS_INLINE void tile_8x1(enum load_kind kind, const void *const *
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
     for (size_t k = 0; k < n8; k += LANES) {
         __m256 xv = _mm256_loadu_ps(x[0] + k);
-        if (pf != 0 && k % (64 / ESIZE(kind)) == 0)
-            for (int i = 0; i < 8; i++)
-                _mm_prefetch((const char *)w[i] + k * ESIZE(kind) + pf, _MM_HINT_T1);
+        PREFETCH_NEXT(kind, pf, 8, k);
         a0 = _mm256_fmadd_ps(load8(kind, w[0], k), xv, a0);
         a1 = _mm256_fmadd_ps(load8(kind, w[1], k), xv, a1);
         a2 = _mm256_fmadd_ps(load8(kind, w[2], k), xv, a2);
@@ -296,12 +307,12 @@ TILE_FNS(f32, LOAD_F32)
 TILE_FNS(f16, LOAD_F16)
 TILE_FNS(bf16, LOAD_BF16)
 
-/* tile_8x1 per kind: y[0..8) for rows w[0..8), prefetching pf bytes ahead (0: not). */
-typedef void (*tile8_fn)(const void *const *w, const float *x, size_t n, float *y, size_t pf);
+/* tile_8x1 per kind: y[0..8) for rows w[0..8), prefetching the 8 rows from pf. */
+typedef void (*tile8_fn)(const void *const *w, const float *x, size_t n, float *y, const char *pf);
 
 #define TILE8_FN(sfx, kind)                                                                        \
     AVX2 static void tile_##sfx##_8x1(const void *const *w, const float *x, size_t n, float *y,    \
-                                      size_t pf)                                                   \
+                                      const char *pf)                                              \
     {                                                                                              \
         tile_8x1(kind, w, &x, n, y, pf);                                                           \
     }
@@ -403,7 +414,7 @@ struct ztile_args {
     size_t m;
     bool first, last; /* the range starts / ends the product */
     float *acc;       /* ZPAIRS * ZTOK * 16 floats (unused when first and last) */
-    size_t pf;        /* rows: prefetch into L2 what lies this many bytes past each (0: none) */
+    const char *pf;   /* rows: the next tile's first row (its rows contiguous), prefetched */
     float *y;
     size_t ys;
     int nr;
@@ -436,10 +447,8 @@ ztile(enum load_kind kind, int NT, const struct ztile_args *a)
             acc[p][t] = a->first ? _mm512_setzero_ps()
                                  : _mm512_loadu_ps(a->acc + (p * ZTOK + t) * 2 * LANES);
     for (size_t k = 0; k < n8; k += LANES) {
-        if (kind != LOAD_NONE && a->pf != 0 && k % (64 / ESIZE(kind)) == 0)
-#pragma GCC unroll 8
-            for (int i = 0; i < ZROWS; i++)
-                _mm_prefetch((const char *)w[i] + k * ESIZE(kind) + a->pf, _MM_HINT_T1);
+        if (kind != LOAD_NONE)
+            PREFETCH_NEXT(kind, a->pf, ZROWS, k);
         ZSTEP(kind == LOAD_NONE ? _mm512_loadu_ps(pk + p * pstride + 2 * k)
                                 : zload_pair(kind, w[2 * p], w[2 * p + 1], k),
               x[t] + k);
@@ -532,7 +541,7 @@ zmatmul_direct(enum load_kind kind, const struct kernel_matrix *w, uint32_t r0, 
         const void *wr[ZROWS];
         const float *xr[ZTOK];
         int nr = r1 - r < ZROWS ? (int)(r1 - r) : ZROWS;
-        struct ztile_args a = {wr, NULL, 0, xr, w->cols, true, true, NULL, 0, NULL, ys, nr};
+        struct ztile_args a = {wr, NULL, 0, xr, w->cols, true, true, NULL, NULL, NULL, ys, nr};
 
         zrows(w, r, nr, wr);
         for (uint32_t t = 0; t < ntok; t += ZTOK) {
@@ -540,8 +549,8 @@ zmatmul_direct(enum load_kind kind, const struct kernel_matrix *w, uint32_t r0, 
 
             for (uint32_t j = 0; j < nt; j++)
                 xr[j] = x + (t + j) * xs;
-            /* the first token tile brings the next tile's rows */
-            a.pf = t == 0 && r + 2 * ZROWS <= r1 ? ZROWS * w->row_bytes : 0;
+            /* the first token tile brings the next tile's rows (the last tile: its own) */
+            a.pf = (const char *)wr[0] + (t == 0 && r + 2 * ZROWS <= r1 ? ZROWS * w->row_bytes : 0);
             a.y = y + t * ys + r;
             ztiles[kind][nt - 1](&a);
         }
@@ -576,7 +585,8 @@ zmatmul_packed(enum load_kind kind, const struct kernel_matrix *w, uint32_t r0, 
             const void *wr[ZROWS];
             const float *xr[ZTOK];
             int nr = r1 - r < ZROWS ? (int)(r1 - r) : ZROWS;
-            struct ztile_args a = {wr, scratch, pstride, xr, 0, true, true, NULL, 0, NULL, ys, nr};
+            struct ztile_args a = {wr,   scratch, pstride, xr,   0,  true,
+                                   true, NULL,    NULL,    NULL, ys, nr};
             /* the next whole tile, a share of its lines after every tile call */
             const char *pf = (const char *)w->data + (size_t)(r + ZROWS) * w->row_bytes;
             const char *pf_end = r + 2 * ZROWS <= r1 ? pf + ZROWS * w->row_bytes : pf;
@@ -735,7 +745,9 @@ kernel_matmul_rows(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, cons
                 wr[i] = (const char *)w->data + (size_t)(r0 + i) * w->row_bytes;
 #ifdef KERNEL_X86
             if (simd) {
-                tiles8_avx2[kind](wr, x, cols, y + r0, r0 + 16 <= r1 ? 8 * w->row_bytes : 0);
+                /* the next tile's rows, or (the last tile) its own again */
+                tiles8_avx2[kind](wr, x, cols, y + r0,
+                                  wr[0] + (r0 + 16 <= r1 ? 8 * w->row_bytes : 0));
                 continue;
             }
 #endif
