@@ -64,41 +64,41 @@ main(int argc, char **argv)
     long long rows = 4096, window = 0, cols = 2048, ntok = 1, threads = 1, reps = 10;
     uint32_t type = TYPE_F16;
     char err[ERR_MSG_MAX];
+    struct {
+        const char *name;
+        long long *v, lo, hi;
+    } opts[] = {{"-r", &rows, 1, 1 << 24}, {"-w", &window, 1, 1 << 24}, {"-c", &cols, 1, 1 << 20},
+                {"-n", &ntok, 1, 1024},    {"-t", &threads, 1, 1024},   {"-i", &reps, 1, 1 << 20}};
 
-    for (int i = 1; i < argc; i++) {
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int rc = ERR_OK;
-        if (v == NULL) {
+    if (argc % 2 == 0) { /* options come in pairs */
+        usage();
+        return 2;
+    }
+    for (int i = 1; i < argc; i += 2) {
+        const char *o = argv[i], *v = argv[i + 1];
+        size_t k = 0;
+
+        if (strcmp(o, "-T") == 0) {
+            static const uint32_t types[] = {TYPE_F32, TYPE_F16, TYPE_BF16};
+            for (k = 0; k < 3 && strcmp(v, type_traits(types[k])->name) != 0; k++)
+                ;
+            if (k < 3) {
+                type = types[k];
+                continue;
+            }
+            fprintf(stderr, "kernel-bench: -T: expected f32, f16 or bf16, got '%s'\n", v);
+            return 2;
+        }
+        while (k < sizeof(opts) / sizeof(opts[0]) && strcmp(o, opts[k].name) != 0)
+            k++;
+        if (k == sizeof(opts) / sizeof(opts[0])) {
             usage();
             return 2;
         }
-        if (strcmp(argv[i], "-T") == 0 && strcmp(v, "f32") == 0)
-            type = TYPE_F32;
-        else if (strcmp(argv[i], "-T") == 0 && strcmp(v, "f16") == 0)
-            type = TYPE_F16;
-        else if (strcmp(argv[i], "-T") == 0 && strcmp(v, "bf16") == 0)
-            type = TYPE_BF16;
-        else if (strcmp(argv[i], "-r") == 0)
-            rc = opt_int("-r", v, 1, 1 << 24, &rows, err);
-        else if (strcmp(argv[i], "-w") == 0)
-            rc = opt_int("-w", v, 1, 1 << 24, &window, err);
-        else if (strcmp(argv[i], "-c") == 0)
-            rc = opt_int("-c", v, 1, 1 << 20, &cols, err);
-        else if (strcmp(argv[i], "-n") == 0)
-            rc = opt_int("-n", v, 1, 1024, &ntok, err);
-        else if (strcmp(argv[i], "-t") == 0)
-            rc = opt_int("-t", v, 1, 1024, &threads, err);
-        else if (strcmp(argv[i], "-i") == 0)
-            rc = opt_int("-i", v, 1, 1 << 20, &reps, err);
-        else {
-            usage();
-            return 2;
-        }
-        if (rc != ERR_OK) {
+        if (opt_int(o, v, opts[k].lo, opts[k].hi, opts[k].v, err) != ERR_OK) {
             fprintf(stderr, "kernel-bench: %s\n", err);
             return 2;
         }
-        i++;
     }
 
     size_t rb = type_row_size(type, (int64_t)cols), esz = type == TYPE_F32 ? 4 : 2;
