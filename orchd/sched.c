@@ -702,7 +702,7 @@ not_found(const struct sched *s, int tenant, const char *id, char *err)
     char *end;
     uint64_t num;
 
-    if (id[0] != 'r' || id[1] < '0' || id[1] > '9')
+    if (id[0] != 'r' || id[1] < '1' || id[1] > '9') /* as sched makes them: no leading 0 */
         return err_set(err, ERR_NOT_FOUND, "no request %s", id);
     num = strtoull(id + 1, &end, 10);
     for (uint32_t i = 0; *end == '\0' && i < t->n_gone; i++) {

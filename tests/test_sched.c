@@ -1183,6 +1183,8 @@ test_finished_kept_per_tenant(void)
         CHECKF(sched_poll(s, 0, a[i].id, 0, 0, 1020, &c.w, err) == ERR_NOT_FOUND, "a[%d]", i);
         CHECKF(strstr(err, "expired: tenant a keeps its last 3 finished requests"), "%s", err);
     }
+    CHECK(sched_poll(s, 0, "r08", 0, 0, 1020, &c.w, err) == ERR_NOT_FOUND); /* not r8 */
+    CHECKF(strcmp(err, "no request r08") == 0, "%s", err);
     /* b's are untouched by a's (b keeps the default 256) */
     for (int i = 0; i < 2; i++)
         CHECK(sched_poll(s, 1, b[i].id, 0, 0, 1020, &c.w, err) == ERR_OK);
