@@ -301,8 +301,13 @@ on_worker_exit(void *ud, struct slot *s)
 {
     struct orchd *o = ud;
 
+    char err[ERR_MSG_MAX];
+
     o->known[s->id] = 0;
     sched_worker_exited(o->sched, s->id, s->last_exit, s->state == SLOT_FATAL, clock_now_ms());
+    /* the next worker gets a fresh socket: NNG may never let go of the dead one's pipe */
+    if (wlink_reset(o->wlink, s->id, err) != ERR_OK)
+        log_error("worker %d: %s", s->id, err);
 }
 
 /* Tells the scheduler about processes master_spawn_due started. */

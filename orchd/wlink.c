@@ -3,6 +3,11 @@
  * worker event (proto_decode, worker-event link only) and hands it to the scheduler, and a pipe
  * notification that sends the probe when a worker connects. A ready whose nonce is not the
  * current probe's (a stale message of an earlier process) is ignored.
+ * A slot's socket is replaced by a new one after each of its workers ends (wlink_reset): NNG
+ * 1.5.2's pair1 lets a new peer in only once the old pipe has been reaped, and when a worker dies
+ * in the middle of a message its pipe can wedge NNG's one reaper thread for good (the scheduler
+ * then never sees another worker: every later connection is refused). A fresh socket takes the
+ * next worker whatever became of the old pipe.
  */
 #include "orchd/wlink.h"
 
@@ -24,7 +29,8 @@
 struct wslotlink {
     struct wlink *wl;
     int slot;
-    nng_socket sock;
+    char url[512];
+    _Atomic uint32_t sock_id; /* the slot's nng_socket (replaced by wlink_reset) */
     bool open;
     nng_aio *aio;
     _Atomic uint64_t nonce;     /* the probe sent to the connected worker */
@@ -41,6 +47,15 @@ void
 wlink_url(char *buf, size_t size, const char *rundir, const char *slot)
 {
     snprintf(buf, size, "ipc://%s/w%s.sock", rundir, slot);
+}
+
+static nng_socket
+sock_of(struct wslotlink *l)
+{
+    nng_socket s = NNG_SOCKET_INITIALIZER;
+
+    s.id = atomic_load(&l->sock_id);
+    return s;
 }
 
 /* Encodes m and queues it towards slot's worker without blocking. */
@@ -62,7 +77,7 @@ send_to(struct wslotlink *l, const struct proto_msg *m, char *err)
     }
     memcpy(nng_msg_body(msg), buf, len);
     free(buf);
-    if ((rv = nng_sendmsg(l->sock, msg, NNG_FLAG_NONBLOCK)) != 0) {
+    if ((rv = nng_sendmsg(sock_of(l), msg, NNG_FLAG_NONBLOCK)) != 0) {
         nng_msg_free(msg);
         return err_set(err, ERR_IO, "worker %d: send %s: %s", l->slot, proto_type_name(m->type),
                        nng_strerror(rv));
@@ -109,6 +124,7 @@ pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
         log_debug("worker %d disconnected", l->slot);
         return;
     }
+    log_debug("worker %d connected (pipe %u)", l->slot, (unsigned)nng_pipe_id(p));
     m.u.probe.nonce = sampler_seed_random() << 32 | (uint64_t)nng_pipe_id(p);
     atomic_store(&l->nonce, m.u.probe.nonce);
     atomic_store(&l->connected, (uint32_t)nng_pipe_id(p));
@@ -171,7 +187,51 @@ recv_cb(void *arg)
             proto_msg_free(&m);
         }
     }
-    nng_recv_aio(l->sock, l->aio);
+    nng_recv_aio(sock_of(l), l->aio);
+}
+
+/* Opens l's socket and listens on l->url (receiving is started by the caller). */
+static int
+link_listen(struct wslotlink *l, char *err)
+{
+    nng_socket sock;
+    int rv;
+
+    if ((rv = nng_pair1_open(&sock)) != 0)
+        return err_set(err, ERR_IO, "pair socket for %s: %s", l->url, nng_strerror(rv));
+    atomic_store(&l->sock_id, sock.id);
+    l->open = true;
+    if ((rv = nng_socket_set_size(sock, NNG_OPT_RECVMAXSZ, PROTO_MAX_MSG_BYTES)) != 0 ||
+        (rv = nng_socket_set_int(sock, NNG_OPT_SENDBUF, WLINK_SENDBUF)) != 0 ||
+        (rv = nng_pipe_notify(sock, NNG_PIPE_EV_ADD_POST, pipe_event, l)) != 0 ||
+        (rv = nng_pipe_notify(sock, NNG_PIPE_EV_REM_POST, pipe_event, l)) != 0 ||
+        (rv = nng_listen(sock, l->url, NULL, 0)) != 0)
+        return err_set(err, ERR_IO, "listen on %s: %s", l->url, nng_strerror(rv));
+    return ERR_OK;
+}
+
+int
+wlink_reset(struct wlink *wl, int slot, char *err)
+{
+    struct wslotlink *l;
+    int rc, rv;
+
+    if (slot < 0 || slot >= wl->n_slots)
+        return err_set(err, ERR_BAD_REQUEST, "no worker slot %d", slot);
+    l = &wl->links[slot];
+    nng_aio_stop(l->aio); /* for good: a stopped aio takes no new operation */
+    nng_aio_free(l->aio);
+    l->aio = NULL;
+    atomic_store(&l->connected, 0);
+    if (l->open && !sock_close(sock_of(l)))
+        log_warn("worker %d: its link's old socket did not close; a new one takes over", slot);
+    l->open = false;
+    if ((rc = link_listen(l, err)) != ERR_OK)
+        return rc;
+    if ((rv = nng_aio_alloc(&l->aio, recv_cb, l)) != 0)
+        return err_set(err, ERR_NOMEM, "nng_aio_alloc: %s", nng_strerror(rv));
+    nng_recv_aio(sock_of(l), l->aio);
+    return ERR_OK;
 }
 
 void
@@ -184,7 +244,7 @@ wlink_close(struct wlink *wl)
             nng_aio_stop(wl->links[i].aio);
     for (int i = 0; i < wl->n_slots; i++) {
         if (wl->links[i].open)
-            sock_close(wl->links[i].sock);
+            sock_close(sock_of(&wl->links[i]));
         nng_aio_free(wl->links[i].aio);
     }
     free(wl);
@@ -194,7 +254,7 @@ int
 wlink_open(struct wlink **out, const char *rundir, int n_slots, struct sched *s, char *err)
 {
     struct wlink *wl;
-    char url[512], slot[16];
+    char slot[16];
     int rv, rc;
 
     *out = NULL;
@@ -211,27 +271,16 @@ wlink_open(struct wlink **out, const char *rundir, int n_slots, struct sched *s,
         l->slot = i;
         wl->n_slots++;
         snprintf(slot, sizeof(slot), "%d", i);
-        wlink_url(url, sizeof(url), rundir, slot);
-        if ((rv = nng_pair1_open(&l->sock)) != 0) {
-            rc = err_set(err, ERR_IO, "pair socket for %s: %s", url, nng_strerror(rv));
+        wlink_url(l->url, sizeof(l->url), rundir, slot);
+        if ((rc = link_listen(l, err)) != ERR_OK)
             goto fail;
-        }
-        l->open = true;
-        if ((rv = nng_socket_set_size(l->sock, NNG_OPT_RECVMAXSZ, PROTO_MAX_MSG_BYTES)) != 0 ||
-            (rv = nng_socket_set_int(l->sock, NNG_OPT_SENDBUF, WLINK_SENDBUF)) != 0 ||
-            (rv = nng_pipe_notify(l->sock, NNG_PIPE_EV_ADD_POST, pipe_event, l)) != 0 ||
-            (rv = nng_pipe_notify(l->sock, NNG_PIPE_EV_REM_POST, pipe_event, l)) != 0 ||
-            (rv = nng_listen(l->sock, url, NULL, 0)) != 0) {
-            rc = err_set(err, ERR_IO, "listen on %s: %s", url, nng_strerror(rv));
-            goto fail;
-        }
         if ((rv = nng_aio_alloc(&l->aio, recv_cb, l)) != 0) {
             rc = err_set(err, ERR_NOMEM, "nng_aio_alloc: %s", nng_strerror(rv));
             goto fail;
         }
     }
     for (int i = 0; i < n_slots; i++)
-        nng_recv_aio(wl->links[i].sock, wl->links[i].aio);
+        nng_recv_aio(sock_of(&wl->links[i]), wl->links[i].aio);
     *out = wl;
     return ERR_OK;
 fail:

@@ -26,6 +26,14 @@ void wlink_url(char *buf, size_t size, const char *rundir, const char *slot);
  */
 int wlink_open(struct wlink **out, const char *rundir, int n_slots, struct sched *s, char *err);
 
+/*
+ * After slot's worker ended: closes the slot's socket (sock_close: bounded, abandoned if NNG
+ * cannot close it) and listens on the same URL with a new one, so that the next worker gets in
+ * whatever became of the old pipe. Blocks (the close); the main thread, between the worker's exit
+ * and the start of the next. ERR_IO naming the URL when the new socket cannot listen.
+ */
+int wlink_reset(struct wlink *wl, int slot, char *err);
+
 /* Stops receiving (waits for running callbacks) and closes the sockets. NULL is fine. */
 void wlink_close(struct wlink *wl);
 
