@@ -675,8 +675,11 @@ req_forget(struct sched *s, struct sched_req *r, bool evicted)
     req_drop(s, r);
 }
 
-/* Brings every tenant back to its max_finished finished requests, the oldest dropped first. Runs
- * before the lock is let go, never inside a walk of the lists (it frees requests). */
+/*
+ * Brings every tenant back to its max_finished finished requests: first those whose client has
+ * read the end (oldest first), then the oldest finished. Runs before the lock is let go, never
+ * inside a walk of the lists (it frees requests).
+ */
 static void
 finished_trim(struct sched *s)
 {
@@ -685,10 +688,16 @@ finished_trim(struct sched *s)
     s->trim_due = false;
     for (int i = 0; i < s->n_ten; i++) {
         struct tstate *t = &s->ten[i];
+        struct sched_req *r, *next;
 
+        for (r = t->fin_head; r != NULL && t->n_fin > t->t.max_finished; r = next) {
+            next = r->next;
+            if (r->final_delivered_ms != 0)
+                req_forget(s, r, true);
+        }
         while (t->n_fin > t->t.max_finished) {
-            log_debug("request %s dropped: tenant %s keeps %u finished requests", t->fin_head->id,
-                      t->t.name, t->t.max_finished);
+            log_debug("request %s dropped unread: tenant %s keeps %u finished requests",
+                      t->fin_head->id, t->t.name, t->t.max_finished);
             req_forget(s, t->fin_head, true);
         }
     }

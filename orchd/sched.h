@@ -32,8 +32,9 @@ struct sched_tenant {
     uint64_t token_budget;     /* prompt + generated tokens per budget period */
     uint64_t budget_period_ms; /* the budget refills at the end of each period */
     uint32_t rate_per_min;     /* submits per minute (a bucket of that many, refilled evenly) */
-    uint32_t max_finished;     /* finished requests kept for late polls, the oldest dropped
-                                  first; 0: SCHED_DEFAULT_FINISHED (here 0 is not "no limit") */
+    uint32_t max_finished;     /* finished requests kept for late polls: past it, those whose
+                                  end was read go first, then the oldest; 0:
+                                  SCHED_DEFAULT_FINISHED (here 0 is not "no limit") */
 };
 
 #define SCHED_DEFAULT_FINISHED 256

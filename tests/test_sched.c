@@ -1147,9 +1147,9 @@ test_prompt_longer_than_context(void)
 }
 
 /*
- * Finished requests kept for late polls: at most max_finished per tenant, the oldest finished
- * dropped first, and a poll of a dropped one says it expired; one tenant finishing many requests
- * does not drop another's.
+ * Finished requests kept for late polls: at most max_finished per tenant, those whose end was
+ * read dropped first, then the oldest finished, and a poll of a dropped one says it expired; one
+ * tenant finishing many requests does not drop another's.
  */
 static void
 test_finished_kept_per_tenant(void)
@@ -1206,6 +1206,17 @@ test_finished_kept_per_tenant(void)
     CHECK(poll_now(s, a[4].id, 0, &c, 6000) == ERR_OK);
     for (int i = 0; i < 2; i++)
         CHECK(sched_poll(s, 1, b[i].id, 0, 0, 6000, &c.w, err) == ERR_OK);
+    /* requests whose end was read go before unread ones, even older unread ones */
+    for (int i = 0; i < 3; i++) {
+        CHECK(submit_as(s, 0, NULL, &a[i], 7000 + i, err) == ERR_OK);
+        done(s, 0, a[i].id, PROTO_REASON_EOS, 7000 + i);
+    }
+    CHECK(poll_now(s, a[2].id, 0, &c, 7010) == ERR_OK && c.f[c.n - 1].kind == PROTO_FRAME_DONE);
+    CHECK(submit_as(s, 0, NULL, &a[3], 7011, err) == ERR_OK);
+    done(s, 0, a[3].id, PROTO_REASON_EOS, 7011);
+    CHECK(poll_now(s, a[2].id, 0, &c, 7012) == ERR_NOT_FOUND);
+    for (int i = 0; i < 4; i++)
+        CHECKF(i == 2 || poll_now(s, a[i].id, 0, &c, 7012) == ERR_OK, "a[%d]", i);
     sched_free(s);
 }
 
