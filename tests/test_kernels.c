@@ -285,6 +285,33 @@ test_elementwise(void)
     CHECKF(g[0] == 0 && fabsf(g[1] - 1 / (1 + expf(-1))) < 1e-7f, "silu %g", g[1]);
 }
 
+/* Attention's weighted sum of value rows: the CPU's kernel equals the plain loop (products
+ * rounded, then added in increasing p), for head sizes of whole and partial 64-column chunks. */
+static void
+test_weighted_sum(void)
+{
+    static const size_t shapes[][3] = {{1, 64, 64}, {7, 64, 256}, {33, 128, 512},
+                                       {5, 70, 70}, {9, 5, 8},    {17, 200, 203}};
+
+    for (int scalar = 0; scalar < 2; scalar++)
+        for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+            size_t n = shapes[s][0], d = shapes[s][1], vs = shapes[s][2];
+            float *w = make_vector(n, 30 + s), *v = make_vector(n * vs, 40 + s);
+            float *o = malloc(d * sizeof(float)), *ref = calloc(d, sizeof(float));
+
+            for (size_t p = 0; p < n; p++)
+                for (size_t i = 0; i < d; i++)
+                    ref[i] += w[p] * v[p * vs + i];
+            kernel_force_scalar(scalar == 1);
+            kernel_weighted_sum(o, w, v, vs, n, d);
+            kernel_force_scalar(false);
+            bool same = memcmp(o, ref, d * sizeof(float)) == 0;
+            free(w), free(v), free(o), free(ref);
+            CHECKF(same, "%zu rows of %zu (stride %zu)%s: not the plain loop's bits", n, d, vs,
+                   scalar ? ", scalar" : "");
+        }
+}
+
 static void
 test_types_supported(void)
 {
@@ -339,6 +366,7 @@ main(int argc, char **argv)
         TEST(test_quant_equals_reference),
         TEST(test_dot_canonical_order),
         TEST(test_elementwise),
+        TEST(test_weighted_sum),
         TEST(test_types_supported),
         TEST(test_threadpool_runs_every_part),
         {0},

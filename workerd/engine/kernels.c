@@ -865,3 +865,54 @@ kernel_add(float *y, const float *x, size_t n)
     for (size_t i = 0; i < n; i++)
         y[i] += x[i];
 }
+
+/* The scalar kernel_weighted_sum() over columns [i0, i1). */
+static void
+weighted_sum_scalar(float *o, const float *w, const float *v, size_t vs, size_t n, size_t i0,
+                    size_t i1)
+{
+    for (size_t i = i0; i < i1; i++)
+        o[i] = 0.0f;
+    for (size_t p = 0; p < n; p++)
+        for (size_t i = i0; i < i1; i++)
+            o[i] += w[p] * v[p * vs + i];
+}
+
+#ifdef KERNEL_X86
+/* kernel_weighted_sum() on 64 columns at a time (8 sums of 8 in registers), the rest scalar. */
+AVX2 static size_t
+weighted_sum_avx2(float *o, const float *w, const float *v, size_t vs, size_t n, size_t d)
+{
+    size_t i0 = 0;
+
+    for (; i0 + 64 <= d; i0 += 64) {
+        __m256 s[8];
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++)
+            s[j] = _mm256_setzero_ps();
+        for (size_t p = 0; p < n; p++) {
+            __m256 wp = _mm256_set1_ps(w[p]);
+            const float *vp = v + p * vs + i0;
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++)
+                s[j] = _mm256_add_ps(s[j], _mm256_mul_ps(wp, _mm256_loadu_ps(vp + 8 * j)));
+        }
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++)
+            _mm256_storeu_ps(o + i0 + 8 * j, s[j]);
+    }
+    return i0;
+}
+#endif
+
+void
+kernel_weighted_sum(float *o, const float *w, const float *v, size_t vs, size_t n, size_t d)
+{
+    size_t done = 0;
+
+#ifdef KERNEL_X86
+    if (kernel_simd_active())
+        done = weighted_sum_avx2(o, w, v, vs, n, d);
+#endif
+    weighted_sum_scalar(o, w, v, vs, n, done, d);
+}

@@ -82,4 +82,11 @@ void kernel_mul(float *y, const float *x, size_t n);
 /* y = y + x (element-wise) over n floats. */
 void kernel_add(float *y, const float *x, size_t n);
 
+/*
+ * o[i] = sum over p < n, in increasing p, of w[p] * v[p*vs + i], for i < d: each product rounded,
+ * then added to a sum that starts at 0 (no fused multiply-add): attention's weighted sum of the
+ * value rows. The AVX2 and scalar versions give the same bits.
+ */
+void kernel_weighted_sum(float *o, const float *w, const float *v, size_t vs, size_t n, size_t d);
+
 #endif

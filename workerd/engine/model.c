@@ -685,12 +685,7 @@ attn_part(void *arg, uint32_t ith, uint32_t nth)
             kernel_softmax(sc, n);
             trace(c, "kq_softmax", (int)j->layer, j->tok0 + t, h, 1, n, sc);
             /* o = sum_p softmax_p * v_p, in increasing p */
-            memset(o, 0, hd * sizeof(float));
-            for (uint32_t p = 0; p < n; p++) {
-                const float *v = vc + (size_t)p * kv_dim + kvo;
-                for (uint32_t d = 0; d < hd; d++)
-                    o[d] += sc[p] * v[d];
-            }
+            kernel_weighted_sum(o, sc, vc + kvo, kv_dim, n, hd);
             trace(c, "kqv", (int)j->layer, j->tok0 + t, h, 1, hd, o);
         }
     }
