@@ -504,24 +504,34 @@ static const ztile_fn ztiles[][ZTOK] = {
 #undef ZROW
 };
 
-/* The packed copy of ZROWS rows w[] of this kind (n columns): pair p at pk + p * pstride. */
-AVX512 static void
-zpack(enum load_kind kind, const void *const *w, size_t n, float *pk, size_t pstride)
+/* The packed copy of ZROWS rows w[] of this kind (n columns): pair p at pk + p * pstride; the six
+ * rows read side by side (more lines in flight when they were not prefetched). */
+AVX512 static ALWAYS_INLINE void
+zpack_kind(enum load_kind kind, const void *const *w, size_t n, float *pk, size_t pstride)
 {
     size_t n8 = n & ~(size_t)(LANES - 1);
 
-    for (int p = 0; p < ZPAIRS; p++) {
-        float *d = pk + p * pstride;
-        for (size_t k = 0; k < n8; k += LANES)
-            _mm512_storeu_ps(d + 2 * k, zload_pair(kind, w[2 * p], w[2 * p + 1], k));
-        if (n8 < n) {
-            memset(d + 2 * n8, 0, 2 * LANES * sizeof(float));
-            for (size_t k = n8; k < n; k++) {
-                d[2 * n8 + k - n8] = load1(kind, w[2 * p], k);
-                d[2 * n8 + LANES + k - n8] = load1(kind, w[2 * p + 1], k);
-            }
+    for (size_t k = 0; k < n8; k += LANES)
+#pragma GCC unroll 8
+        for (int p = 0; p < ZPAIRS; p++)
+            _mm512_storeu_ps(pk + p * pstride + 2 * k, zload_pair(kind, w[2 * p], w[2 * p + 1], k));
+    for (int p = 0; p < ZPAIRS && n8 < n; p++) {
+        float *d = pk + p * pstride + 2 * n8;
+        memset(d, 0, 2 * LANES * sizeof(float));
+        for (size_t k = n8; k < n; k++) {
+            d[k - n8] = load1(kind, w[2 * p], k);
+            d[LANES + k - n8] = load1(kind, w[2 * p + 1], k);
         }
     }
+}
+
+AVX512 static void
+zpack(enum load_kind kind, const void *const *w, size_t n, float *pk, size_t pstride)
+{
+    if (kind == LOAD_F16)
+        zpack_kind(LOAD_F16, w, n, pk, pstride);
+    else
+        zpack_kind(LOAD_BF16, w, n, pk, pstride);
 }
 
 /* The rows of tile r (nr <= ZROWS of them from row r; the rest repeat the last one) into wr. */
