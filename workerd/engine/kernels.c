@@ -1,8 +1,9 @@
 /*
  * kernels.c: see kernels.h. Two implementations of every dot product: AVX2+FMA+F16C (chosen at run
  * time by CPUID, compiled with per-function target attributes so the rest of the build stays
- * baseline x86-64; with AVX-512VL a wider prefill tile of the same 8-lane vectors) and the scalar
- * reference, which follows the same canonical order with fmaf() so that they agree bit for bit.
+ * baseline x86-64; with AVX-512F/VL, tiles of two rows' 8 lanes per 512-bit register for 2 tokens
+ * or more) and the scalar reference, which follows the same canonical order with fmaf() so that
+ * they agree bit for bit.
  * Also the CPUID level and the element-wise stages. Not here: the quantized types' kernels
  * (kernels_quant.c) and their references (quant.c).
  */
