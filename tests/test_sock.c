@@ -90,18 +90,6 @@ test_close_is_bounded(void)
     CHECKF(worst < SOCK_CLOSE_MS + 1000, "a close took %.0f ms", worst);
 }
 
-/* LeakSanitizer's hook (read by the sanitizer build only). This test provokes NNG's reaper defect
- * on purpose; NNG then never frees the records of the stuck pipes and their listener, even when
- * nng_close() itself came back. Those are NNG's own allocations, so they are not reported here;
- * every other test binary keeps the full leak check. */
-const char *__lsan_default_suppressions(void);
-
-const char *
-__lsan_default_suppressions(void)
-{
-    return "leak:libnng.so\n";
-}
-
 int
 main(int argc, char **argv)
 {
