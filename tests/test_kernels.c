@@ -179,60 +179,111 @@ make_qmatrix(size_t qi, uint32_t rows, uint32_t cols, uint64_t seed, bool random
     return data;
 }
 
+/* The SIMD levels this CPU runs (kernel_force_level() accepts them), in *levels; returns how
+ * many. */
+static int
+simd_levels(enum kernel_level *levels)
+{
+    static const enum kernel_level all[] = {KERNEL_LEVEL_AVX2, KERNEL_LEVEL_AVXVNNI,
+                                            KERNEL_LEVEL_AVX512, KERNEL_LEVEL_AVX512VNNI};
+    int n = 0;
+
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        if (kernel_force_level(all[i]))
+            levels[n++] = all[i];
+    kernel_force_level(0);
+    return n;
+}
+
 /*
- * Every quantized type, odd row counts, an odd number of blocks, 1 to 70 tokens (past one block
- * of 64): the AVX2 kernels give the bits of the scalar path, which gives the bits of the type's
- * reference vec_dot on the activations quantized by its vec_dot_type's reference quantizer; and
- * one token at a time over any split of the rows gives the same bits as the whole batch.
+ * Every quantized type, odd row counts (8-row decode tiles and short 4-row ones), an odd number
+ * of blocks, 1 to 9 tokens and 70 (past one block of 64): at every SIMD level the CPU runs, the
+ * kernels give the bits of the scalar path, which gives the bits of the type's reference vec_dot
+ * on the activations quantized by its vec_dot_type's reference quantizer (so the SIMD activation
+ * quantizers give the reference's bytes too); and one token at a time over any split of the rows
+ * gives the same bits as the whole batch.
  */
 static void
 test_quant_equals_reference(void)
 {
-    static const uint32_t shapes[][3] = {{7, 3, 1}, {13, 5, 3}, {6, 1, 70}, {9, 2, 2}};
+    static const uint32_t shapes[][2] = {{7, 3}, {13, 5}, {17, 2}, {6, 1}};
+    static const uint32_t ntoks[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 70};
+    enum kernel_level levels[4];
+    int nlev = simd_levels(levels);
 
+    if (nlev == 0)
+        printf("  skip SIMD: no AVX2/FMA/F16C on this CPU\n");
     for (size_t qi = 0; qi < sizeof(qtypes) / sizeof(qtypes[0]); qi++)
         for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++)
-            for (int random = 0; random < 2; random++) {
-                const struct type_traits *t = type_traits(qtypes[qi].type);
-                const struct type_traits *yt = type_traits(t->vec_dot_type);
-                uint32_t rows = shapes[s][0], cols = shapes[s][1] * t->blck, ntok = shapes[s][2];
-                struct kernel_matrix m;
-                void *data = make_qmatrix(qi, rows, cols, 21 + s, random, &m);
-                float *x = make_vector((size_t)ntok * cols, 7 + s);
-                size_t n = (size_t)ntok * rows, yrb = type_row_size(t->vec_dot_type, cols);
-                float *y1 = calloc(n, sizeof(float)), *y2 = calloc(n, sizeof(float));
-                float *y3 = calloc(n, sizeof(float)), *y4 = calloc(n, sizeof(float));
-                float *scratch = malloc(kernel_scratch_floats(cols) * sizeof(float));
-                uint8_t *yq = malloc(yrb);
-                bool finite = true;
+            for (size_t nti = 0; nti < sizeof(ntoks) / sizeof(ntoks[0]); nti++)
+                for (int random = 0; random < 2; random++) {
+                    const struct type_traits *t = type_traits(qtypes[qi].type);
+                    const struct type_traits *yt = type_traits(t->vec_dot_type);
+                    uint32_t rows = shapes[s][0], cols = shapes[s][1] * t->blck, ntok = ntoks[nti];
+                    struct kernel_matrix m;
+                    void *data = make_qmatrix(qi, rows, cols, 21 + s, random, &m);
+                    float *x = make_vector((size_t)ntok * cols, 7 + s + nti);
+                    size_t n = (size_t)ntok * rows, yrb = type_row_size(t->vec_dot_type, cols);
+                    float *ref = calloc(n, sizeof(float)), *vd = calloc(n, sizeof(float));
+                    float *y1 = calloc(n, sizeof(float)), *y2 = calloc(n, sizeof(float));
+                    float *scratch = malloc(kernel_scratch_floats(cols) * sizeof(float));
+                    uint8_t *yq = malloc(yrb);
+                    bool finite = true;
 
-                kernel_matmul_rows(&m, 0, rows, x, cols, ntok, y1, rows, scratch);
-                for (uint32_t tk = 0; tk < ntok; tk++) {
-                    const float *xt = x + tk * cols;
-                    kernel_matmul_rows(&m, 0, 5, xt, cols, 1, y2 + tk * rows, rows, scratch);
-                    kernel_matmul_rows(&m, 5, rows, xt, cols, 1, y2 + tk * rows, rows, scratch);
-                    yt->from_float(xt, yq, cols);
-                    for (uint32_t r = 0; r < rows; r++) {
-                        y4[tk * rows + r] = t->vec_dot((uint8_t *)data + r * m.row_bytes, yq, cols);
-                        finite = finite && isfinite(y4[tk * rows + r]);
+                    for (uint32_t tk = 0; tk < ntok; tk++) {
+                        yt->from_float(x + tk * cols, yq, cols);
+                        for (uint32_t r = 0; r < rows; r++) {
+                            float v = t->vec_dot((uint8_t *)data + r * m.row_bytes, yq, cols);
+                            vd[tk * rows + r] = v;
+                            finite = finite && isfinite(v);
+                        }
                     }
+                    kernel_force_scalar(true);
+                    kernel_matmul_rows(&m, 0, rows, x, cols, ntok, ref, rows, scratch);
+                    kernel_force_scalar(false);
+                    CHECKF(memcmp(ref, vd, n * sizeof(float)) == 0,
+                           "%s %ux%u, %u tokens%s: scalar path != vec_dot", t->name, rows, cols,
+                           ntok, random ? " (random bytes)" : "");
+                    CHECKF(finite, "%s: a non-finite dot product", t->name);
+                    for (int l = 0; l < nlev; l++) {
+                        kernel_force_level(levels[l]);
+                        kernel_matmul_rows(&m, 0, rows, x, cols, ntok, y1, rows, scratch);
+                        for (uint32_t tk = 0; tk < ntok; tk++) {
+                            const float *xt = x + tk * cols;
+                            float *yt1 = y2 + tk * rows;
+                            kernel_matmul_rows(&m, 0, 5, xt, cols, 1, yt1, rows, scratch);
+                            kernel_matmul_rows(&m, 5, rows, xt, cols, 1, yt1, rows, scratch);
+                        }
+                        kernel_force_level(0);
+                        CHECKF(memcmp(y1, ref, n * sizeof(float)) == 0,
+                               "%s %ux%u, %u tokens%s, level %d: SIMD != scalar", t->name, rows,
+                               cols, ntok, random ? " (random bytes)" : "", (int)levels[l]);
+                        CHECKF(memcmp(y2, ref, n * sizeof(float)) == 0,
+                               "%s %ux%u, %u tokens%s, level %d: one token at a time != scalar",
+                               t->name, rows, cols, ntok, random ? " (random bytes)" : "",
+                               (int)levels[l]);
+                    }
+                    free(data), free(x), free(ref), free(vd), free(y1), free(y2), free(scratch),
+                        free(yq);
                 }
-                kernel_force_scalar(true);
-                kernel_matmul_rows(&m, 0, rows, x, cols, ntok, y3, rows, scratch);
-                kernel_force_scalar(false);
-                CHECKF(memcmp(y1, y3, n * sizeof(float)) == 0,
-                       "%s %ux%u, %u tokens%s: SIMD != scalar", t->name, rows, cols, ntok,
-                       random ? " (random bytes)" : "");
-                CHECKF(memcmp(y1, y2, n * sizeof(float)) == 0,
-                       "%s %ux%u, %u tokens%s: batch != one token at a time", t->name, rows, cols,
-                       ntok, random ? " (random bytes)" : "");
-                CHECKF(memcmp(y3, y4, n * sizeof(float)) == 0,
-                       "%s %ux%u, %u tokens%s: scalar path != vec_dot", t->name, rows, cols, ntok,
-                       random ? " (random bytes)" : "");
-                CHECKF(finite, "%s: a non-finite dot product", t->name);
-                free(data), free(x), free(y1), free(y2), free(y3), free(y4), free(scratch),
-                    free(yq);
-            }
+}
+
+/* The levels: CPUID's choice is the highest, scalar and the ones below can be forced, and 0
+ * goes back to CPUID's. */
+static void
+test_force_level(void)
+{
+    enum kernel_level top = kernel_level();
+
+    CHECK(top >= KERNEL_LEVEL_SCALAR && top <= KERNEL_LEVEL_AVX512VNNI);
+    CHECK(kernel_force_level(KERNEL_LEVEL_SCALAR));
+    CHECK(kernel_level() == KERNEL_LEVEL_SCALAR && !kernel_simd_active());
+    CHECK(kernel_force_level(top));
+    CHECK(kernel_level() == top);
+    if (top < KERNEL_LEVEL_AVX512VNNI)
+        CHECK(!kernel_force_level(KERNEL_LEVEL_AVX512VNNI) && kernel_level() == top);
+    CHECK(kernel_force_level(0));
+    CHECK(kernel_level() == top);
 }
 
 /* a . b over 16 floats as a 1-row product */
@@ -364,6 +415,7 @@ main(int argc, char **argv)
         TEST(test_simd_equals_scalar),
         TEST(test_grouping_invariant),
         TEST(test_quant_equals_reference),
+        TEST(test_force_level),
         TEST(test_dot_canonical_order),
         TEST(test_elementwise),
         TEST(test_weighted_sum),

@@ -647,9 +647,9 @@ cpu_has_avx2(void)
     return (b & (1u << 5)) != 0;
 }
 
-/* AVX-512F and VL present and the OS saves the opmask and upper ZMM registers too. */
+/* AVX-512 F, BW and VL present and the OS saves the opmask and upper ZMM registers too. */
 static bool
-cpu_has_avx512vl(void)
+cpu_has_avx512(void)
 {
     unsigned a, b, c, d;
     unsigned lo, hi;
@@ -657,16 +657,49 @@ cpu_has_avx512vl(void)
     if (!cpu_has_avx2())
         return false;
     __cpuid_count(7, 0, a, b, c, d);
-    if (!(b & (1u << 16)) || !(b & (1u << 31)))
+    if (!(b & (1u << 16)) || !(b & (1u << 30)) || !(b & (1u << 31)))
         return false;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     (void)hi;
     return (lo & 0xe6) == 0xe6;
 }
+
+/* The highest level this CPU runs. */
+static enum kernel_level
+cpu_level(void)
+{
+    unsigned a, b, c, d;
+
+    if (!cpu_has_avx2())
+        return KERNEL_LEVEL_SCALAR;
+    __cpuid_count(7, 0, a, b, c, d);
+    if (cpu_has_avx512())
+        return (c & (1u << 11)) ? KERNEL_LEVEL_AVX512VNNI : KERNEL_LEVEL_AVX512;
+    __cpuid_count(7, 1, a, b, c, d);
+    return (a & (1u << 4)) ? KERNEL_LEVEL_AVXVNNI : KERNEL_LEVEL_AVX2;
+}
 #endif /* KERNEL_X86 */
 
 /* An enum kernel_level, or 0 = not yet decided. */
 static atomic_int simd_mode;
+
+/* The highest level this CPU runs (CPUID, once). */
+static enum kernel_level
+kernel_level_max(void)
+{
+    static atomic_int max;
+    int m = atomic_load(&max);
+
+    if (m == 0) {
+#ifdef KERNEL_X86
+        m = (int)cpu_level();
+#else
+        m = KERNEL_LEVEL_SCALAR;
+#endif
+        atomic_store(&max, m);
+    }
+    return (enum kernel_level)m;
+}
 
 enum kernel_level
 kernel_level(void)
@@ -674,13 +707,7 @@ kernel_level(void)
     int m = atomic_load(&simd_mode);
 
     if (m == 0) {
-#ifdef KERNEL_X86
-        m = cpu_has_avx512vl() ? KERNEL_LEVEL_AVX512VL
-            : cpu_has_avx2()   ? KERNEL_LEVEL_AVX2
-                               : KERNEL_LEVEL_SCALAR;
-#else
-        m = KERNEL_LEVEL_SCALAR;
-#endif
+        m = (int)kernel_level_max();
         atomic_store(&simd_mode, m);
     }
     return (enum kernel_level)m;
@@ -695,9 +722,28 @@ kernel_simd_active(void)
 void
 kernel_force_scalar(bool scalar)
 {
-    atomic_store(&simd_mode, 0);
-    if (scalar)
-        atomic_store(&simd_mode, KERNEL_LEVEL_SCALAR);
+    kernel_force_level(scalar ? KERNEL_LEVEL_SCALAR : 0);
+}
+
+bool
+kernel_force_level(enum kernel_level level)
+{
+    enum kernel_level max = kernel_level_max();
+
+    /* AVX-VNNI is not implied by AVX-512 VNNI (nor the reverse) */
+    if (level > max || (level == KERNEL_LEVEL_AVXVNNI && max == KERNEL_LEVEL_AVX512))
+        return false;
+#ifdef KERNEL_X86
+    if (level == KERNEL_LEVEL_AVXVNNI && max == KERNEL_LEVEL_AVX512VNNI) {
+        unsigned a, b, c, d;
+
+        __cpuid_count(7, 1, a, b, c, d);
+        if (!(a & (1u << 4)))
+            return false;
+    }
+#endif
+    atomic_store(&simd_mode, (int)level);
+    return true;
 }
 
 void
@@ -741,7 +787,7 @@ kernel_matmul_rows(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, cons
         return;
     }
 #ifdef KERNEL_X86
-    if (ntok > 1 && kernel_level() == KERNEL_LEVEL_AVX512VL) {
+    if (ntok > 1 && kernel_level() >= KERNEL_LEVEL_AVX512) {
         if (dk == LOAD_F32 || ntok <= ZDIRECT_MAX)
             zmatmul_direct(dk, w, r0, r1, x, xs, ntok, y, ys);
         else

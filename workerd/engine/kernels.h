@@ -37,15 +37,30 @@ size_t kernel_scratch_floats(uint32_t cols);
  * table, and read directly (F32, F16, BF16) or with a vec_dot. */
 bool kernel_type_supported(uint32_t type);
 
-/* Whether the AVX2/FMA/F16C kernels are in use (decided once by CPUID, see kernel_force_scalar). */
+/* The kernels in use, decided once by CPUID (the highest this CPU runs), or forced by tests. */
+enum kernel_level {
+    KERNEL_LEVEL_SCALAR = 1, /* the scalar references */
+    KERNEL_LEVEL_AVX2,       /* AVX2 + FMA + F16C */
+    KERNEL_LEVEL_AVXVNNI,    /* and AVX-VNNI (vpdpbusd on 256 bits, VEX): the integer kernels */
+    KERNEL_LEVEL_AVX512,     /* AVX2 + AVX-512 F/BW/VL: the float tiles of two rows per register */
+    KERNEL_LEVEL_AVX512VNNI, /* and AVX512-VNNI (vpdpbusd, EVEX) */
+};
+
+enum kernel_level kernel_level(void);
+
+/* Whether the AVX2/FMA/F16C kernels are in use (kernel_level() above scalar). */
 bool kernel_simd_active(void);
 
 /* Tests: force the scalar reference kernels (true) or go back to the CPUID choice (false). */
 void kernel_force_scalar(bool scalar);
 
-/* Tests: at most the AVX2 kernels (true: not the AVX-512 tiles even where the CPU has them) or go
- * back to the CPUID choice (false). */
+/* Tests: at most the AVX2 kernels (true: not the AVX-512 tiles nor VNNI even where the CPU has
+ * them) or go back to the CPUID choice (false). */
 void kernel_force_avx2(bool avx2);
+
+/* Tests: force a level (false, and nothing changes, if this CPU cannot run it); 0 goes back to
+ * the CPUID choice. */
+bool kernel_force_level(enum kernel_level level);
 
 /*
  * y[t*ys + r] = W[r] . x[t*xs ...] for rows r in [r0, r1) and tokens t in [0, ntok), in the

@@ -1,7 +1,7 @@
 /*
  * kernels_impl.h: what the engine's kernel files share (kernels.c: float tiles, dispatch, CPUID;
- * kernels_quant.c: the quantized integer kernels): the x86 target attributes, the token block,
- * the CPUID level. Internal to those files; the rest of the engine uses kernels.h.
+ * kernels_quant.c: the quantized integer kernels): the x86 target attributes, the token block.
+ * Internal to those files; the rest of the engine uses kernels.h.
  */
 #ifndef LLORCH_KERNELS_IMPL_H
 #define LLORCH_KERNELS_IMPL_H
@@ -17,15 +17,6 @@
 
 /* Tokens that share one conversion of a weight tile (F16/BF16) or one activation quantization. */
 #define KERNEL_TOK_BLOCK 64
-
-/* The kernels in use, decided once by CPUID (kernel_force_scalar/avx2() reset it). */
-enum kernel_level {
-    KERNEL_LEVEL_SCALAR = 1, /* the scalar references */
-    KERNEL_LEVEL_AVX2,       /* AVX2 + FMA + F16C */
-    KERNEL_LEVEL_AVX512VL,   /* and AVX-512F/VL: the float tiles of two rows per register */
-};
-
-enum kernel_level kernel_level(void);
 
 /* kernel_matmul_rows() for a quantized type (one with a vec_dot); scratch as there. */
 void kernel_matmul_quant(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, const float *x,
