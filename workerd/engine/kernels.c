@@ -65,11 +65,10 @@ kernel_scratch_floats(uint32_t cols)
 {
     /* F16/BF16 rows converted to f32 (KERNEL_TILE_ROWS rows, or the packed copy of ZROWS rows
      * padded to whole blocks of 8 and the copy of KERNEL_TOK_BLOCK activation rows in ranges of
-     * ZCOLS), or KERNEL_TOK_BLOCK activation rows quantized to Q8_0, Q8_1
-     * or Q8_K (at most 37 bytes per 32 elements) */
+     * ZCOLS), or the quantized kernels' activations and packed rows */
     size_t c8 = (cols + LANES - 1) & ~(size_t)(LANES - 1);
     size_t conv = (size_t)ZROWS * c8 + (size_t)KERNEL_TOK_BLOCK * (c8 + ZCOLS);
-    size_t quant = ((size_t)KERNEL_TOK_BLOCK * ((cols + 31) / 32) * 37 + 3) / 4;
+    size_t quant = (kernel_quant_scratch_bytes(cols) + 3) / 4;
 
     return conv > quant ? conv : quant;
 }

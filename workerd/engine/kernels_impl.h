@@ -18,6 +18,9 @@
 /* Tokens that share one conversion of a weight tile (F16/BF16) or one activation quantization. */
 #define KERNEL_TOK_BLOCK 64
 
+/* Bytes of per-thread scratch kernel_matmul_quant() needs for matrices of up to cols columns. */
+size_t kernel_quant_scratch_bytes(uint32_t cols);
+
 /* kernel_matmul_rows() for a quantized type (one with a vec_dot); scratch as there. */
 void kernel_matmul_quant(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, const float *x,
                          size_t xs, uint32_t ntok, float *y, size_t ys, void *scratch);

@@ -14,18 +14,23 @@
 
 #include <string.h>
 
-#define QTOK      4   /* tokens per quantized tile */
-#define QPREFETCH 512 /* bytes ahead each weight row is fetched in decode */
+#define QTOK        4    /* tokens per quantized tile */
+#define QPREFETCH   512  /* bytes ahead each weight row is fetched in decode */
+#define QPACK_BLOCK 320  /* bytes of one block of 8 packed rows: 8 x 32 quants, 8 d, 8 m */
+#define QPACK_K     2880 /* bytes of one K super-block of 8 packed rows (qpack8_k) */
 
 /*
  * The activations of one matrix call, quantized: token t's row of the vec_dot_type at
- * q + t * yrb, and for Q8_0 the sum of each block's quants at sum[t * nb + block] (the kernels
- * take the weights' quants as unsigned bytes q + bias and subtract bias * sum).
+ * q + t * yrb; for Q8_0 / Q8_1, per 32-element block b at [t * nb + b]: the sum of its quants
+ * (the kernels take the weights' quants as unsigned bytes q + bias and subtract bias * sum), its
+ * d and (Q8_1) s as floats; for Q8_K the sums of its bsums in pairs at [t * nb + 8 * super-block
+ * + j] (the sums of the 32-element sub-blocks).
  */
 struct qact {
     const uint8_t *q;
     size_t yrb;
     const int16_t *sum;
+    const float *dy, *sy;
     size_t nb;
 };
 
@@ -36,10 +41,19 @@ typedef void (*qrows_fn)(const void *const *w, const struct qact *a, uint32_t to
 typedef void (*qrows8_fn)(const uint8_t *w0, size_t rb, const struct qact *a, uint32_t tok,
                           size_t n, float *out);
 
-/* One level's kernels of a type: rows[nt] for 1..QTOK tokens, rows8 (decode) or NULL. */
+/* 8 rows (rb bytes apart) packed for a qtile8_fn into dst (QPACK_BLOCK bytes per block); y[j*ys +
+ * i] = packed row i . y_(tok+j) for nt tokens. */
+typedef void (*qpack8_fn)(const uint8_t *w0, size_t rb, size_t n, uint8_t *dst);
+typedef void (*qtile8_fn)(const uint8_t *p, const struct qact *a, uint32_t tok, size_t n, float *y,
+                          size_t ys);
+
+/* One level's kernels of a type: rows[nt] for 1..QTOK tokens, rows8 (decode) or NULL, pack8 and
+ * tile8[nt] (prefill) or NULL. */
 struct qkern {
     qrows8_fn rows8;
     qrows_fn rows[QTOK + 1];
+    qpack8_fn pack8;
+    qtile8_fn tile8[QTOK + 1];
 };
 
 /* The offset the kernels add to a 32-element type's quants to make them unsigned bytes (Q8_0
@@ -111,6 +125,15 @@ u16_at(const uint8_t *p)
     return (short)h;
 }
 
+static inline int
+i32_at(const uint8_t *p)
+{
+    int32_t v;
+
+    memcpy(&v, p, 4);
+    return v;
+}
+
 /* The halves at p, p + rb, ..., p + 7 rb as floats. */
 AVX2 static ALWAYS_INLINE __m256
 halves8(const uint8_t *p, size_t rb)
@@ -161,6 +184,59 @@ scales6(const uint8_t *s, __m128i *sc, __m128i *m)
 
     *sc = _mm_cvtepu8_epi16(_mm_setr_epi32((int)sl, (int)sh, 0, 0));
     *m = _mm_setr_epi32((int)ml, (int)mh, 0, 0);
+}
+
+/* Stores the 8 x 8 transpose of the 32-bit groups of q[0..7]: vector g (32 bytes at dst + 32 g)
+ * holds group g of q[0], ..., q[7]. */
+AVX2 static ALWAYS_INLINE void
+transpose8_store(const __m256i *q, uint8_t *dst)
+{
+    __m256i u0 = _mm256_unpacklo_epi32(q[0], q[1]), u1 = _mm256_unpackhi_epi32(q[0], q[1]);
+    __m256i u2 = _mm256_unpacklo_epi32(q[2], q[3]), u3 = _mm256_unpackhi_epi32(q[2], q[3]);
+    __m256i u4 = _mm256_unpacklo_epi32(q[4], q[5]), u5 = _mm256_unpackhi_epi32(q[4], q[5]);
+    __m256i u6 = _mm256_unpacklo_epi32(q[6], q[7]), u7 = _mm256_unpackhi_epi32(q[6], q[7]);
+    /* v<g>: group g of q[0..3] in the low half, g + 4 in the high half; x<g>: of q[4..7] */
+    __m256i v[4] = {_mm256_unpacklo_epi64(u0, u2), _mm256_unpackhi_epi64(u0, u2),
+                    _mm256_unpacklo_epi64(u1, u3), _mm256_unpackhi_epi64(u1, u3)};
+    __m256i x[4] = {_mm256_unpacklo_epi64(u4, u6), _mm256_unpackhi_epi64(u4, u6),
+                    _mm256_unpacklo_epi64(u5, u7), _mm256_unpackhi_epi64(u5, u7)};
+
+    for (int g = 0; g < 4; g++) {
+        _mm256_storeu_si256((__m256i *)(dst + 32 * g), _mm256_permute2x128_si256(v[g], x[g], 0x20));
+        _mm256_storeu_si256((__m256i *)(dst + 32 * (g + 4)),
+                            _mm256_permute2x128_si256(v[g], x[g], 0x31));
+    }
+}
+
+/* Elements 32j .. 32j + 31 of a Q4_K / Q5_K super-block (sub-block j) as unsigned bytes. */
+AVX2 static ALWAYS_INLINE __m256i
+k45_chunk32(const uint8_t *b, bool five, int j)
+{
+    __m256i q = _mm256_loadu_si256((const __m256i *)(b + (five ? 48 : 16) + 32 * (j / 2)));
+    __m256i v = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(q, 4) : q, _mm256_set1_epi8(0x0f));
+
+    if (five) { /* bit j of qh[l] */
+        __m256i qh =
+            _mm256_srl_epi16(_mm256_loadu_si256((const __m256i *)(b + 16)), _mm_cvtsi32_si128(j));
+        v = _mm256_or_si256(v, _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(1)), 4));
+    }
+    return v;
+}
+
+/* Elements 32c .. 32c + 31 of a Q6_K super-block as unsigned bytes q + 32 (layout in quant.h). */
+AVX2 static ALWAYS_INLINE __m256i
+q6_chunk32(const struct block_q6_k *b, int c)
+{
+    int h = c / 4, i = c % 4;
+    __m256i l = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32 * (i % 2)));
+    __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
+    __m256i lo = _mm256_and_si256(i < 2 ? l : _mm256_srli_epi16(l, 4), _mm256_set1_epi8(0x0f));
+
+    qh = i == 0   ? _mm256_slli_epi16(qh, 4)
+         : i == 1 ? _mm256_slli_epi16(qh, 2)
+         : i == 2 ? qh
+                  : _mm256_srli_epi16(qh, 2);
+    return _mm256_or_si256(lo, _mm256_and_si256(qh, _mm256_set1_epi8(0x30)));
 }
 
 /* ---- the levels ---- */
@@ -301,12 +377,21 @@ qkern_of(uint32_t type)
     return NULL;
 }
 
+/* A Q8_K block's bsums summed in pairs (the 32-element sub-blocks of Q4_K / Q5_K) at sum[0..7]. */
+static void
+bsum_pairs(const struct block_q8_k *b, int16_t *sum)
+{
+    for (int j = 0; j < 8; j++)
+        sum[j] = (int16_t)(b->bsums[2 * j] + b->bsums[2 * j + 1]);
+}
+
 /*
- * Token x's activations as a row of type yt (Q8_0, Q8_1 or Q8_K) at dst, and for Q8_0 its block
- * sums at sum: the SIMD quantizers above when the level has them, else quant.c's.
+ * Token x's activations as a row of type yt (Q8_0, Q8_1 or Q8_K) at dst, and for Q8_0 / Q8_1
+ * its blocks' sums, d and s (struct qact) at sum, dy, sy, for Q8_K its bsums in pairs at sum:
+ * the SIMD quantizers above when the level has them, else quant.c's.
  */
 static void
-quantize_act(uint32_t yt, const float *x, size_t n, void *dst, int16_t *sum)
+quantize_act(uint32_t yt, const float *x, size_t n, void *dst, int16_t *sum, float *dy, float *sy)
 {
     bool simd = kernel_simd_active();
 
@@ -315,14 +400,19 @@ quantize_act(uint32_t yt, const float *x, size_t n, void *dst, int16_t *sum)
 #endif
     if (!simd) {
         type_traits(yt)->from_float(x, dst, (int64_t)n);
-        if (yt == TYPE_Q8_0)
-            for (size_t k = 0; k < n / 32; k++) {
-                int s = 0;
+        for (size_t k = 0; yt == TYPE_Q8_K && k < n / QUANT_QK_K; k++)
+            bsum_pairs((struct block_q8_k *)dst + k, sum + 8 * k);
+        for (size_t k = 0; yt != TYPE_Q8_K && k < n / 32; k++) {
+            const struct block_q8_0 *b0 = (const struct block_q8_0 *)dst + k;
+            const struct block_q8_1 *b1 = (const struct block_q8_1 *)dst + k;
+            int s = 0;
 
-                for (int j = 0; j < 32; j++)
-                    s += ((const struct block_q8_0 *)dst)[k].qs[j];
-                sum[k] = (int16_t)s;
-            }
+            for (int j = 0; j < 32; j++)
+                s += yt == TYPE_Q8_0 ? b0->qs[j] : b1->qs[j];
+            sum[k] = (int16_t)s;
+            dy[k] = fp16_to_f32(yt == TYPE_Q8_0 ? b0->d : b1->d);
+            sy[k] = yt == TYPE_Q8_0 ? 0.0f : fp16_to_f32(b1->s);
+        }
         return;
     }
 #ifdef KERNEL_X86
@@ -331,28 +421,45 @@ quantize_act(uint32_t yt, const float *x, size_t n, void *dst, int16_t *sum)
 
         if (yt == TYPE_Q8_K) {
             quantize_q8_k_avx2(x + k * QUANT_QK_K, (struct block_q8_k *)dst + k);
+            bsum_pairs((struct block_q8_k *)dst + k, sum + 8 * k);
         } else if (yt == TYPE_Q8_1) {
             struct block_q8_1 *b = (struct block_q8_1 *)dst + k;
             int32_t s = quantize_q8_32(x + 32 * k, &d, b->qs);
 
             b->d = f32_to_fp16(d);
             b->s = f32_to_fp16(d * (float)s);
+            sum[k] = (int16_t)s;
+            dy[k] = fp16_to_f32(b->d);
+            sy[k] = fp16_to_f32(b->s);
         } else {
             struct block_q8_0 *b = (struct block_q8_0 *)dst + k;
 
             sum[k] = (int16_t)quantize_q8_32(x + 32 * k, &d, b->qs);
             b->d = f32_to_fp16(d);
+            dy[k] = fp16_to_f32(b->d);
+            sy[k] = 0.0f;
         }
     }
 #endif
 }
 
+size_t
+kernel_quant_scratch_bytes(uint32_t cols)
+{
+    size_t nb = (cols + 31) / 32;
+
+    /* per token and 32 columns: the row (at most 37 bytes: Q8_0, Q8_1, Q8_K), its sum, d and s;
+     * then 8 packed rows (QPACK_K / 8 >= QPACK_BLOCK bytes per 32 columns) */
+    return (size_t)KERNEL_TOK_BLOCK * nb * (37 + 2 + 4 + 4) + nb * (QPACK_K / 8) + 16;
+}
+
 /*
  * Each block of KERNEL_TOK_BLOCK tokens' activations is quantized to the type's vec_dot_type
  * (the reference's bytes, so every thread and batch gets the same), then every (row, token) is
- * the type's dot product: this level's kernel when there is one (8-row decode tiles for fewer
- * than QTOK tokens, else 4 rows x up to QTOK tokens), else the reference vec_dot; both give the
- * reference's bits.
+ * the type's dot product: this level's kernel when there is one, else the reference vec_dot;
+ * both give the reference's bits. Kernels: for one token, 8-row decode tiles; for more, 8 rows
+ * packed once per token block then tiles of up to QTOK tokens on them; the rows left (and the
+ * types without those) in tiles of 4 rows x up to QTOK tokens.
  */
 void
 kernel_matmul_quant(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, const float *x,
@@ -363,27 +470,39 @@ kernel_matmul_quant(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, con
     size_t nb = w->cols / 32;
     const struct qkern *qk = qkern_of(w->type);
     const uint8_t *wd = w->data;
+    uint8_t *base = scratch;
+    int16_t *sums = (int16_t *)(base + (size_t)KERNEL_TOK_BLOCK * yrb);
+    float *dy = (float *)(base + (((size_t)KERNEL_TOK_BLOCK * (yrb + 2 * nb) + 3) & ~(size_t)3));
+    float *sy = dy + (size_t)KERNEL_TOK_BLOCK * nb;
+    uint8_t *packed = (uint8_t *)(sy + (size_t)KERNEL_TOK_BLOCK * nb);
+    struct qact a = {base, yrb, sums, dy, sy, nb};
 
     for (uint32_t t0 = 0; t0 < ntok; t0 += KERNEL_TOK_BLOCK) {
         uint32_t t1 = ntok - t0 < KERNEL_TOK_BLOCK ? ntok : t0 + KERNEL_TOK_BLOCK;
-        int16_t *sums = (int16_t *)((char *)scratch + (size_t)(t1 - t0) * yrb);
-        struct qact a = {scratch, yrb, sums, nb};
+        uint32_t r = r0;
 
         for (uint32_t tk = t0; tk < t1; tk++)
-            quantize_act(t->vec_dot_type, x + tk * xs, w->cols, (char *)scratch + (tk - t0) * yrb,
-                         sums + (tk - t0) * nb);
-        for (uint32_t r = r0; r < r1;) {
+            quantize_act(t->vec_dot_type, x + tk * xs, w->cols, base + (tk - t0) * yrb,
+                         sums + (tk - t0) * nb, dy + (tk - t0) * nb, sy + (tk - t0) * nb);
+        if (qk != NULL && qk->rows8 != NULL && t1 - t0 == 1)
+            for (; r + 8 <= r1; r += 8)
+                qk->rows8(wd + (size_t)r * w->row_bytes, w->row_bytes, &a, 0, w->cols,
+                          y + t0 * ys + r);
+        if (qk != NULL && qk->pack8 != NULL && t1 - t0 > 1)
+            for (; r + 8 <= r1; r += 8) {
+                qk->pack8(wd + (size_t)r * w->row_bytes, w->row_bytes, w->cols, packed);
+                for (uint32_t tk = t0; tk < t1;) {
+                    uint32_t nt = t1 - tk < QTOK ? t1 - tk : QTOK;
+
+                    qk->tile8[nt](packed, &a, tk - t0, w->cols, y + tk * ys + r, ys);
+                    tk += nt;
+                }
+            }
+        for (; r < r1;) {
             uint32_t nr = r1 - r < KERNEL_TILE_ROWS ? r1 - r : KERNEL_TILE_ROWS;
             const void *wr[KERNEL_TILE_ROWS];
             float out[QTOK][KERNEL_TILE_ROWS];
 
-            if (qk != NULL && qk->rows8 != NULL && r1 - r >= 8 && t1 - t0 < QTOK) {
-                for (uint32_t tk = t0; tk < t1; tk++)
-                    qk->rows8(wd + (size_t)r * w->row_bytes, w->row_bytes, &a, tk - t0, w->cols,
-                              y + tk * ys + r);
-                r += 8;
-                continue;
-            }
             for (uint32_t i = 0; i < KERNEL_TILE_ROWS; i++) /* a short tile repeats its last row */
                 wr[i] = wd + (size_t)(r + (i < nr ? i : nr - 1)) * w->row_bytes;
             for (uint32_t tk = t0; tk < t1;) {
@@ -393,8 +512,7 @@ kernel_matmul_quant(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, con
                     qk->rows[nt](wr, &a, tk - t0, w->cols, out[0], KERNEL_TILE_ROWS);
                 else
                     for (uint32_t i = 0; i < nr; i++)
-                        out[0][i] =
-                            t->vec_dot(wr[i], (const char *)scratch + (tk - t0) * yrb, w->cols);
+                        out[0][i] = t->vec_dot(wr[i], base + (tk - t0) * yrb, w->cols);
                 for (uint32_t j = 0; j < nt; j++)
                     memcpy(y + (tk + j) * ys + r, out[j], nr * sizeof(float));
                 tk += nt;

@@ -179,6 +179,8 @@ QS(qdot_k45)(const uint8_t *x, size_t bsize, bool five, int nt, const struct qac
         __m256i qh = five ? _mm256_loadu_si256((const __m256i *)(b + 16)) : _mm256_setzero_si256();
         float d = half_at(b), dmin = half_at(b + 2);
 
+        for (size_t l = 0; l < bsize; l += 64)
+            _mm_prefetch((const char *)b + QPREFETCH + l, _MM_HINT_T0);
         scales6(b + 4, &scv, &mv);
         _mm_storeu_si128((__m128i *)sc, scv);
         for (int j = 0; j < nt; j++)
@@ -237,6 +239,8 @@ QS(qdot_q6_k)(const uint8_t *x, int nt, const struct qact *a, uint32_t tok, size
         const struct block_q6_k *b = (const struct block_q6_k *)(x + k * sizeof(*b));
         __m256i acc[QTOK];
 
+        for (size_t l = 0; l < sizeof(*b); l += 64)
+            _mm_prefetch((const char *)b + QPREFETCH + l, _MM_HINT_T0);
         for (int j = 0; j < nt; j++)
             acc[j] = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
@@ -285,7 +289,250 @@ QS(qdot_q6_k)(const uint8_t *x, int nt, const struct qact *a, uint32_t tok, size
     }
 }
 
-/* The kernels of shape qrows_fn: 4 rows x nt tokens per 32-element type, 8 rows x 1 token. */
+/*
+ * Packs 8 rows (rb bytes apart) of a 32-element type for qtile8p(): per block, the rows'
+ * unsigned quants transposed so that 4-byte group g of the 8 rows is one vector (lane i: row i),
+ * then the rows' d and (with a min) m as floats; QPACK_BLOCK bytes per block.
+ */
+QT static ALWAYS_INLINE void
+QS(qpack8)(uint32_t type, size_t bsize, const uint8_t *w0, size_t rb, size_t n, uint8_t *dst)
+{
+    bool with_min = type == TYPE_Q4_1 || type == TYPE_Q5_1;
+
+    for (size_t k = 0; k < n / 32; k++) {
+        const uint8_t *b = w0 + k * bsize;
+        uint8_t *p = dst + k * QPACK_BLOCK;
+        __m256i q[8];
+
+        for (int i = 0; i < 8; i++)
+            q[i] = QS(unpack32)(type, b + i * rb).u;
+        transpose8_store(q, p);
+        _mm256_storeu_ps((float *)(p + 256), halves8(b, rb));
+        if (with_min)
+            _mm256_storeu_ps((float *)(p + 288), halves8(b + 2, rb));
+    }
+}
+
+/*
+ * Prefill: y[j*ys + i] = row i . y_(tok+j) for 8 rows packed by qpack8() and nt tokens. Per
+ * block, lane i of the sums of 4 products (group g of row i against group g of the token,
+ * broadcast) is row i's exact block sum, with no horizontal sums; the float part as the
+ * reference's, 8 rows at once.
+ */
+QT static ALWAYS_INLINE void
+QS(qtile8p)(uint32_t type, int nt, const uint8_t *p, const struct qact *a, uint32_t tok, size_t n,
+            float *y, size_t ys)
+{
+    bool with_min = type == TYPE_Q4_1 || type == TYPE_Q5_1;
+    int32_t bias = qbias32(type, QVNNI);
+    size_t ybs = with_min ? sizeof(struct block_q8_1) : sizeof(struct block_q8_0);
+    const uint8_t *yq = a->q + tok * a->yrb + (with_min ? 4 : 2);
+    __m256 f0 = _mm256_setzero_ps(), f1 = f0, f2 = f0, f3 = f0;
+
+    for (size_t k = 0; k < n / 32; k++) {
+        const uint8_t *pk = p + k * QPACK_BLOCK, *yk = yq + k * ybs;
+        __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+
+        for (int g = 0; g < 8; g++) {
+            __m256i wv = _mm256_loadu_si256((const __m256i *)(pk + 32 * g));
+
+            s0 = DOT_U8S8(s0, wv, _mm256_set1_epi32(i32_at(yk + 4 * g)));
+            if (nt > 1)
+                s1 = DOT_U8S8(s1, wv, _mm256_set1_epi32(i32_at(yk + a->yrb + 4 * g)));
+            if (nt > 2)
+                s2 = DOT_U8S8(s2, wv, _mm256_set1_epi32(i32_at(yk + 2 * a->yrb + 4 * g)));
+            if (nt > 3)
+                s3 = DOT_U8S8(s3, wv, _mm256_set1_epi32(i32_at(yk + 3 * a->yrb + 4 * g)));
+        }
+        __m256 dx = _mm256_loadu_ps((const float *)(pk + 256));
+        __m256 mx = with_min ? _mm256_loadu_ps((const float *)(pk + 288)) : _mm256_setzero_ps();
+        size_t yi = tok * a->nb + k;
+
+#define QTILE8P_TOKEN(j, s, f)                                                                     \
+    if (nt > (j)) {                                                                                \
+        size_t yj = yi + (j)*a->nb;                                                                \
+        if (bias != 0)                                                                             \
+            s = _mm256_sub_epi32(s, _mm256_set1_epi32(bias * a->sum[yj]));                         \
+        f = _mm256_add_ps(f, _mm256_mul_ps(_mm256_mul_ps(dx, _mm256_set1_ps(a->dy[yj])),           \
+                                           _mm256_cvtepi32_ps(s)));                                \
+        if (with_min)                                                                              \
+            f = _mm256_add_ps(f, _mm256_mul_ps(mx, _mm256_set1_ps(a->sy[yj])));                    \
+    }
+        QTILE8P_TOKEN(0, s0, f0)
+        QTILE8P_TOKEN(1, s1, f1)
+        QTILE8P_TOKEN(2, s2, f2)
+        QTILE8P_TOKEN(3, s3, f3)
+#undef QTILE8P_TOKEN
+    }
+    _mm256_storeu_ps(y, f0);
+    if (nt > 1)
+        _mm256_storeu_ps(y + ys, f1);
+    if (nt > 2)
+        _mm256_storeu_ps(y + 2 * ys, f2);
+    if (nt > 3)
+        _mm256_storeu_ps(y + 3 * ys, f3);
+}
+
+/*
+ * Packs 8 rows (rb bytes apart) of Q4_K, Q5_K or Q6_K for qtile8p_k(): per super-block, the
+ * rows' quants as unsigned bytes (Q6_K: q + 32) transposed so that elements 4G..4G+3 of the 8
+ * rows are one vector (lane i: row i, G = 0..63); then per sub-block the rows' scales as int32;
+ * per pair of sub-blocks the rows' mins (Q4_K, Q5_K) or scales (Q6_K) as two int16; d, dmin.
+ */
+QT static ALWAYS_INLINE void
+QS(qpack8_k)(uint32_t type, size_t bsize, const uint8_t *w0, size_t rb, size_t n, uint8_t *dst)
+{
+    bool q6 = type == TYPE_Q6_K;
+    int nsub = q6 ? 16 : 8;
+
+    for (size_t k = 0; k < n / QUANT_QK_K; k++) {
+        uint8_t *p = dst + k * QPACK_K;
+        int32_t *sc = (int32_t *)(p + 2048), *pairs = sc + 8 * nsub;
+        float *d = (float *)(pairs + 4 * nsub), *dmin = d + 8;
+        __m256i q[8];
+
+        for (int i = 0; i < 8; i++) {
+            const uint8_t *b = w0 + i * rb + k * bsize;
+            int16_t s[16], m[8];
+
+            if (q6) {
+                const struct block_q6_k *b6 = (const struct block_q6_k *)b;
+                for (int j = 0; j < 16; j++)
+                    s[j] = b6->scales[j];
+                d[i] = half_at((const uint8_t *)&b6->d);
+            } else {
+                __m128i scv, mv;
+                uint8_t mb[16];
+
+                scales6(b + 4, &scv, &mv);
+                _mm_storeu_si128((__m128i *)s, scv);
+                _mm_storeu_si128((__m128i *)mb, mv);
+                for (int j = 0; j < 8; j++)
+                    m[j] = mb[j];
+                d[i] = half_at(b);
+                dmin[i] = half_at(b + 2);
+            }
+            for (int j = 0; j < nsub; j++)
+                sc[8 * j + i] = s[j];
+            for (int j = 0; j < nsub / 2; j++) {
+                const int16_t *v = q6 ? s : m;
+                pairs[8 * j + i] = (int32_t)((uint32_t)(uint16_t)v[2 * j] |
+                                             ((uint32_t)(uint16_t)v[2 * j + 1] << 16));
+            }
+        }
+        for (int c = 0; c < 8; c++) { /* elements 32c .. 32c + 31 */
+            for (int i = 0; i < 8; i++) {
+                const uint8_t *b = w0 + i * rb + k * bsize;
+                q[i] = q6 ? q6_chunk32((const struct block_q6_k *)b, c)
+                          : k45_chunk32(b, type == TYPE_Q5_K, c);
+            }
+            transpose8_store(q, p + 256 * c);
+        }
+    }
+}
+
+/*
+ * Prefill: y[j*ys + i] = row i . y_(tok+j) for 8 rows packed by qpack8_k() and nt tokens (Q8_K):
+ * per sub-block, the 8 rows' exact integer sums in one vector (as qtile8p()) times their scales,
+ * the min (or Q6_K's offset) term from the activations' bsums by vpmaddwd; the float part as the
+ * reference's, 8 rows at once.
+ */
+QT static ALWAYS_INLINE void
+QS(qtile8p_k)(uint32_t type, int nt, const uint8_t *p, const struct qact *a, uint32_t tok, size_t n,
+              float *y, size_t ys)
+{
+    bool q6 = type == TYPE_Q6_K;
+    int nsub = q6 ? 16 : 8, gsub = 64 / nsub;
+    __m256 f0 = _mm256_setzero_ps(), f1 = f0, f2 = f0, f3 = f0;
+
+    for (size_t k = 0; k < n / QUANT_QK_K; k++) {
+        const uint8_t *pk = p + k * QPACK_K;
+        const int32_t *sc = (const int32_t *)(pk + 2048), *pairs = sc + 8 * nsub;
+        const float *d = (const float *)(pairs + 4 * nsub);
+        const struct block_q8_k *yb = (const struct block_q8_k *)(a->q + tok * a->yrb) + k;
+        const uint8_t *y0 = (const uint8_t *)yb->qs;
+        __m256i i0 = _mm256_setzero_si256(), i1 = i0, i2 = i0, i3 = i0;
+        __m256i m0 = i0, m1 = i0, m2 = i0, m3 = i0;
+
+        for (int sb = 0; sb < nsub; sb++) {
+            __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+            __m256i scv = _mm256_loadu_si256((const __m256i *)(sc + 8 * sb));
+
+            for (int g = sb * gsub; g < (sb + 1) * gsub; g++) {
+                __m256i wv = _mm256_loadu_si256((const __m256i *)(pk + 32 * g));
+
+                s0 = DOT_U8S8(s0, wv, _mm256_set1_epi32(i32_at(y0 + 4 * g)));
+                if (nt > 1)
+                    s1 = DOT_U8S8(s1, wv, _mm256_set1_epi32(i32_at(y0 + a->yrb + 4 * g)));
+                if (nt > 2)
+                    s2 = DOT_U8S8(s2, wv, _mm256_set1_epi32(i32_at(y0 + 2 * a->yrb + 4 * g)));
+                if (nt > 3)
+                    s3 = DOT_U8S8(s3, wv, _mm256_set1_epi32(i32_at(y0 + 3 * a->yrb + 4 * g)));
+            }
+            i0 = _mm256_add_epi32(i0, _mm256_mullo_epi32(s0, scv));
+            i1 = _mm256_add_epi32(i1, _mm256_mullo_epi32(s1, scv));
+            i2 = _mm256_add_epi32(i2, _mm256_mullo_epi32(s2, scv));
+            i3 = _mm256_add_epi32(i3, _mm256_mullo_epi32(s3, scv));
+        }
+        /* Q4_K / Q5_K: sum of m_j (bsums 2j + 2j+1), the pair sums kept in a->sum; Q6_K:
+         * sum of sc_j bsums_j */
+        for (int j = 0; j < nsub / 2; j++) {
+            __m256i pv = _mm256_loadu_si256((const __m256i *)(pairs + 8 * j));
+            size_t o = tok * a->nb + k * 8 + 2 * j;
+
+#define QPAIR(t)                                                                                   \
+    (q6 ? i32_at((const uint8_t *)(yb->bsums + 2 * j) + (t)*a->yrb)                                \
+        : i32_at((const uint8_t *)(a->sum + o + (t)*a->nb)))
+            m0 = DOT_S16S16(m0, pv, _mm256_set1_epi32(QPAIR(0)));
+            if (nt > 1)
+                m1 = DOT_S16S16(m1, pv, _mm256_set1_epi32(QPAIR(1)));
+            if (nt > 2)
+                m2 = DOT_S16S16(m2, pv, _mm256_set1_epi32(QPAIR(2)));
+            if (nt > 3)
+                m3 = DOT_S16S16(m3, pv, _mm256_set1_epi32(QPAIR(3)));
+#undef QPAIR
+        }
+        __m256 dv = _mm256_loadu_ps(d);
+        __m256 dminv = q6 ? _mm256_setzero_ps() : _mm256_loadu_ps(d + 8);
+
+#define QTILE8PK_TOKEN(j, is, ms, f)                                                               \
+    if (nt > (j)) {                                                                                \
+        __m256 yd =                                                                                \
+            _mm256_set1_ps(((const struct block_q8_k *)((const uint8_t *)yb + (j)*a->yrb))->d);    \
+        if (q6) /* the reference subtracts its zero min term: x - 0 is x */                        \
+            f = _mm256_add_ps(                                                                     \
+                f, _mm256_mul_ps(yd, _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_sub_epi32(        \
+                                                           is, _mm256_slli_epi32(ms, 5))))));      \
+        else                                                                                       \
+            f = _mm256_add_ps(                                                                     \
+                f,                                                                                 \
+                _mm256_mul_ps(yd, _mm256_sub_ps(_mm256_mul_ps(dv, _mm256_cvtepi32_ps(is)),         \
+                                                _mm256_mul_ps(dminv, _mm256_cvtepi32_ps(ms)))));   \
+    }
+        QTILE8PK_TOKEN(0, i0, m0, f0)
+        QTILE8PK_TOKEN(1, i1, m1, f1)
+        QTILE8PK_TOKEN(2, i2, m2, f2)
+        QTILE8PK_TOKEN(3, i3, m3, f3)
+#undef QTILE8PK_TOKEN
+    }
+    _mm256_storeu_ps(y, f0);
+    if (nt > 1)
+        _mm256_storeu_ps(y + ys, f1);
+    if (nt > 2)
+        _mm256_storeu_ps(y + 2 * ys, f2);
+    if (nt > 3)
+        _mm256_storeu_ps(y + 3 * ys, f3);
+}
+
+/* The kernels of shape qrows_fn: 4 rows x nt tokens per 32-element type, 8 rows x 1 token;
+ * the packed prefill tiles (not for Q8_0 without VNNI: its quants are not unsigned bytes). */
+#define QTILE8P(sfx, type, nt)                                                                     \
+    QT static void QS(qtile8p_##sfx##_##nt)(const uint8_t *p, const struct qact *a, uint32_t tok,  \
+                                            size_t n, float *y, size_t ys)                         \
+    {                                                                                              \
+        QS(qtile8p)(type, nt, p, a, tok, n, y, ys);                                                \
+    }
+#define PACKED(type, fn) (QVNNI || (type) != TYPE_Q8_0 ? (fn) : NULL)
 #define QROWS32(sfx, type, blk)                                                                    \
     QT static void QS(qrows_##sfx##_8)(const uint8_t *w0, size_t rb, const struct qact *a,         \
                                        uint32_t tok, size_t n, float *out)                         \
@@ -312,16 +559,29 @@ QS(qdot_q6_k)(const uint8_t *x, int nt, const struct qact *a, uint32_t tok, size
     {                                                                                              \
         QS(qtile32)(type, sizeof(struct blk), QTOK, w, a, tok, n, out, os);                        \
     }                                                                                              \
-    static const struct qkern QS(qkern_##sfx) = {QS(qrows_##sfx##_8),                              \
-                                                 {NULL, QS(qrows_##sfx##_t1),                      \
-                                                  QS(qrows_##sfx##_t2), QS(qrows_##sfx##_t3),      \
-                                                  QS(qrows_##sfx##_t4)}};
+    QT static void QS(qpack_##sfx)(const uint8_t *w0, size_t rb, size_t n, uint8_t *dst)           \
+    {                                                                                              \
+        QS(qpack8)(type, sizeof(struct blk), w0, rb, n, dst);                                      \
+    }                                                                                              \
+    QTILE8P(sfx, type, 1)                                                                          \
+    QTILE8P(sfx, type, 2)                                                                          \
+    QTILE8P(sfx, type, 3)                                                                          \
+    QTILE8P(sfx, type, 4)                                                                          \
+    static const struct qkern QS(qkern_##sfx) = {                                                  \
+        QS(qrows_##sfx##_8),                                                                       \
+        {NULL, QS(qrows_##sfx##_t1), QS(qrows_##sfx##_t2), QS(qrows_##sfx##_t3),                   \
+         QS(qrows_##sfx##_t4)},                                                                    \
+        PACKED(type, QS(qpack_##sfx)),                                                             \
+        {NULL, PACKED(type, QS(qtile8p_##sfx##_1)), PACKED(type, QS(qtile8p_##sfx##_2)),           \
+         PACKED(type, QS(qtile8p_##sfx##_3)), PACKED(type, QS(qtile8p_##sfx##_4))}};
 QROWS32(q8_0, TYPE_Q8_0, block_q8_0)
 QROWS32(q4_0, TYPE_Q4_0, block_q4_0)
 QROWS32(q4_1, TYPE_Q4_1, block_q4_1)
 QROWS32(q5_0, TYPE_Q5_0, block_q5_0)
 QROWS32(q5_1, TYPE_Q5_1, block_q5_1)
 #undef QROWS32
+#undef QTILE8P
+#undef PACKED
 
 /* The K types: per row (the super-block's float part is per row anyway), nt tokens at once. */
 #define QROWSK(sfx, nt, CALL)                                                                      \
@@ -335,15 +595,36 @@ QROWS32(q5_1, TYPE_Q5_1, block_q5_1)
                 out[j * os + i] = s[j];                                                            \
         }                                                                                          \
     }
+#define QPACK_K_FNS(sfx, type, blk)                                                                \
+    QT static void QS(qpack_##sfx)(const uint8_t *w0, size_t rb, size_t n, uint8_t *dst)           \
+    {                                                                                              \
+        QS(qpack8_k)(type, sizeof(struct blk), w0, rb, n, dst);                                    \
+    }                                                                                              \
+    QTILE8PK(sfx, type, 1)                                                                         \
+    QTILE8PK(sfx, type, 2)                                                                         \
+    QTILE8PK(sfx, type, 3)                                                                         \
+    QTILE8PK(sfx, type, 4)
+#define QTILE8PK(sfx, type, nt)                                                                    \
+    QT static void QS(qtile8p_##sfx##_##nt)(const uint8_t *p, const struct qact *a, uint32_t tok,  \
+                                            size_t n, float *y, size_t ys)                         \
+    {                                                                                              \
+        QS(qtile8p_k)(type, nt, p, a, tok, n, y, ys);                                              \
+    }
 #define QROWS_K45(sfx, blk, five)                                                                  \
     QROWSK(sfx, 1, QS(qdot_k45)(w[i], sizeof(struct blk), five, 1, a, tok, n, s))                  \
     QROWSK(sfx, 2, QS(qdot_k45)(w[i], sizeof(struct blk), five, 2, a, tok, n, s))                  \
     QROWSK(sfx, 3, QS(qdot_k45)(w[i], sizeof(struct blk), five, 3, a, tok, n, s))                  \
     QROWSK(sfx, 4, QS(qdot_k45)(w[i], sizeof(struct blk), five, QTOK, a, tok, n, s))               \
-    static const struct qkern QS(qkern_##sfx) = {NULL,                                             \
-                                                 {NULL, QS(qrows_##sfx##_t1),                      \
-                                                  QS(qrows_##sfx##_t2), QS(qrows_##sfx##_t3),      \
-                                                  QS(qrows_##sfx##_t4)}};
+    static const struct qkern QS(qkern_##sfx) = {                                                  \
+        NULL,                                                                                      \
+        {NULL, QS(qrows_##sfx##_t1), QS(qrows_##sfx##_t2), QS(qrows_##sfx##_t3),                   \
+         QS(qrows_##sfx##_t4)},                                                                    \
+        QS(qpack_##sfx),                                                                           \
+        {NULL, QS(qtile8p_##sfx##_1), QS(qtile8p_##sfx##_2), QS(qtile8p_##sfx##_3),                \
+         QS(qtile8p_##sfx##_4)}};
+QPACK_K_FNS(q4_k, TYPE_Q4_K, block_q4_k)
+QPACK_K_FNS(q5_k, TYPE_Q5_K, block_q5_k)
+QPACK_K_FNS(q6_k, TYPE_Q6_K, block_q6_k)
 QROWS_K45(q4_k, block_q4_k, false)
 QROWS_K45(q5_k, block_q5_k, true)
 QROWSK(q6_k, 1, QS(qdot_q6_k)(w[i], 1, a, tok, n, s))
@@ -351,8 +632,13 @@ QROWSK(q6_k, 2, QS(qdot_q6_k)(w[i], 2, a, tok, n, s))
 QROWSK(q6_k, 3, QS(qdot_q6_k)(w[i], 3, a, tok, n, s))
 QROWSK(q6_k, 4, QS(qdot_q6_k)(w[i], QTOK, a, tok, n, s))
 static const struct qkern QS(qkern_q6_k) = {
-    NULL, {NULL, QS(qrows_q6_k_t1), QS(qrows_q6_k_t2), QS(qrows_q6_k_t3), QS(qrows_q6_k_t4)}};
+    NULL,
+    {NULL, QS(qrows_q6_k_t1), QS(qrows_q6_k_t2), QS(qrows_q6_k_t3), QS(qrows_q6_k_t4)},
+    QS(qpack_q6_k),
+    {NULL, QS(qtile8p_q6_k_1), QS(qtile8p_q6_k_2), QS(qtile8p_q6_k_3), QS(qtile8p_q6_k_4)}};
 #undef QROWS_K45
+#undef QPACK_K_FNS
+#undef QTILE8PK
 #undef QROWSK
 
 /* This level's kernels of a quantized type, or NULL (the type runs its reference vec_dot). */
