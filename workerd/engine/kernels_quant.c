@@ -186,6 +186,19 @@ scales6(const uint8_t *s, __m128i *sc, __m128i *m)
     *m = _mm_setr_epi32((int)ml, (int)mh, 0, 0);
 }
 
+/* y[j*ys .. j*ys + 7] = f<j> for j < nt. */
+AVX2 static ALWAYS_INLINE void
+store_tokens(int nt, float *y, size_t ys, __m256 f0, __m256 f1, __m256 f2, __m256 f3)
+{
+    _mm256_storeu_ps(y, f0);
+    if (nt > 1)
+        _mm256_storeu_ps(y + ys, f1);
+    if (nt > 2)
+        _mm256_storeu_ps(y + 2 * ys, f2);
+    if (nt > 3)
+        _mm256_storeu_ps(y + 3 * ys, f3);
+}
+
 /* Stores the 8 x 8 transpose of the 32-bit groups of q[0..7]: vector g (32 bytes at dst + 32 g)
  * holds group g of q[0], ..., q[7]. */
 AVX2 static ALWAYS_INLINE void
@@ -237,6 +250,95 @@ q6_chunk32(const struct block_q6_k *b, int c)
          : i == 2 ? qh
                   : _mm256_srli_epi16(qh, 2);
     return _mm256_or_si256(lo, _mm256_and_si256(qh, _mm256_set1_epi8(0x30)));
+}
+
+/* K types: sub-blocks per super-block; the offset added to the quants to make them unsigned
+ * (Q3_K, Q6_K: symmetric, no min) or 0 (a min per sub-block). */
+static inline int
+kq_nsub(uint32_t type)
+{
+    return type == TYPE_Q4_K || type == TYPE_Q5_K ? 8 : 16;
+}
+
+static inline int
+kq_offset(uint32_t type)
+{
+    return type == TYPE_Q6_K ? 32 : type == TYPE_Q3_K ? 4 : 0;
+}
+
+/* A K super-block's sub-block scales s[], mins m[] (0 without), d and dmin (0 without). */
+AVX2 static ALWAYS_INLINE void
+kq_scales(uint32_t type, const uint8_t *b, int16_t *s, int16_t *m, float *d, float *dmin)
+{
+    *dmin = 0.0f;
+    switch (type) {
+    case TYPE_Q2_K:
+        for (int j = 0; j < 16; j++) {
+            s[j] = (int16_t)(b[j] & 0x0f);
+            m[j] = (int16_t)(b[j] >> 4);
+        }
+        *d = half_at(b + 80);
+        *dmin = half_at(b + 82);
+        return;
+    case TYPE_Q3_K:
+        for (int j = 0; j < 16; j++) {
+            const uint8_t *sc = b + 96;
+            int lo = j < 8 ? sc[j] & 0x0f : sc[j - 8] >> 4;
+            int hi = (sc[8 + j % 4] >> (2 * (j / 4))) & 3;
+
+            s[j] = (int16_t)((lo | (hi << 4)) - 32);
+        }
+        *d = half_at(b + 108);
+        return;
+    case TYPE_Q6_K:
+        for (int j = 0; j < 16; j++)
+            s[j] = ((const int8_t *)b)[192 + j];
+        *d = half_at(b + 208);
+        return;
+    default: { /* Q4_K, Q5_K */
+        __m128i scv, mv;
+        uint8_t mb[16];
+
+        scales6(b + 4, &scv, &mv);
+        _mm_storeu_si128((__m128i *)s, scv);
+        _mm_storeu_si128((__m128i *)mb, mv);
+        for (int j = 0; j < 8; j++)
+            m[j] = mb[j];
+        *d = half_at(b);
+        *dmin = half_at(b + 2);
+    }
+    }
+}
+
+/* Elements 32c .. 32c + 31 of a K super-block as unsigned bytes q + kq_offset() (layouts in
+ * quant.h). */
+AVX2 static ALWAYS_INLINE __m256i
+kq_chunk32(uint32_t type, const uint8_t *b, int c)
+{
+    const __m256i one = _mm256_set1_epi8(1);
+    __m128i cnt = _mm_cvtsi32_si128(c);
+
+    switch (type) {
+    case TYPE_Q2_K: /* bits 2g..2g+1 of qs[32h + l], c = 4h + g */
+        return _mm256_and_si256(
+            _mm256_srl_epi16(_mm256_loadu_si256((const __m256i *)(b + 16 + 32 * (c / 4))),
+                             _mm_cvtsi32_si128(2 * (c % 4))),
+            _mm256_set1_epi8(3));
+    case TYPE_Q3_K: { /* and 4 where bit c of hmask[l] is set */
+        __m256i lo = _mm256_and_si256(
+            _mm256_srl_epi16(_mm256_loadu_si256((const __m256i *)(b + 32 + 32 * (c / 4))),
+                             _mm_cvtsi32_si128(2 * (c % 4))),
+            _mm256_set1_epi8(3));
+        __m256i hi =
+            _mm256_and_si256(_mm256_srl_epi16(_mm256_loadu_si256((const __m256i *)b), cnt), one);
+
+        return _mm256_or_si256(lo, _mm256_slli_epi16(hi, 2));
+    }
+    case TYPE_Q6_K:
+        return q6_chunk32((const struct block_q6_k *)b, c);
+    default: /* Q4_K, Q5_K */
+        return k45_chunk32(b, type == TYPE_Q5_K, c);
+    }
 }
 
 /* ---- the levels ---- */
@@ -359,20 +461,20 @@ quantize_q8_k_avx2(const float *x, struct block_q8_k *b)
 static const struct qkern *
 qkern_of(uint32_t type)
 {
+    if (type >= TYPE__COUNT)
+        return NULL;
 #ifdef KERNEL_X86
     switch (kernel_level()) {
     case KERNEL_LEVEL_SCALAR:
         return NULL;
     case KERNEL_LEVEL_AVX2:
     case KERNEL_LEVEL_AVX512:
-        return qkern_get_avx2(type);
+        return qkerns_avx2[type];
     case KERNEL_LEVEL_AVXVNNI:
-        return qkern_get_avxvnni(type);
+        return qkerns_avxvnni[type];
     case KERNEL_LEVEL_AVX512VNNI:
-        return qkern_get_avx512vnni(type);
+        return qkerns_avx512vnni[type];
     }
-#else
-    (void)type;
 #endif
     return NULL;
 }
@@ -457,9 +559,9 @@ kernel_quant_scratch_bytes(uint32_t cols)
  * Each block of KERNEL_TOK_BLOCK tokens' activations is quantized to the type's vec_dot_type
  * (the reference's bytes, so every thread and batch gets the same), then every (row, token) is
  * the type's dot product: this level's kernel when there is one, else the reference vec_dot;
- * both give the reference's bits. Kernels: for one token, 8-row decode tiles; for more, 8 rows
- * packed once per token block then tiles of up to QTOK tokens on them; the rows left (and the
- * types without those) in tiles of 4 rows x up to QTOK tokens.
+ * both give the reference's bits. Kernels: for one token, 8-row decode tiles (32-element
+ * types) or 4-row tiles (K types); for more, 8 rows packed once per token block then tiles of up
+ * to QTOK tokens on them (Q2_K / Q3_K: for one token too); the rows left in 4-row tiles.
  */
 void
 kernel_matmul_quant(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, const float *x,
@@ -469,6 +571,7 @@ kernel_matmul_quant(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, con
     size_t yrb = type_row_size(t->vec_dot_type, w->cols);
     size_t nb = w->cols / 32;
     const struct qkern *qk = qkern_of(w->type);
+    const qrows_fn *rows = qk != NULL && qk->rows[1] != NULL ? qk->rows : NULL;
     const uint8_t *wd = w->data;
     uint8_t *base = scratch;
     int16_t *sums = (int16_t *)(base + (size_t)KERNEL_TOK_BLOCK * yrb);
@@ -488,7 +591,7 @@ kernel_matmul_quant(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, con
             for (; r + 8 <= r1; r += 8)
                 qk->rows8(wd + (size_t)r * w->row_bytes, w->row_bytes, &a, 0, w->cols,
                           y + t0 * ys + r);
-        if (qk != NULL && qk->pack8 != NULL && t1 - t0 > 1)
+        if (qk != NULL && qk->pack8 != NULL && (t1 - t0 > 1 || rows == NULL))
             for (; r + 8 <= r1; r += 8) {
                 qk->pack8(wd + (size_t)r * w->row_bytes, w->row_bytes, w->cols, packed);
                 for (uint32_t tk = t0; tk < t1;) {
@@ -506,10 +609,10 @@ kernel_matmul_quant(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, con
             for (uint32_t i = 0; i < KERNEL_TILE_ROWS; i++) /* a short tile repeats its last row */
                 wr[i] = wd + (size_t)(r + (i < nr ? i : nr - 1)) * w->row_bytes;
             for (uint32_t tk = t0; tk < t1;) {
-                uint32_t nt = qk == NULL ? 1 : t1 - tk < QTOK ? t1 - tk : QTOK;
+                uint32_t nt = rows == NULL ? 1 : t1 - tk < QTOK ? t1 - tk : QTOK;
 
-                if (qk != NULL)
-                    qk->rows[nt](wr, &a, tk - t0, w->cols, out[0], KERNEL_TILE_ROWS);
+                if (rows != NULL)
+                    rows[nt](wr, &a, tk - t0, w->cols, out[0], KERNEL_TILE_ROWS);
                 else
                     for (uint32_t i = 0; i < nr; i++)
                         out[0][i] = t->vec_dot(wr[i], base + (tk - t0) * yrb, w->cols);

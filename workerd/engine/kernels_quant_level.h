@@ -2,9 +2,9 @@
  * kernels_quant_level.h: the body of one level's quantized kernels, included by kernels_quant.c
  * once per level with QT (the functions' target attribute), QS(name) (the level's suffix) and
  * QVNNI (1: vpdpbusd / vpdpwssd, 0: their AVX2 forms vpmaddubsw / vpmaddwd + vpaddd) defined.
- * Defines QS(qkern_get)(type), the level's struct qkern. Every integer sum is exact whatever the
- * instructions, and the float operations are the reference's, in its order: the same bits at
- * every level. Not a header of its own: nothing else includes it.
+ * Defines QS(qkerns)[type], the level's struct qkern of each type. Every integer sum is exact
+ * whatever the instructions, and the float operations are the reference's, in its order: the same
+ * bits at every level. Not a header of its own: nothing else includes it.
  */
 
 #if QVNNI
@@ -314,6 +314,27 @@ QS(qpack8)(uint32_t type, size_t bsize, const uint8_t *w0, size_t rb, size_t n, 
 }
 
 /*
+ * s<j> += the packed groups g0 .. g1 - 1 (32 bytes each at p + 32 g: lane i row i's 4 bytes)
+ * against token j's 4 bytes at y + j * yrb + 4 g, broadcast, for j < nt.
+ */
+QT static ALWAYS_INLINE void
+QS(dot_groups)(int nt, const uint8_t *p, const uint8_t *y, size_t yrb, int g0, int g1, __m256i *s0,
+               __m256i *s1, __m256i *s2, __m256i *s3)
+{
+    for (int g = g0; g < g1; g++) {
+        __m256i wv = _mm256_loadu_si256((const __m256i *)(p + 32 * g));
+
+        *s0 = DOT_U8S8(*s0, wv, _mm256_set1_epi32(i32_at(y + 4 * g)));
+        if (nt > 1)
+            *s1 = DOT_U8S8(*s1, wv, _mm256_set1_epi32(i32_at(y + yrb + 4 * g)));
+        if (nt > 2)
+            *s2 = DOT_U8S8(*s2, wv, _mm256_set1_epi32(i32_at(y + 2 * yrb + 4 * g)));
+        if (nt > 3)
+            *s3 = DOT_U8S8(*s3, wv, _mm256_set1_epi32(i32_at(y + 3 * yrb + 4 * g)));
+    }
+}
+
+/*
  * Prefill: y[j*ys + i] = row i . y_(tok+j) for 8 rows packed by qpack8() and nt tokens. Per
  * block, lane i of the sums of 4 products (group g of row i against group g of the token,
  * broadcast) is row i's exact block sum, with no horizontal sums; the float part as the
@@ -333,17 +354,7 @@ QS(qtile8p)(uint32_t type, int nt, const uint8_t *p, const struct qact *a, uint3
         const uint8_t *pk = p + k * QPACK_BLOCK, *yk = yq + k * ybs;
         __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
 
-        for (int g = 0; g < 8; g++) {
-            __m256i wv = _mm256_loadu_si256((const __m256i *)(pk + 32 * g));
-
-            s0 = DOT_U8S8(s0, wv, _mm256_set1_epi32(i32_at(yk + 4 * g)));
-            if (nt > 1)
-                s1 = DOT_U8S8(s1, wv, _mm256_set1_epi32(i32_at(yk + a->yrb + 4 * g)));
-            if (nt > 2)
-                s2 = DOT_U8S8(s2, wv, _mm256_set1_epi32(i32_at(yk + 2 * a->yrb + 4 * g)));
-            if (nt > 3)
-                s3 = DOT_U8S8(s3, wv, _mm256_set1_epi32(i32_at(yk + 3 * a->yrb + 4 * g)));
-        }
+        QS(dot_groups)(nt, pk, yk, a->yrb, 0, 8, &s0, &s1, &s2, &s3);
         __m256 dx = _mm256_loadu_ps((const float *)(pk + 256));
         __m256 mx = with_min ? _mm256_loadu_ps((const float *)(pk + 288)) : _mm256_setzero_ps();
         size_t yi = tok * a->nb + k;
@@ -364,26 +375,19 @@ QS(qtile8p)(uint32_t type, int nt, const uint8_t *p, const struct qact *a, uint3
         QTILE8P_TOKEN(3, s3, f3)
 #undef QTILE8P_TOKEN
     }
-    _mm256_storeu_ps(y, f0);
-    if (nt > 1)
-        _mm256_storeu_ps(y + ys, f1);
-    if (nt > 2)
-        _mm256_storeu_ps(y + 2 * ys, f2);
-    if (nt > 3)
-        _mm256_storeu_ps(y + 3 * ys, f3);
+    store_tokens(nt, y, ys, f0, f1, f2, f3);
 }
 
 /*
- * Packs 8 rows (rb bytes apart) of Q4_K, Q5_K or Q6_K for qtile8p_k(): per super-block, the
- * rows' quants as unsigned bytes (Q6_K: q + 32) transposed so that elements 4G..4G+3 of the 8
- * rows are one vector (lane i: row i, G = 0..63); then per sub-block the rows' scales as int32;
- * per pair of sub-blocks the rows' mins (Q4_K, Q5_K) or scales (Q6_K) as two int16; d, dmin.
+ * Packs 8 rows (rb bytes apart) of a K type for qtile8p_k(): per super-block, the rows' quants as
+ * unsigned bytes (q + kq_offset()) transposed so that elements 4G..4G+3 of the 8 rows are one
+ * vector (lane i: row i, G = 0..63); then per sub-block the rows' scales as int32; per pair of
+ * sub-blocks the rows' mins (the types with one) or scales (the others) as two int16; d, dmin.
  */
 QT static ALWAYS_INLINE void
 QS(qpack8_k)(uint32_t type, size_t bsize, const uint8_t *w0, size_t rb, size_t n, uint8_t *dst)
 {
-    bool q6 = type == TYPE_Q6_K;
-    int nsub = q6 ? 16 : 8;
+    int nsub = kq_nsub(type);
 
     for (size_t k = 0; k < n / QUANT_QK_K; k++) {
         uint8_t *p = dst + k * QPACK_K;
@@ -392,40 +396,19 @@ QS(qpack8_k)(uint32_t type, size_t bsize, const uint8_t *w0, size_t rb, size_t n
         __m256i q[8];
 
         for (int i = 0; i < 8; i++) {
-            const uint8_t *b = w0 + i * rb + k * bsize;
-            int16_t s[16], m[8];
+            int16_t s[16], m[16];
+            const int16_t *v = kq_offset(type) != 0 ? s : m;
 
-            if (q6) {
-                const struct block_q6_k *b6 = (const struct block_q6_k *)b;
-                for (int j = 0; j < 16; j++)
-                    s[j] = b6->scales[j];
-                d[i] = half_at((const uint8_t *)&b6->d);
-            } else {
-                __m128i scv, mv;
-                uint8_t mb[16];
-
-                scales6(b + 4, &scv, &mv);
-                _mm_storeu_si128((__m128i *)s, scv);
-                _mm_storeu_si128((__m128i *)mb, mv);
-                for (int j = 0; j < 8; j++)
-                    m[j] = mb[j];
-                d[i] = half_at(b);
-                dmin[i] = half_at(b + 2);
-            }
+            kq_scales(type, w0 + i * rb + k * bsize, s, m, &d[i], &dmin[i]);
             for (int j = 0; j < nsub; j++)
                 sc[8 * j + i] = s[j];
-            for (int j = 0; j < nsub / 2; j++) {
-                const int16_t *v = q6 ? s : m;
+            for (int j = 0; j < nsub / 2; j++)
                 pairs[8 * j + i] = (int32_t)((uint32_t)(uint16_t)v[2 * j] |
                                              ((uint32_t)(uint16_t)v[2 * j + 1] << 16));
-            }
         }
         for (int c = 0; c < 8; c++) { /* elements 32c .. 32c + 31 */
-            for (int i = 0; i < 8; i++) {
-                const uint8_t *b = w0 + i * rb + k * bsize;
-                q[i] = q6 ? q6_chunk32((const struct block_q6_k *)b, c)
-                          : k45_chunk32(b, type == TYPE_Q5_K, c);
-            }
+            for (int i = 0; i < 8; i++)
+                q[i] = kq_chunk32(type, w0 + i * rb + k * bsize, c);
             transpose8_store(q, p + 256 * c);
         }
     }
@@ -441,8 +424,7 @@ QT static ALWAYS_INLINE void
 QS(qtile8p_k)(uint32_t type, int nt, const uint8_t *p, const struct qact *a, uint32_t tok, size_t n,
               float *y, size_t ys)
 {
-    bool q6 = type == TYPE_Q6_K;
-    int nsub = q6 ? 16 : 8, gsub = 64 / nsub;
+    int nsub = kq_nsub(type), gsub = 64 / nsub, offset = kq_offset(type);
     __m256 f0 = _mm256_setzero_ps(), f1 = f0, f2 = f0, f3 = f0;
 
     for (size_t k = 0; k < n / QUANT_QK_K; k++) {
@@ -458,17 +440,7 @@ QS(qtile8p_k)(uint32_t type, int nt, const uint8_t *p, const struct qact *a, uin
             __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
             __m256i scv = _mm256_loadu_si256((const __m256i *)(sc + 8 * sb));
 
-            for (int g = sb * gsub; g < (sb + 1) * gsub; g++) {
-                __m256i wv = _mm256_loadu_si256((const __m256i *)(pk + 32 * g));
-
-                s0 = DOT_U8S8(s0, wv, _mm256_set1_epi32(i32_at(y0 + 4 * g)));
-                if (nt > 1)
-                    s1 = DOT_U8S8(s1, wv, _mm256_set1_epi32(i32_at(y0 + a->yrb + 4 * g)));
-                if (nt > 2)
-                    s2 = DOT_U8S8(s2, wv, _mm256_set1_epi32(i32_at(y0 + 2 * a->yrb + 4 * g)));
-                if (nt > 3)
-                    s3 = DOT_U8S8(s3, wv, _mm256_set1_epi32(i32_at(y0 + 3 * a->yrb + 4 * g)));
-            }
+            QS(dot_groups)(nt, pk, y0, a->yrb, sb * gsub, (sb + 1) * gsub, &s0, &s1, &s2, &s3);
             i0 = _mm256_add_epi32(i0, _mm256_mullo_epi32(s0, scv));
             i1 = _mm256_add_epi32(i1, _mm256_mullo_epi32(s1, scv));
             i2 = _mm256_add_epi32(i2, _mm256_mullo_epi32(s2, scv));
@@ -481,8 +453,8 @@ QS(qtile8p_k)(uint32_t type, int nt, const uint8_t *p, const struct qact *a, uin
             size_t o = tok * a->nb + k * 8 + 2 * j;
 
 #define QPAIR(t)                                                                                   \
-    (q6 ? i32_at((const uint8_t *)(yb->bsums + 2 * j) + (t)*a->yrb)                                \
-        : i32_at((const uint8_t *)(a->sum + o + (t)*a->nb)))
+    (nsub == 16 ? i32_at((const uint8_t *)(yb->bsums + 2 * j) + (t)*a->yrb)                        \
+                : i32_at((const uint8_t *)(a->sum + o + (t)*a->nb)))
             m0 = DOT_S16S16(m0, pv, _mm256_set1_epi32(QPAIR(0)));
             if (nt > 1)
                 m1 = DOT_S16S16(m1, pv, _mm256_set1_epi32(QPAIR(1)));
@@ -493,16 +465,18 @@ QS(qtile8p_k)(uint32_t type, int nt, const uint8_t *p, const struct qact *a, uin
 #undef QPAIR
         }
         __m256 dv = _mm256_loadu_ps(d);
-        __m256 dminv = q6 ? _mm256_setzero_ps() : _mm256_loadu_ps(d + 8);
+        __m256 dminv = _mm256_loadu_ps(d + 8);
 
 #define QTILE8PK_TOKEN(j, is, ms, f)                                                               \
     if (nt > (j)) {                                                                                \
         __m256 yd =                                                                                \
             _mm256_set1_ps(((const struct block_q8_k *)((const uint8_t *)yb + (j)*a->yrb))->d);    \
-        if (q6) /* the reference subtracts its zero min term: x - 0 is x */                        \
+        if (offset != 0) /* the reference subtracts its zero min term: x - 0 is x */               \
             f = _mm256_add_ps(                                                                     \
-                f, _mm256_mul_ps(yd, _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_sub_epi32(        \
-                                                           is, _mm256_slli_epi32(ms, 5))))));      \
+                f, _mm256_mul_ps(                                                                  \
+                       yd, _mm256_mul_ps(                                                          \
+                               dv, _mm256_cvtepi32_ps(_mm256_sub_epi32(                            \
+                                       is, _mm256_mullo_epi32(ms, _mm256_set1_epi32(offset))))))); \
         else                                                                                       \
             f = _mm256_add_ps(                                                                     \
                 f,                                                                                 \
@@ -515,13 +489,7 @@ QS(qtile8p_k)(uint32_t type, int nt, const uint8_t *p, const struct qact *a, uin
         QTILE8PK_TOKEN(3, i3, m3, f3)
 #undef QTILE8PK_TOKEN
     }
-    _mm256_storeu_ps(y, f0);
-    if (nt > 1)
-        _mm256_storeu_ps(y + ys, f1);
-    if (nt > 2)
-        _mm256_storeu_ps(y + 2 * ys, f2);
-    if (nt > 3)
-        _mm256_storeu_ps(y + 3 * ys, f3);
+    store_tokens(nt, y, ys, f0, f1, f2, f3);
 }
 
 /* The kernels of shape qrows_fn: 4 rows x nt tokens per 32-element type, 8 rows x 1 token;
@@ -625,6 +593,8 @@ QROWS32(q5_1, TYPE_Q5_1, block_q5_1)
 QPACK_K_FNS(q4_k, TYPE_Q4_K, block_q4_k)
 QPACK_K_FNS(q5_k, TYPE_Q5_K, block_q5_k)
 QPACK_K_FNS(q6_k, TYPE_Q6_K, block_q6_k)
+QPACK_K_FNS(q2_k, TYPE_Q2_K, block_q2_k)
+QPACK_K_FNS(q3_k, TYPE_Q3_K, block_q3_k)
 QROWS_K45(q4_k, block_q4_k, false)
 QROWS_K45(q5_k, block_q5_k, true)
 QROWSK(q6_k, 1, QS(qdot_q6_k)(w[i], 1, a, tok, n, s))
@@ -641,31 +611,25 @@ static const struct qkern QS(qkern_q6_k) = {
 #undef QTILE8PK
 #undef QROWSK
 
-/* This level's kernels of a quantized type, or NULL (the type runs its reference vec_dot). */
-static const struct qkern *
-QS(qkern_get)(uint32_t type)
-{
-    switch (type) {
-    case TYPE_Q8_0:
-        return &QS(qkern_q8_0);
-    case TYPE_Q4_0:
-        return &QS(qkern_q4_0);
-    case TYPE_Q4_1:
-        return &QS(qkern_q4_1);
-    case TYPE_Q5_0:
-        return &QS(qkern_q5_0);
-    case TYPE_Q5_1:
-        return &QS(qkern_q5_1);
-    case TYPE_Q4_K:
-        return &QS(qkern_q4_k);
-    case TYPE_Q5_K:
-        return &QS(qkern_q5_k);
-    case TYPE_Q6_K:
-        return &QS(qkern_q6_k);
-    default:
-        return NULL;
-    }
-}
+/* Q2_K / Q3_K: the packed tiles only (for one token too) */
+static const struct qkern QS(qkern_q2_k) = {
+    NULL,
+    {NULL},
+    QS(qpack_q2_k),
+    {NULL, QS(qtile8p_q2_k_1), QS(qtile8p_q2_k_2), QS(qtile8p_q2_k_3), QS(qtile8p_q2_k_4)}};
+static const struct qkern QS(qkern_q3_k) = {
+    NULL,
+    {NULL},
+    QS(qpack_q3_k),
+    {NULL, QS(qtile8p_q3_k_1), QS(qtile8p_q3_k_2), QS(qtile8p_q3_k_3), QS(qtile8p_q3_k_4)}};
+
+/* This level's kernels of each quantized type, or NULL (the type runs its reference vec_dot). */
+static const struct qkern *const QS(qkerns)[TYPE__COUNT] = {
+    [TYPE_Q8_0] = &QS(qkern_q8_0), [TYPE_Q4_0] = &QS(qkern_q4_0), [TYPE_Q4_1] = &QS(qkern_q4_1),
+    [TYPE_Q5_0] = &QS(qkern_q5_0), [TYPE_Q5_1] = &QS(qkern_q5_1), [TYPE_Q2_K] = &QS(qkern_q2_k),
+    [TYPE_Q3_K] = &QS(qkern_q3_k), [TYPE_Q4_K] = &QS(qkern_q4_k), [TYPE_Q5_K] = &QS(qkern_q5_k),
+    [TYPE_Q6_K] = &QS(qkern_q6_k),
+};
 
 #undef DOT_U8S8
 #undef DOT_S16S16
