@@ -555,13 +555,23 @@ kernel_quant_scratch_bytes(uint32_t cols)
     return (size_t)KERNEL_TOK_BLOCK * nb * (37 + 2 + 4 + 4) + nb * (QPACK_K / 8) + 16;
 }
 
+/* Tokens from which packing 8 rows pays: 2 for the 32-element types (cheap to unpack), 8 for
+ * the K types, whose 4-row tiles share the unpacking among their 4 tokens already (measured
+ * with model-bench -b 4: packed Q4_K_M 1.4x the CPU time per step of the 4-row tiles). */
+static uint32_t
+qpack_min(const struct qkern *qk)
+{
+    return qk->rows8 != NULL ? 2 : 8;
+}
+
 /*
  * Each block of KERNEL_TOK_BLOCK tokens' activations is quantized to the type's vec_dot_type
  * (the reference's bytes, so every thread and batch gets the same), then every (row, token) is
  * the type's dot product: this level's kernel when there is one, else the reference vec_dot;
  * both give the reference's bits. Kernels: for one token, 8-row decode tiles (32-element
  * types) or 4-row tiles (K types); for more, 8 rows packed once per token block then tiles of up
- * to QTOK tokens on them (Q2_K / Q3_K: for one token too); the rows left in 4-row tiles.
+ * to QTOK tokens on them (from qpack_min() tokens; Q2_K / Q3_K: for one token too); the rows
+ * left (and the smaller batches) in 4-row tiles.
  */
 void
 kernel_matmul_quant(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, const float *x,
@@ -591,7 +601,7 @@ kernel_matmul_quant(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, con
             for (; r + 8 <= r1; r += 8)
                 qk->rows8(wd + (size_t)r * w->row_bytes, w->row_bytes, &a, 0, w->cols,
                           y + t0 * ys + r);
-        if (qk != NULL && qk->pack8 != NULL && (t1 - t0 > 1 || rows == NULL))
+        if (qk != NULL && qk->pack8 != NULL && (t1 - t0 >= qpack_min(qk) || rows == NULL))
             for (; r + 8 <= r1; r += 8) {
                 qk->pack8(wd + (size_t)r * w->row_bytes, w->row_bytes, w->cols, packed);
                 for (uint32_t tk = t0; tk < t1;) {
