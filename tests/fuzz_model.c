@@ -28,13 +28,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (model_load(&m, g, err) == ERR_OK) {
         uint32_t n_vocab = model_config(m)->n_vocab;
         int32_t ids[3] = {0, (int32_t)n_vocab - 1, (int32_t)(n_vocab / 2)};
-        uint32_t seqs[2] = {1, 0};
+        struct context_row rows[3] = {{1, ids[1], false}, {0, ids[2], true}, {1, ids[0], true}};
         float *logits = malloc(2 * (size_t)n_vocab * sizeof(float));
 
         if (logits != NULL && context_new(&c, m, 2, 4, 1, err) == ERR_OK) {
             if (context_eval(c, 0, ids, 2, true, logits, err) == ERR_OK &&
                 context_eval(c, 1, ids + 2, 1, false, logits, err) == ERR_OK)
-                context_decode(c, seqs, ids + 1, 2, logits, err);
+                context_batch(c, rows, 3, logits, err);
             context_free(c);
         }
         free(logits);

@@ -2,7 +2,8 @@
  * test_generate.c: tests of the generation loop (generate.h) on the real stories260K model:
  * a replay from any point continues with the ids and text of the undisturbed run, stop strings
  * end a run with the text cut, the cancel flag and the callback stop it, the context limit ends
- * it, and bad requests are refused with a detail.
+ * it, and bad requests are refused with a detail; the batch gives every request the ids it gets
+ * alone, also while a long prompt joins by chunks (the running requests get a token each step).
  */
 #include "common/err.h"
 #include "tests/harness.h"
@@ -401,9 +402,9 @@ test_batch_equals_alone(void)
     }
 }
 
-/* A request that ends inside generate_batch_add (cancelled before its prefill, a replay that was
- * complete) has had its on_done when add returns; one added from an on_done callback takes part
- * from the next step. */
+/* A replay that was complete ends inside generate_batch_add (its on_done came when add returns);
+ * one cancelled before its prefill ends in the first step, before any evaluation; one added from
+ * an on_done callback takes part from the next step. */
 struct chain {
     struct generate_batch *b;
     struct generate_request req;
@@ -450,6 +451,8 @@ test_batch_ends_in_add_and_chains(void)
     req.cancel = &flag;
     memset(&r, 0, sizeof(r));
     CHECK(generate_batch_add(b, &req, record, record_done, &r, err) == ERR_OK);
+    CHECK(r.done_calls == 0 && generate_batch_active(b) == 1);
+    CHECK(generate_batch_step(b, err) == ERR_OK);
     CHECK(r.done_calls == 1 && r.n == 0 && r.res.reason == GENERATE_REASON_CANCELLED);
     CHECK(generate_batch_active(b) == 0);
     req.cancel = NULL;
@@ -475,6 +478,63 @@ test_batch_ends_in_add_and_chains(void)
     CHECK(first.n == 5 && memcmp(first.ids, alone.ids, 5 * sizeof(int32_t)) == 0);
     CHECK(second.n == MAX_GEN && memcmp(second.ids, alone.ids, sizeof(alone.ids)) == 0);
     CHECK(second.n_text == alone.n_text && memcmp(second.text, alone.text, alone.n_text) == 0);
+}
+
+/* A long prompt joins a running request: the prompt goes in by chunks, one per step, and the
+ * running request gets a token in every one of those steps; both give the ids they give alone. */
+#define LONG_PROMPT 300
+
+static void
+test_batch_long_prompt_interleaves(void)
+{
+    static struct run run_a, run_long, alone_a, alone_long;
+    int32_t prompt[16], long_prompt[LONG_PROMPT];
+    size_t n_prompt;
+    char err[ERR_MSG_MAX];
+    struct generate_batch *b;
+    struct generate_request req, req_long;
+    uint32_t steps = 0;
+    size_t before;
+
+    if (!load_model())
+        return;
+    req = request(prompt, &n_prompt);
+    req_long = req;
+    long_prompt[0] = 1; /* BOS */
+    for (size_t i = 1; i < LONG_PROMPT; i++)
+        long_prompt[i] = (int32_t)(3 + (i * 37) % 500);
+    req_long.prompt = long_prompt;
+    req_long.n_prompt = LONG_PROMPT;
+    req_long.max_tokens = 8;
+    req_long.sampling.seed = 7;
+    CHECKF(run(&req, 0, &alone_a, err) == ERR_OK, "%s", err);
+    CHECKF(run(&req_long, 0, &alone_long, err) == ERR_OK, "%s", err);
+    CHECK(alone_a.n == MAX_GEN && alone_long.n == 8);
+
+    CHECKF(generate_batch_new(&b, m, tok, 2, LONG_PROMPT + MAX_GEN, 1, err) == ERR_OK, "%s", err);
+    CHECK(generate_batch_add(b, &req, record, record_done, &run_a, err) == ERR_OK);
+    CHECK(generate_batch_step(b, err) == ERR_OK && generate_batch_step(b, err) == ERR_OK);
+    CHECK(run_a.n == 2);
+    CHECK(generate_batch_add(b, &req_long, record, record_done, &run_long, err) == ERR_OK);
+    CHECK(run_long.n == 0 && generate_batch_active(b) == 2);
+    before = run_a.n;
+    while (run_long.n == 0 && steps < 100) {
+        CHECK(generate_batch_step(b, err) == ERR_OK);
+        steps++;
+    }
+    /* 300 prompt rows at 63 per step (64 rows less the running request's one) */
+    CHECKF(steps == (LONG_PROMPT + 62) / 63, "the long prompt took %u steps", steps);
+    CHECKF(run_a.n == before + steps, "%zu tokens of the running request in %u steps",
+           run_a.n - before, steps);
+    while (generate_batch_active(b) > 0)
+        CHECK(generate_batch_step(b, err) == ERR_OK);
+    generate_batch_free(b);
+    CHECK(run_a.done_calls == 1 && run_long.done_calls == 1);
+    CHECK(run_a.n == MAX_GEN && memcmp(run_a.ids, alone_a.ids, sizeof(alone_a.ids)) == 0);
+    CHECK(run_long.n == 8 && memcmp(run_long.ids, alone_long.ids, 8 * sizeof(int32_t)) == 0);
+    CHECK(run_long.n_text == alone_long.n_text &&
+          memcmp(run_long.text, alone_long.text, alone_long.n_text) == 0);
+    CHECK(run_long.res.prefill_ms > 0.0);
 }
 
 static void
@@ -507,7 +567,8 @@ test_batch_refusals(void)
     req = request(prompt, &n_prompt);
     req.replay = prompt;
     req.n_replay = 20 - n_prompt + 1;
-    CHECK(generate_batch_add(b, &req, record, record_done, &r[0], err) == ERR_CONTEXT_FULL);
+    CHECKF(generate_batch_add(b, &req, record, record_done, &r[0], err) == ERR_CONTEXT_FULL, "%s",
+           err);
     CHECKF(strstr(err, "context of 20") != NULL, "%s", err);
     CHECK(generate_batch_active(b) == 0 && r[0].done_calls == 0);
     /* full */
@@ -541,6 +602,7 @@ main(int argc, char **argv)
         TEST(test_context_limit_and_bad_requests),
         TEST(test_batch_equals_alone),
         TEST(test_batch_ends_in_add_and_chains),
+        TEST(test_batch_long_prompt_interleaves),
         TEST(test_batch_refusals),
         {0},
     };

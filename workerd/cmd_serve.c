@@ -3,14 +3,15 @@
  * (shared, read-only), dials orchd's link for its slot (an NNG pair1 socket over ipc://), answers
  * orchd's probe with READY (carrying its number of request slots, --slots) once the model is
  * loaded, then runs up to that many dispatched requests at once through the engine's continuous
- * batch (generate.h): a request joins between decode steps, every active one advances by one
- * token per step, and each token goes to orchd as it is produced, then DONE or ERROR, every
- * message tagged with its request's id.
+ * batch (generate.h): a request joins between steps and its prompt goes in by chunks alongside
+ * the running ones' tokens, every active one advances by one token per step, and each token goes
+ * to orchd as it is produced, then DONE or ERROR, every message tagged with its request's id.
  *
  * Two threads: the link thread receives (probe, dispatch, cancel), sends heartbeats carrying a
  * progress counter (tokens of all requests), and watches for orchd's death; the main thread runs
- * the batch. Cancel sets that request's flag only, which the engine polls during its prefill and
- * at each step, so its work stops within ~100 ms. Exit status: 0 after SIGTERM or when orchd
+ * the batch. Cancel sets that request's flag only, which the batch checks at each step (a pass
+ * of at most 64 rows; inside the pass too when it is that request's alone), so its work stops
+ * within ~100 ms. Exit status: 0 after SIGTERM or when orchd
  * went away, 2 (fatal, not restarted) when the model or the options are bad, 1 on other errors.
  */
 #include "common/clock.h"
@@ -298,7 +299,8 @@ reason_of(enum generate_reason r)
     return PROTO_REASON_ERROR;
 }
 
-/* Adds job j's request to the batch (prefilling it); a refusal ends it at once. Main thread. */
+/* Adds job j's request to the batch (queued: its prompt goes in by chunks over the next steps);
+ * a refusal ends it at once. Main thread. */
 static void
 job_add(struct serve *s, struct job *j)
 {
@@ -460,11 +462,11 @@ next_pending(struct serve *s)
 }
 
 /*
- * The main thread's loop. Each turn: adds the oldest newly dispatched request to the batch (its
- * prefill runs now), then runs one decode step of every active request, then reports the
- * requests that ended; sleeps on the condition variable when there is nothing to do. One join
- * per step: when several requests arrive at once, the running ones still get a token between two
- * prefills, and the first to join streams while the next one prefills.
+ * The main thread's loop. Each turn: adds every newly dispatched request to the batch (oldest
+ * first; an add only queues it), then runs one step (every active request's next token, and a
+ * chunk of the prompts still prefilling), then reports the requests that ended; sleeps on the
+ * condition variable when there is nothing to do. A joining prompt delays the running requests
+ * by one chunk per step, never by its whole prefill.
  */
 static void
 serve_loop(struct serve *s)
@@ -479,14 +481,16 @@ serve_loop(struct serve *s)
             wait_tick(s);
             continue;
         }
-        if (j != NULL)
+        for (; j != NULL; j = next_pending(s)) {
             j->state = JOB_RUNNING;
-        pthread_mutex_unlock(&s->mu);
-        if (j != NULL)
+            pthread_mutex_unlock(&s->mu);
             job_add(s, j);
+            pthread_mutex_lock(&s->mu);
+        }
+        pthread_mutex_unlock(&s->mu);
         if (generate_batch_active(s->batch) > 0 &&
             (rv = generate_batch_step(s->batch, err)) != ERR_OK)
-            log_error("decode step failed: %s: %s", err_str(rv), err);
+            log_error("step failed: %s: %s", err_str(rv), err);
         report_ends(s);
         pthread_mutex_lock(&s->mu);
     }

@@ -2,7 +2,7 @@
  * model-bench.c: `model-bench -m MODEL [-p N_PROMPT] [-n N_GEN] [-t THREADS] [-b BATCH]`: times
  * the forward pass alone (no tokenizer, no sampler): BATCH sequences (default 1), each a prompt
  * of N_PROMPT ids evaluated as one batch (prefill), then N_GEN decode steps, each one
- * context_decode() of one token per sequence, fed the argmax of its last logits. Prints one JSON
+ * context_batch() of one token per sequence, fed the argmax of its last logits. Prints one JSON
  * line with tokens/s of both (decode: all sequences' tokens, the aggregate) and the process CPU
  * time of the decode (what a share of a busy machine still tells). For measuring the engine, not
  * a benchmark suite.
@@ -83,8 +83,8 @@ main(int argc, char **argv)
         return 2;
     }
     uint32_t n_vocab = model_config(m)->n_vocab, n_seq = (uint32_t)batch;
-    int32_t *ids = malloc((size_t)n_prompt * sizeof(*ids)), *next = malloc(n_seq * sizeof(*next));
-    uint32_t *seqs = malloc(n_seq * sizeof(*seqs));
+    int32_t *ids = malloc((size_t)n_prompt * sizeof(*ids));
+    struct context_row *rows = malloc(n_seq * sizeof(*rows));
     float *logits = malloc((size_t)n_seq * n_vocab * sizeof(float));
     if (context_new(&c, m, n_seq, (uint32_t)(n_prompt + n_gen + 1), (uint32_t)threads, err) !=
         ERR_OK)
@@ -93,7 +93,6 @@ main(int argc, char **argv)
     for (uint32_t s = 0; s < n_seq; s++) { /* each sequence its own prompt */
         for (long i = 0; i < n_prompt; i++)
             ids[i] = (int32_t)(1 + (i * 7919 + s * 104729) % (n_vocab - 1));
-        seqs[s] = s;
         if (context_eval(c, s, ids, (size_t)n_prompt, false, logits + (size_t)s * n_vocab, err) !=
             ERR_OK)
             goto fail;
@@ -102,11 +101,11 @@ main(int argc, char **argv)
     for (long k = 0; k < n_gen; k++) {
         for (uint32_t s = 0; s < n_seq; s++) {
             const float *l = logits + (size_t)s * n_vocab;
-            next[s] = 0;
+            rows[s] = (struct context_row){s, 0, true};
             for (uint32_t i = 1; i < n_vocab; i++)
-                next[s] = l[i] > l[next[s]] ? (int32_t)i : next[s];
+                rows[s].id = l[i] > l[rows[s].id] ? (int32_t)i : rows[s].id;
         }
-        if (context_decode(c, seqs, next, n_seq, logits, err) != ERR_OK)
+        if (context_batch(c, rows, n_seq, logits, err) != ERR_OK)
             goto fail;
     }
     uint64_t t2 = clock_now_ns(), cpu2 = cpu_now_ns();
@@ -125,8 +124,7 @@ fail:
     model_free(m);
     gguf_close(g);
     free(ids);
-    free(next);
-    free(seqs);
+    free(rows);
     free(logits);
     return status;
 }

@@ -1,17 +1,12 @@
 /*
  * generate.c: the generation loop (generate.h). A request in progress is a struct gen: its copy of
- * the request, its sampler, the text not released yet, its callbacks. gen_next() is one token of
- * it (sample, stop checks, report); a batch runs it for every slot and evaluates the continuing
- * ones together; generate_run() is a batch of one slot on the caller's context. The text side
- * keeps only the bytes not yet released (a held-back stop-string start, a partial UTF-8
- * character, the newest piece); what has been released after a list of ids is a function of
- * those ids, so a replay rebuilds it by running the same steps without reporting them.
- */
-/*
- * generate.c: the generation loop (generate.h). The text side keeps only the bytes not yet
- * released (a held-back stop-string start, a partial UTF-8 character, the newest piece); what
- * has been released after a list of ids is a function of those ids, so a replay rebuilds it by
- * running the same steps without reporting them.
+ * the request, its sampler, the text not released yet, its callbacks. A batch step evaluates, in
+ * one context_batch() pass, every decoding request's next token and prompt chunks of joining
+ * ones, then runs gen_next() (sample, stop checks, report) for every request that has logits;
+ * generate_run() is a batch of one slot on the caller's context. The text side keeps only the
+ * bytes not yet released (a held-back stop-string start, a partial UTF-8 character, the newest
+ * piece); what has been released after a list of ids is a function of those ids, so a replay
+ * rebuilds it by running the same steps without reporting them.
  */
 #include "workerd/engine/generate.h"
 
@@ -27,6 +22,15 @@
 
 /* Room for the pieces of ordinary tokens; a longer piece grows the buffer (once per size). */
 #define PIECE_ROOM 256
+/*
+ * Rows of one step's pass: the decode rows, and prompt rows of joining requests up to this in all
+ * (one engine batch of 64: a step then reads the weights once, about as long as a decode step
+ * of many streams, so a joining prompt delays the running streams by one such pass per step, and
+ * prefill still runs at the engine's full batch when nothing else runs). At least STEP_PROMPT_MIN
+ * prompt rows per step whatever the number of decode rows, so a prefill always advances.
+ */
+#define STEP_ROWS       64
+#define STEP_PROMPT_MIN 16
 
 /* One request in progress: what it carries from token to token. */
 struct gen {
@@ -42,8 +46,14 @@ struct gen {
     void *user;
     struct generate_result res;
     uint64_t decode_start; /* when its first new token was sampled (0: none yet) */
+    uint64_t joined;       /* when it was added (clock), for prefill_ms */
+    uint64_t order;        /* join order: prompts are fed first come, first served */
+    size_t n_fed;          /* prompt and replayed ids evaluated so far */
+    int32_t next;          /* once prefilled: the id to evaluate in the next step */
     bool active;
-    bool in_step; /* active when the step in progress began */
+    bool in_step;        /* active when the step in progress began */
+    uint32_t step_rows;  /* rows of the step in progress */
+    int32_t step_logits; /* its row of logits in the step's output, or -1 */
 };
 
 struct generate_batch {
@@ -51,11 +61,10 @@ struct generate_batch {
     struct context *ctx; /* slot i is sequence i */
     bool own_ctx;        /* false for generate_run's borrowed context */
     uint32_t n_slots, n_active, n_vocab;
+    uint64_t n_joined; /* requests added so far (their order) */
     struct gen *slots;
-    float *logits;  /* (n_slots, n_vocab): each slot's logits for its next token */
-    float *out;     /* (n_slots, n_vocab): one step's rows from context_decode */
-    uint32_t *seqs; /* (n_slots) the step's evaluation: sequences and their tokens */
-    int32_t *ids;
+    struct context_row *rows; /* (n_slots + STEP_ROWS) one step's pass */
+    float *out;               /* (n_slots, n_vocab): its logits, one row per request at most */
 };
 
 const char *
@@ -303,11 +312,9 @@ batch_new(struct generate_batch **out, const struct model *m, const struct token
     b->n_slots = n_slots;
     b->n_vocab = (uint32_t)n_vocab;
     b->slots = calloc(n_slots, sizeof(*b->slots));
-    b->logits = malloc(n_slots * n_vocab * sizeof(float));
+    b->rows = malloc((n_slots + STEP_ROWS) * sizeof(*b->rows));
     b->out = malloc(n_slots * n_vocab * sizeof(float));
-    b->seqs = malloc(n_slots * sizeof(*b->seqs));
-    b->ids = malloc(n_slots * sizeof(*b->ids));
-    if (!b->slots || !b->logits || !b->out || !b->seqs || !b->ids) {
+    if (!b->slots || !b->rows || !b->out) {
         generate_batch_free(b);
         return err_set(err, ERR_NOMEM, "generate: out of memory for %u slots of %zu logits",
                        n_slots, n_vocab);
@@ -341,10 +348,8 @@ generate_batch_free(struct generate_batch *b)
     if (b->own_ctx)
         context_free(b->ctx);
     free(b->slots);
-    free(b->logits);
+    free(b->rows);
     free(b->out);
-    free(b->seqs);
-    free(b->ids);
     free(b);
 }
 
@@ -375,6 +380,7 @@ batch_finish(struct generate_batch *b, uint32_t i, int rc, const char *err)
     if (g->active)
         b->n_active--;
     g->active = false;
+    g->in_step = false; /* a request on_done adds here waits for the next step */
     gen_free(g);
     done(user, rc, &res, rc == ERR_OK ? "" : err);
 }
@@ -384,9 +390,7 @@ generate_batch_add(struct generate_batch *b, const struct generate_request *req,
                    generate_token_fn on_token, generate_done_fn on_done, void *user, char *err)
 {
     uint32_t i, n_ctx = context_n_ctx(b->ctx);
-    float *logits;
     struct gen *g;
-    uint64_t t0;
     bool done;
     int rc;
 
@@ -397,7 +401,6 @@ generate_batch_add(struct generate_batch *b, const struct generate_request *req,
     if ((rc = check_request(req, b->n_vocab, err)) != ERR_OK)
         return rc;
     g = &b->slots[i];
-    logits = b->logits + (size_t)i * b->n_vocab;
     if ((rc = gen_init(g, req, b->tok, b->n_vocab, err)) != ERR_OK)
         goto fail;
     g->on_token = on_token;
@@ -416,69 +419,143 @@ generate_batch_add(struct generate_batch *b, const struct generate_request *req,
                      req->n_prompt, req->n_replay, n_ctx);
         goto fail;
     }
-    /* The replayed ids go in with the prompt: the engine's results do not depend on how a
-     * sequence is split into batches, so this is the state the first run reached. */
-    t0 = clock_now_ns();
     context_truncate(b->ctx, i, 0);
-    context_set_abort(b->ctx, req->cancel);
-    rc = context_eval(b->ctx, i, g->req.prompt, g->req.n_prompt, false, logits, err);
-    if (rc == ERR_OK && g->req.n_replay > 0)
-        rc = context_eval(b->ctx, i, g->req.replay, g->req.n_replay, false, logits, err);
-    context_set_abort(b->ctx, NULL);
-    g->res.prefill_ms = clock_ms_between(t0, clock_now_ns());
-    if (rc != ERR_OK && rc != ERR_CANCELLED)
-        goto fail;
+    g->joined = clock_now_ns();
+    g->order = b->n_joined++;
     g->active = true;
     b->n_active++;
-    if (rc == ERR_CANCELLED) {
-        g->res.reason = GENERATE_REASON_CANCELLED;
-        batch_finish(b, i, ERR_OK, "");
-    }
     return ERR_OK;
 fail:
     gen_free(g);
     return rc;
 }
 
+/* Prompt and replayed ids of g (contiguous in its copy: the replay follows the prompt). */
+static size_t
+gen_n_feed(const struct gen *g)
+{
+    return g->req.n_prompt + g->req.n_replay;
+}
+
+/*
+ * Adds prompt chunks to the step's rows (from b->rows[*n] on) for the requests of this step still
+ * prefilling, first come first served, up to budget rows in all. The replayed ids go in with the
+ * prompt: the engine's results do not depend on how a sequence is split into passes, so this is
+ * the state the first run reached. A chunk that ends the prefill asks for its last row's logits.
+ */
+static void
+step_prompts(struct generate_batch *b, uint32_t budget, size_t *n, uint32_t *n_out)
+{
+    while (budget > 0) {
+        struct gen *g = NULL;
+        uint32_t slot = 0, len;
+
+        for (uint32_t i = 0; i < b->n_slots; i++) {
+            struct gen *o = &b->slots[i];
+
+            if (o->in_step && o->step_rows == 0 && o->n_fed < gen_n_feed(o) &&
+                (g == NULL || o->order < g->order)) {
+                g = o;
+                slot = i;
+            }
+        }
+        if (g == NULL)
+            return;
+        len = gen_n_feed(g) - g->n_fed < budget ? (uint32_t)(gen_n_feed(g) - g->n_fed) : budget;
+        for (uint32_t k = 0; k < len; k++)
+            b->rows[(*n)++] = (struct context_row){slot, g->req.prompt[g->n_fed + k], false};
+        g->step_rows = len;
+        if (g->n_fed + len == gen_n_feed(g)) {
+            b->rows[*n - 1].logits = true;
+            g->step_logits = (int32_t)(*n_out)++;
+        }
+        budget -= len;
+    }
+}
+
+/* After the pass: slot i's prefill progress, then its next token if it has logits. */
+static void
+step_advance(struct generate_batch *b, uint32_t i, char *err)
+{
+    struct gen *g = &b->slots[i];
+    int32_t id;
+    bool ended;
+    int rc;
+
+    if (g->n_fed < gen_n_feed(g)) {
+        g->n_fed += g->step_rows;
+        if (g->n_fed == gen_n_feed(g))
+            g->res.prefill_ms = clock_ms_between(g->joined, clock_now_ns());
+    }
+    if (g->step_logits < 0)
+        return;
+    rc = gen_next(g, b->out + (size_t)g->step_logits * b->n_vocab, &id, &ended, err);
+    if (rc == ERR_OK && !ended && context_pos(b->ctx, i) >= context_n_ctx(b->ctx)) {
+        g->res.reason = GENERATE_REASON_CONTEXT;
+        ended = true;
+    }
+    if (rc != ERR_OK || ended)
+        batch_finish(b, i, rc, err);
+    else
+        g->next = id;
+}
+
 int
 generate_batch_step(struct generate_batch *b, char *err)
 {
-    uint32_t n_ctx = context_n_ctx(b->ctx), n = 0;
+    uint32_t n_dec = 0, n_out = 0, only = 0, n_in = 0;
+    size_t n = 0;
     int rc;
 
     /* the requests of this step: one added by a callback waits for the next */
-    for (uint32_t i = 0; i < b->n_slots; i++)
+    for (uint32_t i = 0; i < b->n_slots; i++) {
         b->slots[i].in_step = b->slots[i].active;
+        b->slots[i].step_rows = 0;
+        b->slots[i].step_logits = -1;
+    }
+    /* cancelled ones end, prefilling ones too; the decoding ones' next tokens */
     for (uint32_t i = 0; i < b->n_slots; i++) {
         struct gen *g = &b->slots[i];
-        int32_t id;
-        bool ended;
 
         if (!g->in_step)
             continue;
-        rc = gen_next(g, b->logits + (size_t)i * b->n_vocab, &id, &ended, err);
-        if (rc == ERR_OK && !ended && context_pos(b->ctx, i) >= n_ctx) {
-            g->res.reason = GENERATE_REASON_CONTEXT;
-            ended = true;
+        if (cancelled(&g->req)) {
+            g->res.reason = GENERATE_REASON_CANCELLED;
+            batch_finish(b, i, ERR_OK, "");
+        } else if (g->n_fed == gen_n_feed(g)) {
+            b->rows[n++] = (struct context_row){i, g->next, true};
+            g->step_rows = 1;
+            g->step_logits = (int32_t)n_out++;
+            n_dec++;
         }
-        if (rc != ERR_OK || ended) {
-            batch_finish(b, i, rc, err);
-            continue;
-        }
-        b->seqs[n] = i;
-        b->ids[n++] = id;
     }
+    step_prompts(b, STEP_ROWS > n_dec + STEP_PROMPT_MIN ? STEP_ROWS - n_dec : STEP_PROMPT_MIN, &n,
+                 &n_out);
     if (n == 0)
         return ERR_OK;
-    if ((rc = context_decode(b->ctx, b->seqs, b->ids, n, b->out, err)) != ERR_OK) {
-        for (uint32_t k = 0; k < n; k++)
-            batch_finish(b, b->seqs[k], rc, err);
-        return rc;
+    for (uint32_t i = 0; i < b->n_slots; i++)
+        if (b->slots[i].in_step && b->slots[i].step_rows > 0) {
+            only = i;
+            n_in++;
+        }
+    /* a pass of one request stops as soon as it is cancelled (generate_run's prefill) */
+    context_set_abort(b->ctx, n_in == 1 ? b->slots[only].req.cancel : NULL);
+    rc = context_batch(b->ctx, b->rows, n, b->out, err);
+    context_set_abort(b->ctx, NULL);
+    if (rc == ERR_CANCELLED && n_in == 1) {
+        b->slots[only].res.reason = GENERATE_REASON_CANCELLED;
+        batch_finish(b, only, ERR_OK, "");
+        return ERR_OK;
     }
-    for (uint32_t k = 0; k < n; k++)
-        memcpy(b->logits + (size_t)b->seqs[k] * b->n_vocab, b->out + (size_t)k * b->n_vocab,
-               b->n_vocab * sizeof(float));
-    return ERR_OK;
+    for (uint32_t i = 0; i < b->n_slots; i++) {
+        if (!b->slots[i].in_step || b->slots[i].step_rows == 0)
+            continue;
+        if (rc != ERR_OK)
+            batch_finish(b, i, rc, err);
+        else
+            step_advance(b, i, err);
+    }
+    return rc;
 }
 
 /* ---- one request alone ---- */

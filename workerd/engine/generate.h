@@ -4,8 +4,9 @@
  * may be released with it (stop strings and partial UTF-8 held back). A request can be a replay:
  * the ids a crashed worker already delivered are evaluated with the prompt (the engine gives the
  * same numbers whatever the batching) and only the tokens after them are reported, identical to
- * an undisturbed run. Several requests can run together, one token each per engine call
- * (continuous batching, generate_batch_*). Not tokenization of the prompt, not output formats.
+ * an undisturbed run. Several requests can run together, one token each per engine call, with
+ * joining prompts fed in chunks into the same calls (continuous batching, generate_batch_*). Not
+ * tokenization of the prompt, not output formats.
  */
 #ifndef LLORCH_GENERATE_H
 #define LLORCH_GENERATE_H
@@ -61,7 +62,7 @@ struct generate_result {
     enum generate_reason reason;
     uint32_t n_gen;    /* ids generated in all (replayed included) */
     uint64_t seed;     /* the seed used (resolved when the request asked for a random one) */
-    double prefill_ms; /* evaluating the prompt (and the replayed ids) */
+    double prefill_ms; /* from the add to the prompt's (and replayed ids') last chunk evaluated */
     double decode_ms;  /* from the first new token to the last */
 };
 
@@ -71,8 +72,8 @@ const char *generate_reason_str(enum generate_reason r);
 /*
  * Runs a request on sequence 0 of ctx, a context of model m (emptied first: any context can be
  * reused), with tokenizer tok for the text of the pieces: a batch of one slot on ctx (the same
- * code as generate_batch_*). ctx's abort flag is req->cancel during the prefill; the flag is
- * checked again before each new token. Blocks until the request ends; calls cb for each new
+ * code as generate_batch_*: the prompt goes in by passes of 64). ctx's abort flag is req->cancel
+ * during each pass (checked twice per layer); the flag is checked again before each new token. Blocks until the request ends; calls cb for each new
  * token. Allocates its scratch (logits, sampler, text buffer) at the start, nothing per token.
  * Returns ERR_OK with *res filled (also when cancelled), or: ERR_BAD_REQUEST naming the bad field
  * (empty prompt, id out of range, more replayed ids than max_tokens, sampling options),
@@ -84,13 +85,16 @@ int generate_run(const struct model *m, struct context *ctx, const struct tokeni
                  struct generate_result *res, char *err);
 
 /*
- * Continuous batching: up to n_slots requests on one model, advanced together. Each step samples
- * the next token of every active request and then evaluates all the continuing ones in ONE engine
- * call (context_decode: the weights stream once per step, whatever the number of requests). A
- * request joins between steps (generate_batch_add prefills its prompt, and its replayed ids, on
- * its own) and leaves when it ends. A request's tokens are exactly the ones generate_run gives it
+ * Continuous batching: up to n_slots requests on one model, advanced together. Each step is ONE
+ * engine call (context_batch: the weights stream once per step, whatever the number of requests)
+ * evaluating every decoding request's next token and, in the rows left of 64 (at least 16),
+ * chunks of the prompts (and replayed ids) of requests still prefilling, first come first served;
+ * then every request with logits samples its next token. So a joining prompt delays the running
+ * requests by one chunk per step, not by its whole prefill, and a request's first token comes in
+ * the step its prefill completes. A request joins between steps (generate_batch_add only queues
+ * it) and leaves when it ends. A request's tokens are exactly the ones generate_run gives it
  * alone, for greedy and seeded sampling alike (the engine is batch-invariant: fixed reduction
- * order). Single-threaded use: every call from one thread; callbacks run on that thread and may
+ * order, whatever the split of a prompt into passes). Single-threaded use: every call from one thread; callbacks run on that thread and may
  * call generate_batch_add (the new request takes part from the next step on), not _step or _free.
  */
 struct generate_batch;
@@ -118,22 +122,25 @@ uint32_t generate_batch_active(const struct generate_batch *b); /* requests in i
 /*
  * Adds req to a free slot. Copies what it keeps (prompt, replay, stops, sampling): req and its
  * arrays need not outlive the call, but req->cancel (if not NULL) must outlive the request.
- * Validates, then prefills the prompt and replayed ids now (blocking; req->cancel aborts it).
- * Returns ERR_BUSY when no slot is free; a validation error (ERR_BAD_REQUEST naming the field,
- * ERR_CONTEXT_FULL when prompt + replay do not fit) or ERR_NOMEM: the request was not added and no
- * callback will come. ERR_OK: the request is in; it may already have ended (cancelled during
- * prefill, or a replay that was complete), in which case on_done has been called already.
+ * Validates and queues it; its prompt and replayed ids go in over the next steps (add does not
+ * evaluate anything and does not block). Returns ERR_BUSY when no slot is free; a validation error
+ * (ERR_BAD_REQUEST naming the field, ERR_CONTEXT_FULL when prompt + replay do not fit) or
+ * ERR_NOMEM: the request was not added and no callback will come. ERR_OK: the request is in; it
+ * may already have ended (a replay that was complete), in which case on_done has been called
+ * already.
  */
 int generate_batch_add(struct generate_batch *b, const struct generate_request *req,
                        generate_token_fn on_token, generate_done_fn on_done, void *user, char *err);
 
 /*
- * One step: for every active request, stops it if its cancel flag is set (done: cancelled), else
- * samples its next token and reports it (on_token; a nonzero return cancels it); requests whose
- * token was their last end (on_done), and so do those whose context is full (done: context); the
- * others are evaluated together, one token each, in one engine call. Blocks for the evaluation.
- * Returns ERR_OK (also when nothing was active), or an engine error, which ends every request it
- * was evaluating with that error (on_done with rc).
+ * One step: every active request whose cancel flag is set ends (done: cancelled; prefilling ones
+ * too); the others' rows (each decoding request's last token, prompt chunks) are evaluated in one
+ * engine call, with the abort flag set when they are all one request's; then every request
+ * whose prefill is complete samples its next token from the new logits and reports it (on_token;
+ * a nonzero return cancels it); requests whose token was their last end (on_done), and so do
+ * those whose context is full (done: context). Blocks for the evaluation. Returns ERR_OK (also
+ * when nothing was active), or an engine error, which ends every request it was evaluating with
+ * that error (on_done with rc).
  */
 int generate_batch_step(struct generate_batch *b, char *err);
 

@@ -70,6 +70,10 @@ struct context {
     float *rope;              /* (n_ctx, n_rot): cos, sin of each pair's angle */
     /* The rows of the batch being evaluated: each one's sequence and position. */
     uint32_t row_seq[MODEL_UBATCH], row_pos[MODEL_UBATCH];
+    bool row_out[MODEL_UBATCH]; /* its logits are wanted */
+    int32_t row_id[MODEL_UBATCH];
+    uint32_t *pos0;  /* (n_seq) positions when the context_batch() in progress began */
+    uint32_t *seq_n; /* (n_seq) rows per sequence of the context_batch() being checked */
     float *x;        /* (MODEL_UBATCH, n_embd) residual stream */
     float *xb;       /* (MODEL_UBATCH, n_embd) normed input / projection output */
     float *q;        /* (MODEL_UBATCH, n_head * head_dim) */
@@ -469,6 +473,8 @@ context_new(struct context **out, const struct model *m, uint32_t n_seq, uint32_
         c->scratch_stride = (size_t)n_ctx * (cf->n_head / cf->n_head_kv);
     c->scratch_stride = (c->scratch_stride + 15) & ~(size_t)15;
     c->pos = calloc(n_seq, sizeof(*c->pos));
+    c->pos0 = calloc(n_seq, sizeof(*c->pos0));
+    c->seq_n = calloc(n_seq, sizeof(*c->seq_n));
     c->k_cache = alloc_floats((size_t)n_seq * cf->n_layer * n_ctx * kv_dim);
     c->v_cache = alloc_floats((size_t)n_seq * cf->n_layer * n_ctx * kv_dim);
     c->rope = alloc_floats((size_t)n_ctx * cf->n_rot);
@@ -481,8 +487,8 @@ context_new(struct context **out, const struct model *m, uint32_t n_seq, uint32_
     c->hb = alloc_floats((size_t)MODEL_UBATCH * cf->n_ff);
     c->hb2 = alloc_floats((size_t)MODEL_UBATCH * cf->n_ff);
     c->scratch = alloc_floats(c->scratch_stride * n_threads);
-    if (!c->pos || !c->k_cache || !c->v_cache || !c->rope || !c->x || !c->xb || !c->q || !c->k ||
-        !c->v || !c->att || !c->hb || !c->hb2 || !c->scratch) {
+    if (!c->pos || !c->pos0 || !c->seq_n || !c->k_cache || !c->v_cache || !c->rope || !c->x ||
+        !c->xb || !c->q || !c->k || !c->v || !c->att || !c->hb || !c->hb2 || !c->scratch) {
         rc = err_set(err, ERR_NOMEM, "context of %u sequences of %u positions: out of memory",
                      n_seq, n_ctx);
         goto fail;
@@ -514,6 +520,8 @@ context_free(struct context *c)
         return;
     threadpool_free(c->pool);
     free(c->pos);
+    free(c->pos0);
+    free(c->seq_n);
     free(c->k_cache);
     free(c->v_cache);
     free(c->rope);
@@ -810,30 +818,40 @@ block(struct context *c, uint32_t l, uint32_t ntok, uint32_t tok0, const atomic_
 }
 
 /*
- * Evaluates ntok <= MODEL_UBATCH tokens, row t in sequence c->row_seq[t] at c->row_pos[t] (the
- * caller sets both and advances the positions). logits: where the rows from `first` on go
- * (n_vocab apart), or NULL for none. Returns false if abort became true (checked twice per layer).
+ * Evaluates ntok <= MODEL_UBATCH rows: row t is c->row_id[t] in sequence c->row_seq[t] at
+ * c->row_pos[t] (the caller sets them and advances the positions); tok0 is the index of the
+ * first one in the caller's call. logits: where the rows with c->row_out set go (n_vocab apart,
+ * in row order), or NULL for none. Returns false if abort became true (checked twice per layer).
  */
 static bool
-forward(struct context *c, const int32_t *ids, uint32_t ntok, uint32_t tok0, uint32_t first,
-        float *logits, const atomic_bool *abort)
+forward(struct context *c, uint32_t ntok, uint32_t tok0, float *logits, const atomic_bool *abort)
 {
     const struct model *m = c->m;
     const struct model_config *cf = &m->cfg;
-    uint32_t n_embd = cf->n_embd;
+    uint32_t n_embd = cf->n_embd, rows = 0, first = 0;
 
     for (uint32_t t = 0; t < ntok; t++)
-        kernel_row_to_f32(&m->tok_embd, (uint32_t)ids[t], c->x + (size_t)t * n_embd);
+        kernel_row_to_f32(&m->tok_embd, (uint32_t)c->row_id[t], c->x + (size_t)t * n_embd);
     trace(c, "inp_embd", -1, tok0, 0, ntok, n_embd, c->x);
     for (uint32_t l = 0; l < cf->n_layer; l++)
         if (aborted(abort) || !block(c, l, ntok, tok0, abort))
             return false;
-    if (logits == NULL || first >= ntok)
+    if (logits == NULL)
         return true;
-    /* logits = W_out RMSNorm(x) * w for the rows asked for */
-    uint32_t rows = ntok - first;
-    norm_rows(c, c->xb, c->x + (size_t)first * n_embd, m->output_norm, rows, tok0 + first, -1,
-              "out_rms", "out_norm");
+    /* the rows asked for, packed at the start of x (the stream is not needed any more) */
+    for (uint32_t t = 0; t < ntok; t++) {
+        if (!c->row_out[t])
+            continue;
+        if (rows == 0)
+            first = t;
+        if (rows != t)
+            memcpy(c->x + (size_t)rows * n_embd, c->x + (size_t)t * n_embd, n_embd * sizeof(float));
+        rows++;
+    }
+    if (rows == 0)
+        return true;
+    /* logits = W_out RMSNorm(x) * w for those rows */
+    norm_rows(c, c->xb, c->x, m->output_norm, rows, tok0 + first, -1, "out_rms", "out_norm");
     {
         const struct kernel_matrix *w[1] = {&m->output};
         float *y[1] = {logits};
@@ -846,13 +864,12 @@ forward(struct context *c, const int32_t *ids, uint32_t ntok, uint32_t tok0, uin
 
 /* Every id in [0, n_vocab), else ERR_BAD_REQUEST naming the first that is not. */
 static int
-check_ids(const struct context *c, const int32_t *ids, size_t n, char *err)
+check_id(const struct context *c, int32_t id, size_t i, char *err)
 {
-    for (size_t i = 0; i < n; i++)
-        if (ids[i] < 0 || (uint32_t)ids[i] >= c->m->cfg.n_vocab)
-            return err_set(err, ERR_BAD_REQUEST,
-                           "token id %d at index %zu is outside the vocabulary [0, %u)", ids[i], i,
-                           c->m->cfg.n_vocab);
+    if (id < 0 || (uint32_t)id >= c->m->cfg.n_vocab)
+        return err_set(err, ERR_BAD_REQUEST,
+                       "token id %d at index %zu is outside the vocabulary [0, %u)", id, i,
+                       c->m->cfg.n_vocab);
     return ERR_OK;
 }
 
@@ -860,8 +877,8 @@ int
 context_eval(struct context *c, uint32_t seq, const int32_t *ids, size_t n, bool all_logits,
              float *logits, char *err)
 {
-    const struct model_config *cf = &c->m->cfg;
-    uint32_t start;
+    uint32_t n_vocab = c->m->cfg.n_vocab, start;
+    struct context_row rows[MODEL_UBATCH];
     int rc;
 
     if (seq >= c->n_seq)
@@ -872,70 +889,68 @@ context_eval(struct context *c, uint32_t seq, const int32_t *ids, size_t n, bool
     if (n > c->n_ctx - start)
         return err_set(err, ERR_CONTEXT_FULL, "position %zu is past the context length %u",
                        (size_t)start + n - 1, c->n_ctx);
-    if ((rc = check_ids(c, ids, n, err)) != ERR_OK)
-        return rc;
+    for (size_t i = 0; i < n; i++)
+        if ((rc = check_id(c, ids[i], i, err)) != ERR_OK)
+            return rc;
     for (size_t t0 = 0; t0 < n; t0 += MODEL_UBATCH) {
-        uint32_t ntok = (uint32_t)(n - t0 < MODEL_UBATCH ? n - t0 : MODEL_UBATCH);
-        bool last = t0 + ntok == n;
-        float *out = NULL;
-        uint32_t first = 0;
+        size_t ntok = n - t0 < MODEL_UBATCH ? n - t0 : MODEL_UBATCH;
+        float *out = logits == NULL ? NULL : all_logits ? logits + t0 * n_vocab : logits;
 
-        if (logits == NULL) {
-            out = NULL;
-        } else if (all_logits) {
-            out = logits + t0 * cf->n_vocab;
-        } else if (last) {
-            out = logits;
-            first = ntok - 1;
-        }
-        for (uint32_t t = 0; t < ntok; t++) {
-            c->row_seq[t] = seq;
-            c->row_pos[t] = c->pos[seq] + t;
-        }
-        if (!forward(c, ids + t0, ntok, (uint32_t)t0, first, out, c->abort)) {
+        for (size_t t = 0; t < ntok; t++)
+            rows[t] = (struct context_row){seq, ids[t0 + t],
+                                           logits != NULL && (all_logits || t0 + t == n - 1)};
+        if ((rc = context_batch(c, rows, ntok, out, err)) != ERR_OK) {
             c->pos[seq] = start;
-            return err_set(err, ERR_CANCELLED, "evaluation cancelled at position %u",
-                           start + (uint32_t)t0);
+            return rc == ERR_CANCELLED ? err_set(err, rc, "evaluation cancelled at position %zu",
+                                                 (size_t)start + t0)
+                                       : rc;
         }
-        c->pos[seq] += ntok;
     }
     return ERR_OK;
 }
 
 int
-context_decode(struct context *c, const uint32_t *seqs, const int32_t *ids, size_t n, float *logits,
-               char *err)
+context_batch(struct context *c, const struct context_row *rows, size_t n, float *logits, char *err)
 {
     uint32_t n_vocab = c->m->cfg.n_vocab;
-    int rc;
+    int rc = ERR_OK;
 
     if (n == 0)
-        return err_set(err, ERR_BAD_REQUEST, "no sequences to evaluate");
+        return err_set(err, ERR_BAD_REQUEST, "no rows to evaluate");
+    memset(c->seq_n, 0, c->n_seq * sizeof(*c->seq_n));
     for (size_t i = 0; i < n; i++) {
-        if (seqs[i] >= c->n_seq)
-            return err_set(err, ERR_BAD_REQUEST, "sequence %u at index %zu out of range [0, %u)",
-                           seqs[i], i, c->n_seq);
-        for (size_t k = 0; k < i; k++)
-            if (seqs[k] == seqs[i])
-                return err_set(err, ERR_BAD_REQUEST,
-                               "sequence %u given twice (indexes %zu and %zu)", seqs[i], k, i);
-        if (c->pos[seqs[i]] >= c->n_ctx)
+        uint32_t s = rows[i].seq;
+
+        if (s >= c->n_seq)
+            return err_set(err, ERR_BAD_REQUEST, "sequence %u at index %zu out of range [0, %u)", s,
+                           i, c->n_seq);
+        if ((rc = check_id(c, rows[i].id, i, err)) != ERR_OK)
+            return rc;
+        if (c->pos[s] + c->seq_n[s] >= c->n_ctx)
             return err_set(err, ERR_CONTEXT_FULL,
-                           "sequence %u: position %u is past the context length %u", seqs[i],
-                           c->pos[seqs[i]], c->n_ctx);
+                           "sequence %u: position %u is past the context length %u", s,
+                           c->pos[s] + c->seq_n[s], c->n_ctx);
+        c->seq_n[s]++;
     }
-    if ((rc = check_ids(c, ids, n, err)) != ERR_OK)
-        return rc;
+    memcpy(c->pos0, c->pos, c->n_seq * sizeof(*c->pos));
     for (size_t t0 = 0; t0 < n; t0 += MODEL_UBATCH) {
-        uint32_t ntok = (uint32_t)(n - t0 < MODEL_UBATCH ? n - t0 : MODEL_UBATCH);
+        uint32_t ntok = (uint32_t)(n - t0 < MODEL_UBATCH ? n - t0 : MODEL_UBATCH), n_out = 0;
 
         for (uint32_t t = 0; t < ntok; t++) {
-            c->row_seq[t] = seqs[t0 + t];
-            c->row_pos[t] = c->pos[seqs[t0 + t]];
+            const struct context_row *r = &rows[t0 + t];
+
+            c->row_seq[t] = r->seq;
+            c->row_pos[t] = c->pos[r->seq]++;
+            c->row_id[t] = r->id;
+            c->row_out[t] = r->logits;
+            n_out += r->logits;
         }
-        forward(c, ids + t0, ntok, (uint32_t)t0, 0, logits + t0 * n_vocab, NULL);
-        for (uint32_t t = 0; t < ntok; t++)
-            c->pos[seqs[t0 + t]]++;
+        if (!forward(c, ntok, (uint32_t)t0, n_out > 0 ? logits : NULL, c->abort)) {
+            memcpy(c->pos, c->pos0, c->n_seq * sizeof(*c->pos));
+            return err_set(err, ERR_CANCELLED, "evaluation cancelled at row %zu", t0);
+        }
+        if (logits != NULL)
+            logits += (size_t)n_out * n_vocab;
     }
     return ERR_OK;
 }

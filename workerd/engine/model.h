@@ -78,29 +78,40 @@ void context_free(struct context *c);
 
 /*
  * Evaluates ids[0..n) in sequence seq (< context_n_seq()) at positions context_pos(c, seq) ..
- * + n - 1 (a prompt in one call, or one token per decode step), appending to its KV cache. Blocks;
- * uses the context's threads. logits: n_vocab floats for the last token, or n * n_vocab (row i for
- * ids[i]) when all_logits; NULL skips the output projection (a prefill whose logits nobody reads).
- * Errors (the sequence unchanged): ERR_BAD_REQUEST (n = 0, seq out of range, an id outside the
- * vocabulary), ERR_CONTEXT_FULL ("position 2048 is past the context length 2048");
- * ERR_CANCELLED when the abort flag became true (checked twice per layer): the positions of this
- * call are dropped again.
+ * + n - 1 (a prompt in one call), appending to its KV cache: context_batch() of those rows, in
+ * passes of up to 64. Blocks; uses the context's threads. logits: n_vocab floats for the last
+ * token, or n * n_vocab (row i for ids[i]) when all_logits; NULL skips the output projection (a
+ * prefill whose logits nobody reads). Errors (the sequence unchanged): ERR_BAD_REQUEST (n = 0, seq
+ * out of range, an id outside the vocabulary), ERR_CONTEXT_FULL ("position 2048 is past the
+ * context length 2048"); ERR_CANCELLED when the abort flag became true: the positions of this call
+ * are dropped again.
  */
 int context_eval(struct context *c, uint32_t seq, const int32_t *ids, size_t n, bool all_logits,
                  float *logits, char *err);
 
+/* A row of context_batch(): token id in sequence seq; logits: this row's logits are wanted. */
+struct context_row {
+    uint32_t seq;
+    int32_t id;
+    bool logits;
+};
+
 /*
- * One decode step of n distinct sequences at once: ids[i] is evaluated in sequence seqs[i] at its
- * position context_pos(c, seqs[i]), which then advances by one. Every weight matrix is read once
- * for all n tokens (in batches of up to 64); each row's attention reads only its own sequence.
- * logits: n rows of n_vocab floats, row i for seqs[i]. Each row is bit-identical to what
- * context_eval() of that id alone on that sequence gives. Blocks; the abort flag is not checked
- * (a step is one token per sequence). Errors (nothing changed): ERR_BAD_REQUEST (n = 0, a
- * sequence out of range or given twice, an id outside the vocabulary), ERR_CONTEXT_FULL (a
- * sequence is full: "sequence 3: position 2048 is past the context length 2048").
+ * One pass over n rows of any sequences: rows[i].id is evaluated in sequence rows[i].seq at the
+ * sequence's next position (the rows of one sequence take consecutive positions in their order:
+ * a prompt chunk, or one decode token), appending to its KV cache; each row's attention reads its
+ * own sequence up to its own position, including what earlier rows of this call wrote. Every
+ * weight matrix is read once per 64 rows. logits: one row of n_vocab floats per row whose .logits
+ * is set, in row order (packed), or NULL for none. Every output is bit-identical to
+ * what the same ids give in their sequence alone, however the sequence was split into calls and
+ * whatever other rows shared them. Blocks; uses the context's threads. Errors (nothing changed):
+ * ERR_BAD_REQUEST (n = 0, a sequence out of range, an id outside the vocabulary), ERR_CONTEXT_FULL
+ * (a sequence would pass its context length: "sequence 3: position 2048 is past the context
+ * length 2048"), ERR_CANCELLED when the abort flag became true (checked twice per layer): every
+ * position of this call is dropped again.
  */
-int context_decode(struct context *c, const uint32_t *seqs, const int32_t *ids, size_t n,
-                   float *logits, char *err);
+int context_batch(struct context *c, const struct context_row *rows, size_t n, float *logits,
+                  char *err);
 
 /* Number of sequences (n_seq of context_new()). */
 uint32_t context_n_seq(const struct context *c);
@@ -114,12 +125,12 @@ uint32_t context_n_ctx(const struct context *c);
 /* Drops the cached positions >= pos of sequence seq (no-op when pos >= context_pos()). */
 void context_truncate(struct context *c, uint32_t seq, uint32_t pos);
 
-/* Makes context_eval() stop with ERR_CANCELLED once *flag is true. NULL removes it. The flag must
- * outlive its use; it may be set from any thread. */
+/* Makes context_eval() and context_batch() stop with ERR_CANCELLED once *flag is true. NULL removes
+ * it. The flag must outlive its use; it may be set from any thread. */
 void context_set_abort(struct context *c, const atomic_bool *flag);
 
 /*
- * Tests only: a view of one intermediate tensor of context_eval() or context_decode(), rows x cols
+ * Tests only: a view of one intermediate tensor of context_eval() or context_batch(), rows x cols
  * floats, row-major, valid during the call. Stages, in order, with their rows (T = tokens of the
  * batch, from the token index `token` on) and cols: inp_embd (T, n_embd), layer -1 per layer:
  * attn_rms, attn_norm (T, n_embd); q (T, n_head*head_dim), k, v (T, n_head_kv*head_dim) (after the
@@ -127,7 +138,8 @@ void context_set_abort(struct context *c, const atomic_bool *flag);
  * unscaled scores), kq_softmax (pos+1), kqv (head_dim); attn_out (T, n_head*head_dim, heads
  * concatenated); attn_proj, ffn_inp, ffn_rms, ffn_norm (T, n_embd); ffn_gate, ffn_up, ffn_silu,
  * ffn_swiglu (T, n_ff); ffn_out, l_out (T, n_embd) out_rms, out_norm (R, n_embd), logits (R,
- * n_vocab), layer -1, where R = T with all_logits, else the last token only. With a trace set,
+ * n_vocab), layer -1, where R = the rows whose logits were asked (all of them with all_logits,
+ * else the last), `token` the first of them. With a trace set,
  * attention runs on the calling thread (so the callback is never concurrent).
  */
 struct context_trace {
