@@ -6,6 +6,7 @@
 #include "proto/proto.h"
 
 #include "common/err.h"
+#include "workerd/engine/sampler.h"
 
 #include <msgpack.h>
 #include <stdlib.h>
@@ -73,16 +74,20 @@ proto_worker_state_name(enum proto_worker_state s)
     return NAME_OF(wstate_names, s);
 }
 
+/* The engine's defaults (llama.cpp's), one source for both. */
 void
 proto_sampling_default(struct proto_sampling *s)
 {
-    s->temperature = 0.8f;
-    s->top_k = 40;
-    s->top_p = 0.95f;
-    s->min_p = 0.05f;
-    s->repeat_penalty = 1.0f;
-    s->repeat_last_n = 64;
-    s->seed = PROTO_SEED_RANDOM;
+    struct sampler_options o;
+
+    sampler_options_default(&o);
+    *s = (struct proto_sampling){.temperature = o.temp,
+                                 .top_k = o.top_k,
+                                 .top_p = o.top_p,
+                                 .min_p = o.min_p,
+                                 .repeat_penalty = o.repeat_penalty,
+                                 .repeat_last_n = o.repeat_last_n,
+                                 .seed = PROTO_SEED_RANDOM};
 }
 
 void
