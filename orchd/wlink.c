@@ -19,15 +19,12 @@
 
 #include <nng/nng.h>
 #include <nng/protocol/pair1/pair.h>
-#include <nng/supplemental/util/platform.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define WLINK_SENDBUF 256 /* messages queued towards one worker */
-/* How long wlink_reset waits for NNG to close a dead worker's pipe by itself. */
-#define WLINK_PIPE_GONE_MS 500
 
 struct wslotlink {
     struct wlink *wl;
@@ -222,12 +219,6 @@ wlink_reset(struct wlink *wl, int slot, char *err)
     if (slot < 0 || slot >= wl->n_slots)
         return err_set(err, ERR_BAD_REQUEST, "no worker slot %d", slot);
     l = &wl->links[slot];
-    /* The dead worker's end of the pipe reads as end-of-file; NNG then closes the pipe itself and
-       reports it (`connected` drops to 0). Closing the socket before that, while the transport
-       may be between two reads of a message, is what wedges NNG 1.5.2's reaper (proto/sock.h),
-       so wait for it (a peer still alive, as in a test, costs the bound). */
-    for (int i = 0; i < WLINK_PIPE_GONE_MS && atomic_load(&l->connected) != 0; i++)
-        nng_msleep(1);
     nng_aio_stop(l->aio); /* for good: a stopped aio takes no new operation */
     nng_aio_free(l->aio);
     l->aio = NULL;
