@@ -301,42 +301,28 @@ on_worker_exit(void *ud, struct slot *s)
 {
     struct orchd *o = ud;
 
-    char err[ERR_MSG_MAX];
-
     o->known[s->id] = 0;
+    wlink_detach(o->wlink, s->id); /* no event of the dead process after this */
     sched_worker_exited(o->sched, s->id, s->last_exit, s->state == SLOT_FATAL, clock_now_ms());
-    /* the next worker gets a fresh socket: NNG may never let go of the dead one's pipe */
-    if (wlink_reset(o->wlink, s->id, err) != ERR_OK)
-        log_error("worker %d: %s", s->id, err);
 }
 
-/* Tells the scheduler about processes master_spawn_due started. */
+/* Gives the links of the processes master_spawn_due started to the link thread and tells the
+ * scheduler of them. */
 static void
 note_started(struct orchd *o)
 {
+    char err[ERR_MSG_MAX];
+
     for (int i = 0; i < master_n_slots(o->master); i++) {
         struct slot *s = master_slot(o->master, i);
 
         if (s->state == SLOT_RUNNING && s->pid != o->known[i]) {
             o->known[i] = s->pid;
+            if (wlink_attach(o->wlink, i, master_take_link(o->master, i), err) != ERR_OK)
+                log_error("worker %d: %s", i, err); /* its start timeout ends it */
             sched_worker_started(o->sched, i, (int)s->pid, s->restarts, clock_now_ms());
         }
     }
-}
-
-/* Removes the run directory and the sockets in it. */
-static void
-remove_rundir(const char *rundir, int n_slots)
-{
-    char url[PATH_MAX + 16], slot[16];
-
-    for (int i = 0; i < n_slots; i++) {
-        snprintf(slot, sizeof(slot), "%d", i);
-        wlink_url(url, sizeof(url), rundir, slot);
-        unlink(url + strlen("ipc://"));
-    }
-    if (rmdir(rundir) != 0)
-        log_warn("rmdir %s: %s", rundir, strerror(errno));
 }
 
 /* Waits up to TICK_MS for a signal; returns it, or 0. */
@@ -404,11 +390,9 @@ main(int argc, char **argv)
     struct tokenizer *tok = NULL;
     struct config *conf = NULL;
     struct chat_format chat;
-    char err[ERR_MSG_MAX], url[PATH_MAX + 32], workerd[PATH_MAX], link[PATH_MAX + 32];
-    char rundir[PATH_MAX], threads[16], ctx[16], slots[16];
-    const char *tmp = getenv("TMPDIR");
+    char err[ERR_MSG_MAX], url[PATH_MAX + 32], workerd[PATH_MAX], link[16];
+    char threads[16], ctx[16], slots[16];
     const char *wargv[15];
-    bool have_rundir = false;
     sigset_t set;
     int rc, status = 1;
 
@@ -458,20 +442,13 @@ main(int argc, char **argv)
         status = EXIT_USAGE;
         goto out;
     }
-    snprintf(rundir, sizeof(rundir), "%s/orchd-XXXXXX",
-             tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
-    if (mkdtemp(rundir) == NULL) {
-        fprintf(stderr, "orchd: mkdtemp %s: %s\n", rundir, strerror(errno));
-        goto out;
-    }
-    have_rundir = true;
     opt.sc.n_ctx = worker_ctx(g, opt.ctx);
     o.sched = sched_new(&opt.sc, &ops, clock_now_ms());
     if (o.sched == NULL) {
         fprintf(stderr, "orchd: out of memory\n");
         goto out;
     }
-    if (wlink_open(&o.wlink, rundir, opt.workers, o.sched, err) != ERR_OK) {
+    if (wlink_open(&o.wlink, opt.workers, o.sched, err) != ERR_OK) {
         fprintf(stderr, "orchd: %s\n", err);
         goto out;
     }
@@ -487,7 +464,7 @@ main(int argc, char **argv)
         fprintf(stderr, "orchd: %s\n", err);
         goto out;
     }
-    wlink_url(link, sizeof(link), rundir, "%d");
+    snprintf(link, sizeof(link), "%d", MASTER_LINK_FD);
     snprintf(threads, sizeof(threads), "%d", opt.threads);
     snprintf(ctx, sizeof(ctx), "%d", opt.ctx);
     snprintf(slots, sizeof(slots), "%d", opt.slots);
@@ -495,7 +472,7 @@ main(int argc, char **argv)
     wargv[1] = "serve";
     wargv[2] = "-m";
     wargv[3] = opt.model;
-    wargv[4] = "--link";
+    wargv[4] = "--link-fd";
     wargv[5] = link;
     wargv[6] = "--slot";
     wargv[7] = "%d";
@@ -511,6 +488,7 @@ main(int argc, char **argv)
     mc.backoff_min_ms = 100;
     mc.backoff_max_ms = 10000;
     mc.stable_ms = 5000;
+    mc.link = true;
     o.master = master_new(&mc);
     if (o.master == NULL) {
         fprintf(stderr, "orchd: out of memory\n");
@@ -528,8 +506,6 @@ out:
     wlink_close(o.wlink);
     master_free(o.master);
     sched_free(o.sched);
-    if (have_rundir)
-        remove_rundir(rundir, opt.workers);
     tokenizer_free(tok);
     gguf_close(g);
     config_free(conf);

@@ -9,11 +9,13 @@
 #include "common/log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -36,15 +38,35 @@ master_new(const struct master_config *cfg)
     if (m == NULL)
         return NULL;
     m->cfg = *cfg;
-    for (int i = 0; i < cfg->n_slots; i++)
+    for (int i = 0; i < cfg->n_slots; i++) {
         m->slots[i].id = i;
+        m->slots[i].link_fd = -1;
+    }
     return m;
 }
 
 void
 master_free(struct master *m)
 {
+    if (m == NULL)
+        return;
+    for (int i = 0; i < m->cfg.n_slots; i++)
+        if (m->slots[i].link_fd >= 0)
+            close(m->slots[i].link_fd);
     free(m);
+}
+
+int
+master_take_link(struct master *m, int slot_id)
+{
+    struct slot *s = master_slot(m, slot_id);
+    int fd;
+
+    if (s == NULL)
+        return -1;
+    fd = s->link_fd;
+    s->link_fd = -1;
+    return fd;
 }
 
 int
@@ -102,9 +124,10 @@ build_argv(const struct master *m, int slot_id, char bufs[][256], char **argv)
     argv[n] = NULL;
 }
 
-/* In the child: never returns; async-signal-safe calls only. */
+/* In the child: never returns; async-signal-safe calls only. link is the worker's end of its
+ * link (-1: none), made MASTER_LINK_FD and kept across exec. */
 static void
-exec_worker(char **argv, pid_t parent)
+exec_worker(char **argv, pid_t parent, int link)
 {
     sigset_t none;
 
@@ -112,6 +135,10 @@ exec_worker(char **argv, pid_t parent)
         _exit(1); /* the master died before we could ask to follow it */
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
+    if (link == MASTER_LINK_FD && fcntl(link, F_SETFD, 0) != 0)
+        _exit(1);
+    if (link >= 0 && link != MASTER_LINK_FD && dup2(link, MASTER_LINK_FD) != MASTER_LINK_FD)
+        _exit(1); /* dup2 clears close-on-exec on the copy */
     execv(argv[0], argv);
     _exit(127);
 }
@@ -128,19 +155,35 @@ master_spawn_due(struct master *m, uint64_t now_ms)
         return 0;
     for (int i = 0; i < m->cfg.n_slots; i++) {
         struct slot *s = &m->slots[i];
+        int link[2] = {-1, -1};
         pid_t pid;
 
         if (s->state != SLOT_EMPTY || now_ms < s->next_spawn_ms)
             continue;
         build_argv(m, i, bufs, argv);
+        if (m->cfg.link && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, link) != 0) {
+            log_error("socketpair() failed while spawning worker %d: %s", i, strerror(errno));
+            s->next_spawn_ms = now_ms + m->cfg.backoff_min_ms;
+            continue;
+        }
         pid = fork();
         if (pid < 0) {
             log_error("fork() failed while spawning worker %d: %s", i, strerror(errno));
             s->next_spawn_ms = now_ms + m->cfg.backoff_min_ms;
+            if (m->cfg.link) {
+                close(link[0]);
+                close(link[1]);
+            }
             continue;
         }
         if (pid == 0)
-            exec_worker(argv, parent);
+            exec_worker(argv, parent, link[1]);
+        if (m->cfg.link) {
+            close(link[1]);
+            if (s->link_fd >= 0)
+                close(s->link_fd);
+            s->link_fd = link[0];
+        }
         if (s->started_ms != 0)
             s->restarts++;
         s->pid = pid;
@@ -191,6 +234,10 @@ master_reap(struct master *m, uint64_t now_ms, void (*on_exit)(void *ud, struct 
         reaped++;
         describe_exit(s->last_exit, sizeof(s->last_exit), status);
         s->pid = 0;
+        if (s->link_fd >= 0) { /* it died before orchd took its link */
+            close(s->link_fd);
+            s->link_fd = -1;
+        }
         if (WIFEXITED(status) && WEXITSTATUS(status) == MASTER_EXIT_FATAL) {
             s->state = SLOT_FATAL;
             log_error("worker %d %s (fatal: bad model or configuration); not restarting it", s->id,

@@ -17,6 +17,7 @@
 
 #define MASTER_MAX_SLOTS  64
 #define MASTER_EXIT_FATAL 2 /* a worker exiting with this code is not restarted */
+#define MASTER_LINK_FD    3 /* the worker's end of its link (master_config.link) */
 
 enum slot_state {
     SLOT_EMPTY = 0,    /* no process; waiting for its backoff to pass */
@@ -35,15 +36,19 @@ struct slot {
     uint64_t next_spawn_ms; /* when an EMPTY slot may be forked again */
     uint64_t stop_deadline_ms;
     char last_exit[96]; /* "exited with status 1", "killed by signal 9", ... */
+    int link_fd;        /* orchd's end of the running worker's link until taken; else -1 */
 };
 
 struct master_config {
-    const char *const *argv; /* the worker's command line, argv[0] the binary's path; NULL-terminated.
-                                "%d" in an argument becomes the slot id */
+    const char *const
+        *argv; /* the worker's command line, argv[0] the binary's path; NULL-terminated.
+                  "%d" in an argument becomes the slot id */
     int n_slots;
     uint64_t backoff_min_ms; /* first restart delay after a fast failure */
     uint64_t backoff_max_ms;
     uint64_t stable_ms; /* a worker alive this long resets the backoff */
+    bool link; /* each worker gets one end of a new AF_UNIX socketpair as fd MASTER_LINK_FD; the
+                  other end waits in its slot for master_take_link */
 };
 
 struct master;
@@ -54,9 +59,9 @@ void master_free(struct master *m);
 
 /*
  * Forks every EMPTY slot whose backoff has passed. Each child gets PR_SET_PDEATHSIG(SIGKILL),
- * checks its parent is still alive, restores the default signal mask and execs `workerd serve
- * ARGS`. Returns the number of workers started; fork() failures are logged and retried on the next
- * call.
+ * checks its parent is still alive, restores the default signal mask, gets its link (cfg.link) and
+ * execs `workerd serve ARGS`. Returns the number of workers started; fork() and socketpair()
+ * failures are logged and retried on the next call.
  */
 int master_spawn_due(struct master *m, uint64_t now_ms);
 
@@ -67,6 +72,10 @@ int master_spawn_due(struct master *m, uint64_t now_ms);
  */
 int master_reap(struct master *m, uint64_t now_ms, void (*on_exit)(void *ud, struct slot *s),
                 void *ud);
+
+/* orchd's end of the link of slot's newest worker, once (the caller owns it); -1 when there is
+ * none to take. A link not taken is closed when its worker is reaped. */
+int master_take_link(struct master *m, int slot_id);
 
 /* Sends SIGKILL to a slot's process (a hung worker); the reap that follows restarts it. */
 void master_kill(struct master *m, int slot_id, const char *why);

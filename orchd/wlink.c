@@ -1,88 +1,115 @@
 /*
- * wlink.c: see wlink.h. Each slot has a pair1 socket, one receive aio whose callback decodes a
- * worker event (proto_decode, worker-event link only) and hands it to the scheduler, and a pipe
- * notification that sends the probe when a worker connects. A ready whose nonce is not the
- * current probe's (a stale message of an earlier process) is ignored.
- * A slot's socket is replaced by a new one after each of its workers ends (wlink_reset): NNG
- * 1.5.2's pair1 lets a new peer in only once the old pipe has been reaped, and when a worker dies
- * in the middle of a message its pipe can wedge NNG's one reaper thread for good (the scheduler
- * then never sees another worker: every later connection is refused). A fresh socket takes the
- * next worker whatever became of the old pipe.
+ * wlink.c: see wlink.h. One link thread polls every attached worker's socket and an eventfd that
+ * wakes it when the set changes or bytes wait to go out; it reads under the lock, then decodes
+ * and hands the events to the scheduler without it (the scheduler's ops call wlink_dispatch with
+ * the scheduler's lock held: the lock order is scheduler, then link). Senders queue a frame and
+ * write what the socket takes at once; the link thread writes the rest when the socket has room.
+ * Every attach and detach bumps the slot's generation, so bytes polled for a closed socket are
+ * never read from another one that took its number. A link whose peer closed or whose framing
+ * broke is down (left out of the poll) until it is detached; a broken framing also shuts the
+ * socket down, so the worker sees orchd gone and exits.
  */
 #include "orchd/wlink.h"
 
 #include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
-#include "proto/sock.h"
+#include "proto/link.h"
 #include "workerd/engine/sampler.h"
 
-#include <nng/nng.h>
-#include <nng/protocol/pair1/pair.h>
-#include <stdatomic.h>
-#include <stdio.h>
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define WLINK_SENDBUF 256 /* messages queued towards one worker */
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 struct wslotlink {
-    struct wlink *wl;
     int slot;
-    char url[512];
-    _Atomic uint32_t sock_id; /* the slot's nng_socket (replaced by wlink_reset) */
-    bool open;
-    nng_aio *aio;
-    _Atomic uint64_t nonce;     /* the probe sent to the connected worker */
-    _Atomic uint32_t connected; /* the connected pipe's id, 0 when none */
+    int fd;       /* orchd's end of the worker's socketpair, -1 when none */
+    bool up;      /* attached, and no end of file or broken frame seen */
+    bool busy;    /* the link thread is handling events read from this fd */
+    uint64_t gen; /* bumped by every attach and detach */
+    uint64_t nonce;
+    struct link_buf out; /* frames towards the worker */
+    struct link_buf in;  /* bytes from the worker: filled under the lock, parsed while busy */
 };
 
 struct wlink {
     struct sched *sched;
     int n_slots;
+    int wake; /* eventfd */
+    bool quit;
+    bool started;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t idle; /* a link stopped being busy */
     struct wslotlink links[SCHED_MAX_SLOTS];
 };
 
-void
-wlink_url(char *buf, size_t size, const char *rundir, const char *slot)
+static void
+wake(struct wlink *wl)
 {
-    snprintf(buf, size, "ipc://%s/w%s.sock", rundir, slot);
+    uint64_t one = 1;
+
+    if (write(wl->wake, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        log_warn("worker links: eventfd write: %s", strerror(errno));
 }
 
-static nng_socket
-sock_of(struct wslotlink *l)
+/* Marks l down after an error on its socket. Lock held. */
+static void
+link_down(struct wslotlink *l, const char *why)
 {
-    nng_socket s = NNG_SOCKET_INITIALIZER;
-
-    s.id = atomic_load(&l->sock_id);
-    return s;
+    if (l->up)
+        log_debug("worker %d: link down: %s", l->slot, why);
+    l->up = false;
 }
 
-/* Encodes m and queues it towards slot's worker without blocking. */
+/* Encodes m, queues it towards l's worker and writes what the socket takes now. Lock held. */
 static int
-send_to(struct wslotlink *l, const struct proto_msg *m, char *err)
+send_locked(struct wlink *wl, struct wslotlink *l, const struct proto_msg *m, char *err)
 {
+    bool idle = link_buf_pending(&l->out) == 0;
+    char why[ERR_MSG_MAX];
     void *buf;
     size_t len;
-    nng_msg *msg;
-    int rc, rv;
+    int rc;
 
-    if (atomic_load(&l->connected) == 0)
+    if (l->fd < 0 || !l->up)
         return err_set(err, ERR_IO, "worker %d: not connected", l->slot);
     if ((rc = proto_encode(m, &buf, &len, err)) != ERR_OK)
         return rc;
-    if ((rv = nng_msg_alloc(&msg, len)) != 0) {
-        free(buf);
-        return err_set(err, ERR_NOMEM, "worker %d: nng_msg_alloc: %s", l->slot, nng_strerror(rv));
-    }
-    memcpy(nng_msg_body(msg), buf, len);
+    rc = link_queue(&l->out, buf, len, WLINK_OUT_MAX, why);
     free(buf);
-    if ((rv = nng_sendmsg(sock_of(l), msg, NNG_FLAG_NONBLOCK)) != 0) {
-        nng_msg_free(msg);
+    if (rc != ERR_OK)
         return err_set(err, ERR_IO, "worker %d: send %s: %s", l->slot, proto_type_name(m->type),
-                       nng_strerror(rv));
+                       why);
+    if (!idle)
+        return ERR_OK; /* the link thread is writing already */
+    if ((rc = link_flush(&l->out, l->fd, why)) != ERR_OK) {
+        link_down(l, why);
+        return err_set(err, ERR_IO, "worker %d: send %s: %s", l->slot, proto_type_name(m->type),
+                       why);
     }
+    if (link_buf_pending(&l->out) > 0)
+        wake(wl); /* the rest goes when the socket has room */
     return ERR_OK;
+}
+
+static int
+send_to(struct wlink *wl, int slot, const struct proto_msg *m, char *err)
+{
+    int rc;
+
+    if (slot < 0 || slot >= wl->n_slots)
+        return err_set(err, ERR_BAD_REQUEST, "no worker slot %d", slot);
+    pthread_mutex_lock(&wl->mu);
+    rc = send_locked(wl, &wl->links[slot], m, err);
+    pthread_mutex_unlock(&wl->mu);
+    return rc;
 }
 
 int
@@ -90,10 +117,8 @@ wlink_dispatch(struct wlink *wl, int slot, const struct proto_dispatch *d, char 
 {
     struct proto_msg m = {.type = PROTO_DISPATCH};
 
-    if (slot < 0 || slot >= wl->n_slots)
-        return err_set(err, ERR_BAD_REQUEST, "no worker slot %d", slot);
     m.u.dispatch = *d;
-    return send_to(&wl->links[slot], &m, err);
+    return send_to(wl, slot, &m, err);
 }
 
 void
@@ -102,45 +127,20 @@ wlink_cancel(struct wlink *wl, int slot, const char *id)
     struct proto_msg m = {.type = PROTO_CANCEL};
     char err[ERR_MSG_MAX];
 
-    if (slot < 0 || slot >= wl->n_slots)
-        return;
     m.u.ref.id = (char *)id;
-    if (send_to(&wl->links[slot], &m, err) != ERR_OK)
+    if (send_to(wl, slot, &m, err) != ERR_OK)
         log_debug("cancel of %s not sent: %s", id, err);
 }
 
-/* A worker connected (send it the probe) or went away. */
 static void
-pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
+handle_event(struct wlink *wl, struct wslotlink *l, const struct proto_msg *m)
 {
-    struct wslotlink *l = arg;
-    struct proto_msg m = {.type = PROTO_PROBE};
-    char err[ERR_MSG_MAX];
-
-    if (ev == NNG_PIPE_EV_REM_POST) {
-        uint32_t id = nng_pipe_id(p);
-
-        atomic_compare_exchange_strong(&l->connected, &id, 0);
-        log_debug("worker %d disconnected", l->slot);
-        return;
-    }
-    log_debug("worker %d connected (pipe %u)", l->slot, (unsigned)nng_pipe_id(p));
-    m.u.probe.nonce = sampler_seed_random() << 32 | (uint64_t)nng_pipe_id(p);
-    atomic_store(&l->nonce, m.u.probe.nonce);
-    atomic_store(&l->connected, (uint32_t)nng_pipe_id(p));
-    if (send_to(l, &m, err) != ERR_OK)
-        log_warn("probe not sent: %s", err);
-}
-
-static void
-handle_event(struct wslotlink *l, const struct proto_msg *m)
-{
-    struct sched *s = l->wl->sched;
+    struct sched *s = wl->sched;
     uint64_t now = clock_now_ms();
 
     switch (m->type) {
     case PROTO_READY:
-        if (m->u.ready.nonce != atomic_load(&l->nonce)) {
+        if (m->u.ready.nonce != l->nonce) {
             log_warn("worker %d: ready with a stale nonce: ignored", l->slot);
             break;
         }
@@ -163,75 +163,162 @@ handle_event(struct wslotlink *l, const struct proto_msg *m)
     }
 }
 
+/* Decodes and handles every whole frame in l->in. l is busy: only this thread touches l->in. */
 static void
-recv_cb(void *arg)
+handle_frames(struct wlink *wl, struct wslotlink *l)
 {
-    struct wslotlink *l = arg;
-    struct proto_msg m;
     char err[ERR_MSG_MAX];
-    nng_msg *msg;
-    int rv = nng_aio_result(l->aio);
+    struct proto_msg m;
+    const uint8_t *msg;
+    size_t len;
+    int rc;
 
-    if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
-        return;
-    if (rv != 0) {
-        log_warn("worker %d: receive failed: %s", l->slot, nng_strerror(rv));
-    } else {
-        msg = nng_aio_get_msg(l->aio);
-        rv = proto_decode(nng_msg_body(msg), nng_msg_len(msg), PROTO_LINK_WORKER_EVT, &m, err);
-        nng_msg_free(msg);
-        if (rv != ERR_OK) {
-            log_warn("worker %d: bad message: %s: %s", l->slot, err_str(rv), err);
-        } else {
-            handle_event(l, &m);
-            proto_msg_free(&m);
+    for (;;) {
+        if ((rc = link_next(&l->in, PROTO_MAX_MSG_BYTES, &msg, &len, err)) != ERR_OK) {
+            log_warn("worker %d: %s: closing its link", l->slot, err);
+            pthread_mutex_lock(&wl->mu);
+            if (l->fd >= 0) { /* not detached meanwhile (a detach waits for us to return) */
+                link_down(l, err);
+                shutdown(l->fd, SHUT_RDWR); /* the worker sees orchd gone and exits */
+            }
+            pthread_mutex_unlock(&wl->mu);
+            return;
         }
+        if (msg == NULL)
+            return;
+        if ((rc = proto_decode(msg, len, PROTO_LINK_WORKER_EVT, &m, err)) != ERR_OK) {
+            log_warn("worker %d: bad message: %s: %s", l->slot, err_str(rc), err);
+            continue;
+        }
+        handle_event(wl, l, &m);
+        proto_msg_free(&m);
     }
-    nng_recv_aio(sock_of(l), l->aio);
 }
 
-/* Opens l's socket and listens on l->url (receiving is started by the caller). */
-static int
-link_listen(struct wslotlink *l, char *err)
+/* Reads and writes what slot's socket is ready for, then handles what came. */
+static void
+service(struct wlink *wl, int slot, uint64_t gen, short revents)
 {
-    nng_socket sock;
-    int rv;
+    struct wslotlink *l = &wl->links[slot];
+    char err[ERR_MSG_MAX];
+    int rc = ERR_OK;
 
-    if ((rv = nng_pair1_open(&sock)) != 0)
-        return err_set(err, ERR_IO, "pair socket for %s: %s", l->url, nng_strerror(rv));
-    atomic_store(&l->sock_id, sock.id);
-    l->open = true;
-    if ((rv = nng_socket_set_size(sock, NNG_OPT_RECVMAXSZ, PROTO_MAX_MSG_BYTES)) != 0 ||
-        (rv = nng_socket_set_int(sock, NNG_OPT_SENDBUF, WLINK_SENDBUF)) != 0 ||
-        (rv = nng_pipe_notify(sock, NNG_PIPE_EV_ADD_POST, pipe_event, l)) != 0 ||
-        (rv = nng_pipe_notify(sock, NNG_PIPE_EV_REM_POST, pipe_event, l)) != 0 ||
-        (rv = nng_listen(sock, l->url, NULL, 0)) != 0)
-        return err_set(err, ERR_IO, "listen on %s: %s", l->url, nng_strerror(rv));
-    return ERR_OK;
+    pthread_mutex_lock(&wl->mu);
+    if (l->gen != gen || !l->up) { /* detached, or re-attached, since the poll */
+        pthread_mutex_unlock(&wl->mu);
+        return;
+    }
+    if (revents & POLLOUT)
+        rc = link_flush(&l->out, l->fd, err);
+    if (rc == ERR_OK && (revents & (POLLIN | POLLHUP | POLLERR)))
+        rc = link_read(&l->in, l->fd, err);
+    if (rc != ERR_OK)
+        link_down(l, err);
+    l->busy = true;
+    pthread_mutex_unlock(&wl->mu);
+    handle_frames(wl, l);
+    pthread_mutex_lock(&wl->mu);
+    l->busy = false;
+    pthread_cond_broadcast(&wl->idle);
+    pthread_mutex_unlock(&wl->mu);
+}
+
+static void *
+link_thread(void *arg)
+{
+    struct wlink *wl = arg;
+    struct pollfd pfd[SCHED_MAX_SLOTS + 1];
+    int slot_of[SCHED_MAX_SLOTS + 1];
+    uint64_t gen_of[SCHED_MAX_SLOTS + 1];
+
+    for (;;) {
+        int n = 1;
+
+        pthread_mutex_lock(&wl->mu);
+        if (wl->quit) {
+            pthread_mutex_unlock(&wl->mu);
+            return NULL;
+        }
+        pfd[0] = (struct pollfd){.fd = wl->wake, .events = POLLIN};
+        for (int i = 0; i < wl->n_slots; i++) {
+            struct wslotlink *l = &wl->links[i];
+
+            if (l->fd < 0 || !l->up)
+                continue;
+            pfd[n] = (struct pollfd){.fd = l->fd, .events = POLLIN};
+            if (link_buf_pending(&l->out) > 0)
+                pfd[n].events |= POLLOUT;
+            slot_of[n] = i;
+            gen_of[n++] = l->gen;
+        }
+        pthread_mutex_unlock(&wl->mu);
+        if (poll(pfd, (nfds_t)n, -1) < 0) {
+            if (errno != EINTR)
+                log_error("worker links: poll: %s", strerror(errno));
+            continue;
+        }
+        if (pfd[0].revents & POLLIN) {
+            uint64_t count;
+
+            if (read(wl->wake, &count, sizeof(count)) < 0 && errno != EAGAIN)
+                log_warn("worker links: eventfd read: %s", strerror(errno));
+        }
+        for (int k = 1; k < n; k++)
+            if (pfd[k].revents != 0)
+                service(wl, slot_of[k], gen_of[k], pfd[k].revents);
+    }
+}
+
+/* Closes l's socket and waits until no event read from it is being handled. Lock held. */
+static void
+detach_locked(struct wlink *wl, struct wslotlink *l)
+{
+    if (l->fd < 0)
+        return;
+    l->gen++;
+    l->up = false;
+    close(l->fd);
+    l->fd = -1;
+    while (l->busy)
+        pthread_cond_wait(&wl->idle, &wl->mu);
+    link_buf_reset(&l->in);
+    link_buf_reset(&l->out);
+}
+
+void
+wlink_detach(struct wlink *wl, int slot)
+{
+    if (slot < 0 || slot >= wl->n_slots)
+        return;
+    pthread_mutex_lock(&wl->mu);
+    detach_locked(wl, &wl->links[slot]);
+    pthread_mutex_unlock(&wl->mu);
+    wake(wl); /* the thread may be polling the closed socket */
 }
 
 int
-wlink_reset(struct wlink *wl, int slot, char *err)
+wlink_attach(struct wlink *wl, int slot, int fd, char *err)
 {
+    struct proto_msg m = {.type = PROTO_PROBE};
     struct wslotlink *l;
-    int rc, rv;
+    int rc;
 
-    if (slot < 0 || slot >= wl->n_slots)
+    if (slot < 0 || slot >= wl->n_slots) {
+        close(fd);
         return err_set(err, ERR_BAD_REQUEST, "no worker slot %d", slot);
+    }
     l = &wl->links[slot];
-    nng_aio_stop(l->aio); /* for good: a stopped aio takes no new operation */
-    nng_aio_free(l->aio);
-    l->aio = NULL;
-    atomic_store(&l->connected, 0);
-    if (l->open && !sock_close(sock_of(l)))
-        log_warn("worker %d: its link's old socket did not close; a new one takes over", slot);
-    l->open = false;
-    if ((rc = link_listen(l, err)) != ERR_OK)
-        return rc;
-    if ((rv = nng_aio_alloc(&l->aio, recv_cb, l)) != 0)
-        return err_set(err, ERR_NOMEM, "nng_aio_alloc: %s", nng_strerror(rv));
-    nng_recv_aio(sock_of(l), l->aio);
-    return ERR_OK;
+    pthread_mutex_lock(&wl->mu);
+    detach_locked(wl, l);
+    l->fd = fd;
+    l->up = true;
+    l->gen++;
+    l->nonce = sampler_seed_random() << 32 | (l->gen & 0xffffffffu);
+    m.u.probe.nonce = l->nonce;
+    rc = send_locked(wl, l, &m, err);
+    pthread_mutex_unlock(&wl->mu);
+    wake(wl);
+    return rc;
 }
 
 void
@@ -239,23 +326,31 @@ wlink_close(struct wlink *wl)
 {
     if (wl == NULL)
         return;
-    for (int i = 0; i < wl->n_slots; i++)
-        if (wl->links[i].aio != NULL)
-            nng_aio_stop(wl->links[i].aio);
-    for (int i = 0; i < wl->n_slots; i++) {
-        if (wl->links[i].open)
-            sock_close(sock_of(&wl->links[i]));
-        nng_aio_free(wl->links[i].aio);
+    if (wl->started) {
+        pthread_mutex_lock(&wl->mu);
+        wl->quit = true;
+        pthread_mutex_unlock(&wl->mu);
+        wake(wl);
+        pthread_join(wl->thread, NULL);
     }
+    for (int i = 0; i < wl->n_slots; i++) {
+        if (wl->links[i].fd >= 0)
+            close(wl->links[i].fd);
+        link_buf_free(&wl->links[i].in);
+        link_buf_free(&wl->links[i].out);
+    }
+    if (wl->wake >= 0)
+        close(wl->wake);
+    pthread_cond_destroy(&wl->idle);
+    pthread_mutex_destroy(&wl->mu);
     free(wl);
 }
 
 int
-wlink_open(struct wlink **out, const char *rundir, int n_slots, struct sched *s, char *err)
+wlink_open(struct wlink **out, int n_slots, struct sched *s, char *err)
 {
     struct wlink *wl;
-    char slot[16];
-    int rv, rc;
+    int rv;
 
     *out = NULL;
     if (n_slots < 1 || n_slots > SCHED_MAX_SLOTS)
@@ -264,26 +359,25 @@ wlink_open(struct wlink **out, const char *rundir, int n_slots, struct sched *s,
     if (wl == NULL)
         return err_set(err, ERR_NOMEM, "worker links: out of memory");
     wl->sched = s;
+    wl->n_slots = n_slots;
+    pthread_mutex_init(&wl->mu, NULL);
+    pthread_cond_init(&wl->idle, NULL);
     for (int i = 0; i < n_slots; i++) {
-        struct wslotlink *l = &wl->links[i];
-
-        l->wl = wl;
-        l->slot = i;
-        wl->n_slots++;
-        snprintf(slot, sizeof(slot), "%d", i);
-        wlink_url(l->url, sizeof(l->url), rundir, slot);
-        if ((rc = link_listen(l, err)) != ERR_OK)
-            goto fail;
-        if ((rv = nng_aio_alloc(&l->aio, recv_cb, l)) != 0) {
-            rc = err_set(err, ERR_NOMEM, "nng_aio_alloc: %s", nng_strerror(rv));
-            goto fail;
-        }
+        wl->links[i].slot = i;
+        wl->links[i].fd = -1;
     }
-    for (int i = 0; i < n_slots; i++)
-        nng_recv_aio(sock_of(&wl->links[i]), wl->links[i].aio);
+    if ((wl->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+        rv = err_set(err, ERR_IO, "worker links: eventfd: %s", strerror(errno));
+        goto fail;
+    }
+    if ((rv = pthread_create(&wl->thread, NULL, link_thread, wl)) != 0) {
+        rv = err_set(err, ERR_IO, "worker links: thread: %s", strerror(rv));
+        goto fail;
+    }
+    wl->started = true;
     *out = wl;
     return ERR_OK;
 fail:
     wlink_close(wl);
-    return rc;
+    return rv;
 }

@@ -1,9 +1,11 @@
 /*
- * wlink.h: the links between orchd and its workers. One NNG pair1 socket per slot, on which orchd
- * LISTENS at ipc://<rundir>/w<slot>.sock and the slot's workerd DIALS. When a worker connects,
- * orchd sends probe{nonce}; a ready{nonce} answer makes the slot ready in the scheduler.
- * Heartbeats, tokens, done and error events go to the scheduler; dispatch and cancel go out
- * (non-blocking sends, called from the scheduler's ops with its lock held).
+ * wlink.h: the links between orchd and its workers. Each worker process has one connected AF_UNIX
+ * stream socket to orchd, one end of a socketpair the master makes when it forks the worker
+ * (master.h); frames as in proto/link.h. A slot's link is attached when its worker starts and
+ * detached when it ends, so no message of one process is ever taken for another's. orchd sends
+ * probe{nonce} on attach; a ready{nonce} answer makes the slot ready in the scheduler. Heartbeats,
+ * tokens, done and error events go to the scheduler from the link thread; dispatch and cancel go
+ * out without blocking (called from the scheduler's ops with its lock held).
  * Not here: processes (master.h), decisions (sched.h).
  */
 #ifndef LLORCH_ORCHD_WLINK_H
@@ -13,32 +15,31 @@
 
 #include <stddef.h>
 
+/* What may wait in orchd towards one worker (dispatches carry prompts of up to 4 MiB). */
+#define WLINK_OUT_MAX (16u << 20)
+
 struct wlink;
 
-/* The URL of slot's link: "ipc://<rundir>/w<slot>.sock" with <slot> = the text slot (a number, or
- * "%d" for the process table's argv pattern). */
-void wlink_url(char *buf, size_t size, const char *rundir, const char *slot);
+/* Starts the link thread for n_slots slots (none attached); events go to s (not owned).
+ * ERR_NOMEM, ERR_IO (the thread or its wake-up eventfd). Main thread. */
+int wlink_open(struct wlink **out, int n_slots, struct sched *s, char *err);
 
 /*
- * Listens on every slot's URL (NNG_OPT_RECVMAXSZ set, a send buffer for bursts) and starts
- * receiving; events go to s (not owned). Returns ERR_OK, ERR_IO naming the URL, or ERR_NOMEM;
- * nothing is left open on failure. Main thread.
+ * Gives slot the link of its new worker: fd is orchd's end of the worker's socketpair (owned by
+ * the link from now on, also on failure) and the probe goes out at once. A slot still holding a
+ * link is detached first. ERR_BAD_REQUEST for a slot out of range, ERR_IO. Main thread.
  */
-int wlink_open(struct wlink **out, const char *rundir, int n_slots, struct sched *s, char *err);
+int wlink_attach(struct wlink *wl, int slot, int fd, char *err);
 
-/*
- * After slot's worker ended: closes the slot's socket (sock_close: bounded, abandoned if NNG
- * cannot close it) and listens on the same URL with a new one, so that the next worker gets in
- * whatever became of the old pipe. Blocks (the close); the main thread, between the worker's exit
- * and the start of the next. ERR_IO naming the URL when the new socket cannot listen.
- */
-int wlink_reset(struct wlink *wl, int slot, char *err);
+/* Closes slot's link (its worker ended). When it returns no event of that worker reaches the
+ * scheduler any more (it waits for one being handled). No-op for a slot with none. Main thread. */
+void wlink_detach(struct wlink *wl, int slot);
 
-/* Stops receiving (waits for running callbacks) and closes the sockets. NULL is fine. */
+/* Stops the link thread and closes every link. NULL is fine. */
 void wlink_close(struct wlink *wl);
 
 /* Sends a dispatch / a cancel to slot's worker without blocking. wlink_dispatch returns ERR_IO
- * (with err) when it cannot be queued (no worker connected, buffer full). Any thread. */
+ * (with err) when it cannot be queued (no worker attached, its link closed or full). Any thread. */
 int wlink_dispatch(struct wlink *wl, int slot, const struct proto_dispatch *d, char *err);
 void wlink_cancel(struct wlink *wl, int slot, const char *id);
 

@@ -60,4 +60,7 @@ bool harness_shared(char *buf, size_t size, const char *rel);
 /* A fresh temporary directory for the running binary (removed at exit), as a path. */
 const char *harness_tmpdir(void);
 
+/* Sleeps ms milliseconds (tests that wait for another process or thread poll with it). */
+void sleep_ms(long ms);
+
 #endif

@@ -15,14 +15,6 @@
 #include <time.h>
 #include <unistd.h>
 
-void
-sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-
-    nanosleep(&ts, NULL);
-}
-
 static pid_t running; /* the daemon of the current test: killed if the test fails early */
 
 /* At the start of each daemon and at exit: no orchd outlives the test that started it. */

@@ -42,6 +42,4 @@ pid_t daemon_worker_pid(struct daemon *d, uint32_t slot);
 /* True when pid has exited (gone, or a zombie). */
 bool process_gone(pid_t pid);
 
-void sleep_ms(long ms);
-
 #endif

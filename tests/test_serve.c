@@ -1,107 +1,90 @@
 /*
  * test_serve.c: a real `workerd serve --slots 2` on stories260K, the test playing orchd's side of
- * the link (a pair1 socket it listens on): READY carries the slot count; two dispatches run at
- * once, their tokens interleaved and each tagged with its id at consecutive indices; a third is
- * refused with error(busy) naming it while both slots are taken; a cancel stops only the request
- * it names; a freed slot takes the next dispatch; the heartbeat's counter counts the tokens of
- * every request. orchd's own handling of several slots is in test_sched.c and test_orchd_serve.c.
+ * the link (one end of a socketpair, the worker's fd 3, as orchd does): READY carries the slot
+ * count; two dispatches run at once, their tokens interleaved and each tagged with its id at
+ * consecutive indices; a third is refused with error(busy) naming it while both slots are taken; a
+ * cancel stops only the request it names; a freed slot takes the next dispatch; the heartbeat's
+ * counter counts the tokens of every request; the worker exits when orchd's end closes. orchd's own
+ * handling of several slots is in test_sched.c and test_orchd_serve.c.
  */
 #include "common/err.h"
 #include "common/log.h"
 #include "proto/proto.h"
-#include "proto/sock.h"
 #include "tests/harness.h"
 #include "tests/wire.h"
 
-#include <nng/nng.h>
-#include <nng/protocol/pair1/pair.h>
-
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 /* orchd's end of one worker's link, and what the worker reported on it. */
 struct link {
-    nng_socket sock;
+    int fd;
+    struct link_buf in, out;
     pid_t pid;
     uint64_t beat_tokens; /* the last heartbeat's counter */
 };
 
 static bool
-link_send(struct link *l, const struct proto_msg *m)
+to_worker(struct link *l, const struct proto_msg *m)
 {
-    void *buf;
-    size_t len;
-    int rv;
-
-    if (!wire_encode(m, &buf, &len))
-        return false;
-    rv = nng_send(l->sock, buf, len, 0);
-    free(buf);
-    return rv == 0;
+    return wire_send(&l->out, l->fd, m);
 }
 
 /* The next event (a heartbeat is also noted in l); false after 5 s without one. */
 static bool
-link_recv(struct link *l, struct proto_msg *m)
+from_worker(struct link *l, struct proto_msg *m)
 {
-    char err[ERR_MSG_MAX];
-    void *buf;
-    size_t len;
-    int rv;
-
     memset(m, 0, sizeof(*m));
-    if (nng_recv(l->sock, &buf, &len, NNG_FLAG_ALLOC) != 0)
+    if (wire_recv(&l->in, l->fd, PROTO_LINK_WORKER_EVT, 5000, m) != ERR_OK)
         return false;
-    rv = proto_decode(buf, len, PROTO_LINK_WORKER_EVT, m, err);
-    nng_free(buf, len);
-    if (rv != ERR_OK) {
-        printf("  bad event: %s\n", err);
-        return false;
-    }
     if (m->type == PROTO_HEARTBEAT)
         l->beat_tokens = m->u.heartbeat.tokens;
     return true;
 }
 
-/* Listens, starts workerd serve --slots 2 dialing in, probes it; false (and printed) on failure. */
+/* Starts workerd serve --slots 2 on one end of a socketpair (its fd 3, as orchd does), probes it;
+ * false (and printed) on failure. */
 static bool
-link_open(struct link *l, struct proto_ready *rd)
+worker_start(struct link *l, struct proto_ready *rd)
 {
     const char *build = getenv("BUILD");
-    char model[512], url[600], workerd[512], log[600];
+    char model[512], workerd[512], log[600];
     struct proto_msg m = {.type = PROTO_PROBE};
+    int sv[2];
 
     memset(l, 0, sizeof(*l));
+    l->fd = -1;
     if (!harness_shared(model, sizeof(model), "models/stories260K.gguf"))
         return false;
     snprintf(workerd, sizeof(workerd), "%s/workerd", build != NULL ? build : "build");
-    snprintf(url, sizeof(url), "ipc://%s/serve.sock", harness_tmpdir());
-    if (nng_pair1_open(&l->sock) != 0 ||
-        nng_socket_set_size(l->sock, NNG_OPT_RECVMAXSZ, PROTO_MAX_MSG_BYTES) != 0 ||
-        nng_socket_set_ms(l->sock, NNG_OPT_RECVTIMEO, 5000) != 0 ||
-        nng_socket_set_ms(l->sock, NNG_OPT_SENDTIMEO, 5000) != 0 ||
-        nng_listen(l->sock, url, NULL, 0) != 0) {
-        printf("  cannot listen on %s\n", url);
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+        printf("  socketpair: %s\n", strerror(errno));
         return false;
     }
+    l->fd = sv[0];
     snprintf(log, sizeof(log), "%s/serve.log", harness_tmpdir());
     if ((l->pid = fork()) == 0) {
-        if (freopen(log, "w", stderr) == NULL)
+        if (freopen(log, "w", stderr) == NULL ||
+            (sv[1] == 3 ? fcntl(3, F_SETFD, 0) != 0 : dup2(sv[1], 3) != 3))
             _exit(127);
-        execl(workerd, "workerd", "serve", "-m", model, "--link", url, "--slots", "2", "--ctx",
+        execl(workerd, "workerd", "serve", "-m", model, "--link-fd", "3", "--slots", "2", "--ctx",
               "1024", (char *)NULL);
         _exit(127);
     }
+    close(sv[1]);
     m.u.probe.nonce = 4242;
-    if (l->pid < 0 || !link_send(l, &m))
+    if (l->pid < 0 || !to_worker(l, &m))
         return false;
     do { /* heartbeats may come first */
         proto_msg_free(&m);
-        if (!link_recv(l, &m)) {
+        if (!from_worker(l, &m)) {
             printf("  no answer to the probe from %s\n", workerd);
             return false;
         }
@@ -113,7 +96,7 @@ link_open(struct link *l, struct proto_ready *rd)
 }
 
 static void
-link_close(struct link *l)
+worker_stop(struct link *l)
 {
     int status;
 
@@ -121,7 +104,10 @@ link_close(struct link *l)
         kill(l->pid, SIGTERM);
         waitpid(l->pid, &status, 0);
     }
-    sock_close(l->sock);
+    if (l->fd >= 0)
+        close(l->fd);
+    link_buf_free(&l->in);
+    link_buf_free(&l->out);
 }
 
 static bool
@@ -136,7 +122,7 @@ dispatch(struct link *l, char *id, uint32_t max_tokens, uint64_t seed)
     proto_sampling_default(&m.u.dispatch.sampling);
     m.u.dispatch.sampling.seed = seed;
     m.u.dispatch.max_tokens = max_tokens;
-    return link_send(l, &m);
+    return to_worker(l, &m);
 }
 
 /* What the test saw of one request. */
@@ -200,8 +186,8 @@ test_two_slots_busy_cancel_and_reuse(void)
     struct seen s[3] = {{.id = "a"}, {.id = "b"}, {.id = "c"}};
     bool ok = true, cancelled = false;
 
-    if (!link_open(&l, &rd)) {
-        link_close(&l);
+    if (!worker_start(&l, &rd)) {
+        worker_stop(&l);
         CHECK(!"workerd serve answered the probe");
     }
     CHECKF(rd.nonce == 4242 && rd.pid == l.pid && rd.max_batch == 2 && rd.n_ctx == 1024,
@@ -212,28 +198,28 @@ test_two_slots_busy_cancel_and_reuse(void)
          dispatch(&l, s[2].id, 50, 3);
     /* a is cancelled once both have streamed; b goes on to its length */
     while (ok && !(s[0].done && s[1].done)) {
-        ok = link_recv(&l, &m) && take(s, 3, &m);
+        ok = from_worker(&l, &m) && take(s, 3, &m);
         proto_msg_free(&m);
         if (ok && !cancelled && s[0].n > 0 && s[1].n > 0) {
             struct proto_msg c = {.type = PROTO_CANCEL};
 
             c.u.ref.id = s[0].id;
-            ok = link_send(&l, &c);
+            ok = to_worker(&l, &c);
             cancelled = true;
         }
     }
     /* c again, into the freed slots */
     ok = ok && dispatch(&l, s[2].id, 50, 3);
     while (ok && !s[2].done) {
-        ok = link_recv(&l, &m) && take(s, 3, &m);
+        ok = from_worker(&l, &m) && take(s, 3, &m);
         proto_msg_free(&m);
     }
     /* a heartbeat after the last token counts every request's tokens */
     while (ok && l.beat_tokens < (uint64_t)s[0].n + s[1].n + s[2].n) {
-        ok = link_recv(&l, &m);
+        ok = from_worker(&l, &m);
         proto_msg_free(&m);
     }
-    link_close(&l);
+    worker_stop(&l);
     CHECKF(ok, "the link failed or an event named no request");
     CHECKF(s[2].error && s[2].code == ERR_BUSY, "c while both slots ran: error %d", s[2].code);
     CHECKF(s[0].done && s[0].reason == PROTO_REASON_CANCELLED && s[0].n > 0 && s[0].n < 1000,
@@ -245,11 +231,40 @@ test_two_slots_busy_cancel_and_reuse(void)
     CHECK(!s[0].bad_index && !s[1].bad_index && !s[2].bad_index);
 }
 
+/* orchd gone (its end of the link closed): the worker exits 0 within 2 s. */
+static void
+test_exits_when_orchd_is_gone(void)
+{
+    struct proto_ready rd = {0};
+    struct link l;
+    int status = -1;
+    pid_t done = 0;
+
+    if (!worker_start(&l, &rd)) {
+        worker_stop(&l);
+        CHECK(false);
+        return;
+    }
+    close(l.fd);
+    l.fd = -1;
+    for (int i = 0; i < 200 && done == 0; i++) {
+        done = waitpid(l.pid, &status, WNOHANG);
+        if (done == 0)
+            usleep(10000);
+    }
+    CHECKF(done == l.pid && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+           "worker: waitpid %d, status %d", (int)done, status);
+    if (done == l.pid)
+        l.pid = 0;
+    worker_stop(&l);
+}
+
 int
 main(int argc, char **argv)
 {
     static const struct test tests[] = {
         TEST(test_two_slots_busy_cancel_and_reuse),
+        TEST(test_exits_when_orchd_is_gone),
         {0},
     };
 

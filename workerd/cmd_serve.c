@@ -1,6 +1,7 @@
 /*
  * cmd_serve.c: `workerd serve`, the worker process orchd forks into a slot. It maps the model
- * (shared, read-only), dials orchd's link for its slot (an NNG pair1 socket over ipc://), answers
+ * (shared, read-only), talks to orchd on its link (an AF_UNIX socket orchd hands it as --link-fd;
+ * frames as in proto/link.h), answers
  * orchd's probe with READY (carrying its number of request slots, --slots) once the model is
  * loaded, then runs up to that many dispatched requests at once through the engine's continuous
  * batch (generate.h): a request joins between steps and its prompt goes in by chunks alongside
@@ -18,16 +19,13 @@
 #include "common/err.h"
 #include "common/opt.h"
 #include "common/log.h"
+#include "proto/link.h"
 #include "proto/proto.h"
-#include "proto/sock.h"
 #include "workerd/cmd.h"
 #include "workerd/engine/generate.h"
 #include "workerd/engine/gguf.h"
 #include "workerd/engine/model.h"
 #include "workerd/engine/tokenizer.h"
-
-#include <nng/nng.h>
-#include <nng/protocol/pair1/pair.h>
 
 #include <errno.h>
 #include <pthread.h>
@@ -66,7 +64,10 @@ struct job {
 };
 
 struct serve {
-    nng_socket sock;
+    int link;                /* orchd's link */
+    pthread_mutex_t send_mu; /* one sender at a time on the link; guards out */
+    struct link_buf out;
+    struct link_buf in; /* the link thread's */
     pid_t parent;
     int slot;
     /* the engine: one batch of n_jobs sequences */
@@ -107,14 +108,16 @@ serve_send(struct serve *s, const struct proto_msg *m)
         log_error("cannot encode %s: %s", proto_type_name(m->type), err);
         return false;
     }
-    rv = nng_send(s->sock, buf, len, 0);
-    free(buf);
-    if (rv != 0) {
-        log_error("nng_send(%s) failed: %s", proto_type_name(m->type), nng_strerror(rv));
+    pthread_mutex_lock(&s->send_mu);
+    if (!atomic_load(&s->failed_send) &&
+        (rv = link_send(&s->out, s->link, buf, len, SERVE_SEND_TIMEOUT_MS, err)) != ERR_OK) {
+        /* a frame may be half sent: the link is unusable, and the worker exits */
+        log_error("sending %s: %s", proto_type_name(m->type), err);
         atomic_store(&s->failed_send, true);
-        return false;
     }
-    return true;
+    pthread_mutex_unlock(&s->send_mu);
+    free(buf);
+    return !atomic_load(&s->failed_send);
 }
 
 static void
@@ -206,8 +209,8 @@ link_thread(void *arg)
     while (!atomic_load(&serve_quit)) {
         uint64_t now = clock_now_ms();
         struct proto_msg m;
+        const uint8_t *buf;
         size_t len;
-        void *buf;
         int rv;
 
         if (getppid() != s->parent || atomic_load(&s->failed_send)) {
@@ -225,17 +228,15 @@ link_thread(void *arg)
             serve_send(s, &hb);
             next_beat = now + SERVE_HEARTBEAT_MS;
         }
-        rv = nng_recv(s->sock, &buf, &len, NNG_FLAG_ALLOC);
-        if (rv == NNG_ETIMEDOUT)
+        rv = link_recv(&s->in, s->link, PROTO_MAX_MSG_BYTES, SERVE_RECV_TICK_MS, &buf, &len, err);
+        if (rv == ERR_TIMEOUT)
             continue;
-        if (rv != 0) {
-            log_error("nng_recv failed: %s", nng_strerror(rv));
+        if (rv != ERR_OK) {
+            log_info("orchd's link: %s; exiting", err);
             atomic_store(&serve_quit, true);
             break;
         }
-        rv = proto_decode(buf, len, PROTO_LINK_WORKER_CMD, &m, err);
-        nng_free(buf, len);
-        if (rv != ERR_OK) {
+        if ((rv = proto_decode(buf, len, PROTO_LINK_WORKER_CMD, &m, err)) != ERR_OK) {
             log_error("bad message from orchd: %s: %s", err_str(rv), err);
             continue;
         }
@@ -413,27 +414,6 @@ serve_unload(struct serve *s)
     gguf_close(s->gguf);
 }
 
-static int
-serve_link(struct serve *s, const char *url)
-{
-    int rv;
-
-    if ((rv = nng_pair1_open(&s->sock)) != 0 ||
-        (rv = nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ, PROTO_MAX_MSG_BYTES)) != 0 ||
-        (rv = nng_socket_set_ms(s->sock, NNG_OPT_RECVTIMEO, SERVE_RECV_TICK_MS)) != 0 ||
-        (rv = nng_socket_set_ms(s->sock, NNG_OPT_SENDTIMEO, SERVE_SEND_TIMEOUT_MS)) != 0) {
-        log_error("cannot open the link socket: %s", nng_strerror(rv));
-        return ERR_IO;
-    }
-    /* non-blocking: NNG keeps redialing until orchd's listener answers */
-    if ((rv = nng_dial(s->sock, url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
-        log_error("nng_dial(%s) failed: %s", url, nng_strerror(rv));
-        sock_close(s->sock);
-        return ERR_IO;
-    }
-    return ERR_OK;
-}
-
 /* Waits up to SERVE_RECV_TICK_MS for a dispatch (or the quit). Lock held. */
 static void
 wait_tick(struct serve *s)
@@ -501,8 +481,8 @@ int
 cmd_serve(int argc, char **argv)
 {
     struct serve s = {0};
-    const char *model = NULL, *url = NULL;
-    long long threads = 1, n_ctx = 0, slot = 0, slots = SERVE_DEFAULT_SLOTS;
+    const char *model = NULL;
+    long long threads = 1, n_ctx = 0, slot = 0, slots = SERVE_DEFAULT_SLOTS, link_fd = -1;
     struct sigaction sa = {0};
     pthread_t link;
     char name[32], err[ERR_MSG_MAX];
@@ -517,9 +497,10 @@ cmd_serve(int argc, char **argv)
             return usage_error("missing value or unknown option", a);
         if (strcmp(a, "-m") == 0)
             model = v;
-        else if (strcmp(a, "--link") == 0)
-            url = v;
-        else if (strcmp(a, "--slot") == 0) {
+        else if (strcmp(a, "--link-fd") == 0) {
+            if (opt_int(a, v, 0, 1 << 20, &link_fd, err) != ERR_OK)
+                return usage_error(err, NULL);
+        } else if (strcmp(a, "--slot") == 0) {
             if (opt_int(a, v, 0, 1023, &slot, err) != ERR_OK)
                 return usage_error(err, NULL);
         } else if (strcmp(a, "--slots") == 0) {
@@ -534,11 +515,12 @@ cmd_serve(int argc, char **argv)
         } else
             return usage_error("unknown option", a);
     }
-    if (model == NULL || url == NULL)
-        return usage_error("needs -m MODEL and --link URL", NULL);
+    if (model == NULL || link_fd < 0)
+        return usage_error("needs -m MODEL and --link-fd FD", NULL);
     snprintf(name, sizeof(name), "workerd.%lld", slot);
     log_init(name, LOG_INFO);
     s.parent = getppid();
+    s.link = (int)link_fd;
     s.slot = (int)slot;
     s.n_jobs = (uint32_t)slots;
     s.jobs = calloc(s.n_jobs, sizeof(*s.jobs));
@@ -558,26 +540,27 @@ cmd_serve(int argc, char **argv)
         status = CMD_EXIT_FATAL;
         goto out;
     }
-    if (serve_link(&s, url) != ERR_OK)
-        goto out;
     pthread_mutex_init(&s.mu, NULL);
+    pthread_mutex_init(&s.send_mu, NULL);
     pthread_cond_init(&s.cv, NULL);
     if (pthread_create(&link, NULL, link_thread, &s) != 0) {
         log_error("pthread_create failed");
-        sock_close(s.sock);
         goto out_sync;
     }
-    log_info("serving %s on %s (n_ctx %u, %lld threads, %u request slots)", model, url, s.n_ctx,
-             threads, s.n_jobs);
+    log_info("serving %s on link fd %d (n_ctx %u, %lld threads, %u request slots)", model, s.link,
+             s.n_ctx, threads, s.n_jobs);
     serve_loop(&s);
     pthread_join(link, NULL);
-    sock_close(s.sock);
     log_info("stopped");
     status = CMD_EXIT_OK;
 out_sync:
     pthread_cond_destroy(&s.cv);
+    pthread_mutex_destroy(&s.send_mu);
     pthread_mutex_destroy(&s.mu);
 out:
+    close(s.link);
+    link_buf_free(&s.in);
+    link_buf_free(&s.out);
     for (uint32_t i = 0; i < s.n_jobs; i++)
         proto_msg_free(&s.jobs[i].msg);
     free(s.jobs);

@@ -4,7 +4,6 @@
  * workerd/cmd_*.c file and is registered in the table below.
  */
 #include "common/log.h"
-#include "proto/sock.h"
 #include "workerd/cmd.h"
 
 #include <stdio.h>
@@ -20,7 +19,7 @@ static const struct cmd commands[] = {
      "[--repeat-penalty R] [--repeat-last-n N] [-t THREADS] [--ctx N] [--ignore-eos] "
      "[--stop STR]... [--json] [--] PROMPT"},
     {"serve", cmd_serve,
-     "-m MODEL --link URL [--slot N] [--slots N] [-t THREADS] [--ctx N]  (run by orchd; "
+     "-m MODEL --link-fd FD [--slot N] [--slots N] [-t THREADS] [--ctx N]  (run by orchd; "
      "--slots: requests at once, default 4)"},
     {NULL, NULL, NULL},
 };
@@ -43,7 +42,7 @@ main(int argc, char **argv)
     }
     for (const struct cmd *c = commands; c->name != NULL; c++)
         if (strcmp(argv[1], c->name) == 0)
-            sock_exit(c->run(argc - 1, argv + 1));
+            return c->run(argc - 1, argv + 1);
     fprintf(stderr, "workerd: unknown command '%s' (see workerd --help)\n", argv[1]);
     return CMD_EXIT_FATAL;
 }
