@@ -1,6 +1,7 @@
 /*
- * kernel-bench.c: `kernel-bench [-T f32|f16|bf16] [-r ROWS] [-c COLS] [-n NTOK] [-t THREADS]
- * [-i REPS]`: times kernel_matmul_rows() alone on a random matrix in memory (no model file): each
+ * kernel-bench.c: `kernel-bench [-T TYPE] [-r ROWS] [-c COLS] [-n NTOK] [-t THREADS] [-i REPS]`:
+ * times kernel_matmul_rows() alone on a random matrix in memory (no model file; TYPE f32, f16,
+ * bf16 or a quantized type such as q4_0, q4_k: its first 256 rows quantized, repeated): each
  * repetition multiplies all ROWS rows by NTOK activation rows, split over the thread pool as the
  * engine splits a matrix. Prints one JSON line with the best and median repetition, as GFLOP/s and
  * as GB/s of weights read. Small matrices measure the tiles in cache; large ones (hundreds of MiB)
@@ -54,8 +55,8 @@ cmp_double(const void *a, const void *b)
 static void
 usage(void)
 {
-    fprintf(stderr, "usage: kernel-bench [-T f32|f16|bf16] [-r ROWS] [-w WINDOW] [-c COLS] "
-                    "[-n NTOK] [-t THREADS] [-i REPS]\n");
+    fprintf(stderr, "usage: kernel-bench [-T TYPE] [-r ROWS] [-w WINDOW] [-c COLS] [-n NTOK] "
+                    "[-t THREADS] [-i REPS]\n");
 }
 
 int
@@ -79,14 +80,17 @@ main(int argc, char **argv)
         size_t k = 0;
 
         if (strcmp(o, "-T") == 0) {
-            static const uint32_t types[] = {TYPE_F32, TYPE_F16, TYPE_BF16};
-            for (k = 0; k < 3 && strcmp(v, type_traits(types[k])->name) != 0; k++)
-                ;
-            if (k < 3) {
-                type = types[k];
+            for (k = 0; k < TYPE__COUNT; k++) {
+                const struct type_traits *t = type_traits((uint32_t)k);
+                if (t != NULL && t->from_float != NULL && kernel_type_supported((uint32_t)k) &&
+                    strcmp(v, t->name) == 0)
+                    break;
+            }
+            if (k < TYPE__COUNT) {
+                type = (uint32_t)k;
                 continue;
             }
-            fprintf(stderr, "kernel-bench: -T: expected f32, f16 or bf16, got '%s'\n", v);
+            fprintf(stderr, "kernel-bench: -T: '%s' is not a type the kernels multiply\n", v);
             return 2;
         }
         while (k < sizeof(opts) / sizeof(opts[0]) && strcmp(o, opts[k].name) != 0)
@@ -101,25 +105,36 @@ main(int argc, char **argv)
         }
     }
 
-    size_t rb = type_row_size(type, (int64_t)cols), esz = type == TYPE_F32 ? 4 : 2;
+    size_t rb = type_row_size(type, (int64_t)cols);
     /* 64-byte aligned as the engine's buffers (model.c's alloc_floats) */
     size_t stride = (kernel_scratch_floats((uint32_t)cols) + 15) & ~(size_t)15;
-    uint8_t *data = aligned_alloc(64, (rb * (size_t)rows + 63) & ~(size_t)63);
+    uint8_t *data = rb == 0 ? NULL : aligned_alloc(64, (rb * (size_t)rows + 63) & ~(size_t)63);
     float *x = aligned_alloc(64, ((size_t)ntok * cols * sizeof(float) + 63) & ~(size_t)63);
     float *y = aligned_alloc(64, ((size_t)ntok * rows * sizeof(float) + 63) & ~(size_t)63);
     float *scratch = aligned_alloc(64, (size_t)threads * stride * sizeof(float));
+    float *row = malloc((size_t)cols * sizeof(float));
     double *ms = malloc((size_t)reps * sizeof(double));
     struct threadpool *pool = NULL;
     int status = 1;
 
-    if (data == NULL || x == NULL || y == NULL || scratch == NULL || ms == NULL) {
+    if (rb == 0) {
+        fprintf(stderr, "kernel-bench: -c %lld is not a multiple of %s's block (%u)\n", cols,
+                type_traits(type)->name, type_traits(type)->blck);
+        status = 2;
+        goto done;
+    }
+    if (data == NULL || x == NULL || y == NULL || scratch == NULL || row == NULL || ms == NULL) {
         fprintf(stderr, "kernel-bench: out of memory\n");
         goto done;
     }
-    for (size_t i = 0; i < (size_t)rows * cols; i++) {
-        float v = synth_rand_uniform(1, 1, i) * 2.0f - 1.0f;
-        uint16_t h = type == TYPE_F16 ? f32_to_fp16(v) : f32_to_bf16(v);
-        memcpy(data + i * esz, esz == 4 ? (const void *)&v : (const void *)&h, esz);
+    for (long long r = 0; r < rows; r++) { /* 256 distinct rows (quantizing is slow), repeated */
+        if (r >= 256) {
+            memcpy(data + (size_t)r * rb, data + (size_t)(r % 256) * rb, rb);
+            continue;
+        }
+        for (long long i = 0; i < cols; i++)
+            row[i] = synth_rand_uniform(1, 1, (uint64_t)(r * cols + i)) * 2.0f - 1.0f;
+        type_traits(type)->from_float(row, data + (size_t)r * rb, cols);
     }
     for (size_t i = 0; i < (size_t)ntok * cols; i++)
         x[i] = synth_rand_uniform(1, 2, i) * 2.0f - 1.0f;
@@ -153,6 +168,6 @@ main(int argc, char **argv)
     status = 0;
 done:
     threadpool_free(pool);
-    free(data), free(x), free(y), free(scratch), free(ms);
+    free(data), free(x), free(y), free(scratch), free(row), free(ms);
     return status;
 }

@@ -16,6 +16,7 @@
 
 #define QTOK        4    /* tokens per quantized tile */
 #define QPREFETCH   512  /* bytes ahead each weight row is fetched in decode */
+#define QPREFETCH16 512  /* the same in the 16-row decode tiles (AVX-512) */
 #define QPACK_BLOCK 320  /* bytes of one block of 8 packed rows: 8 x 32 quants, 8 d, 8 m */
 #define QPACK_K     2880 /* bytes of one K super-block of 8 packed rows (qpack8_k) */
 
@@ -32,6 +33,7 @@ struct qact {
     const int16_t *sum;
     const float *dy, *sy;
     size_t nb;
+    const uint8_t *dec; /* token 0 laid out by the type's qprep_fn (16-row decode), or NULL */
 };
 
 /* out[j*os + i] = w[i] . y_(tok+j) for KERNEL_TILE_ROWS rows and nt tokens (rows8: out[i] =
@@ -47,13 +49,19 @@ typedef void (*qpack8_fn)(const uint8_t *w0, size_t rb, size_t n, uint8_t *dst);
 typedef void (*qtile8_fn)(const uint8_t *p, const struct qact *a, uint32_t tok, size_t n, float *y,
                           size_t ys);
 
+/* Token 0's activations a (n columns) laid out at dst for a 16-row decode kernel (qrows16). */
+typedef void (*qprep_fn)(const struct qact *a, size_t n, uint8_t *dst);
+
 /* One level's kernels of a type: rows[nt] for 1..QTOK tokens, rows8 (decode) or NULL, pack8 and
- * tile8[nt] (prefill) or NULL. */
+ * tile8[nt] (prefill) or NULL; prep and rows16 (decode, 16 rows of the qrows8_fn shape, on the
+ * activations prep laid out at a->dec) or NULL. */
 struct qkern {
     qrows8_fn rows8;
     qrows_fn rows[QTOK + 1];
     qpack8_fn pack8;
     qtile8_fn tile8[QTOK + 1];
+    qprep_fn prep;
+    qrows8_fn rows16;
 };
 
 /* The offset the kernels add to a 32-element type's quants to make them unsigned bytes (Q8_0
@@ -346,6 +354,7 @@ kq_chunk32(uint32_t type, const uint8_t *b, int c)
 #define QT       AVX2
 #define QS(name) name##_avx2
 #define QVNNI    0
+#define QAVX512  0
 #include "workerd/engine/kernels_quant_level.h"
 #undef QT
 #undef QS
@@ -366,10 +375,13 @@ kq_chunk32(uint32_t type, const uint8_t *b, int c)
 #define QS(name) name##_avx512vnni
 #define QDPBUSD  _mm256_dpbusd_epi32
 #define QDPWSSD  _mm256_dpwssd_epi32
+#undef QAVX512
+#define QAVX512 1
 #include "workerd/engine/kernels_quant_level.h"
 #undef QT
 #undef QS
 #undef QVNNI
+#undef QAVX512
 #undef QDPBUSD
 #undef QDPWSSD
 
@@ -588,7 +600,7 @@ kernel_matmul_quant(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, con
     float *dy = (float *)(base + (((size_t)KERNEL_TOK_BLOCK * (yrb + 2 * nb) + 3) & ~(size_t)3));
     float *sy = dy + (size_t)KERNEL_TOK_BLOCK * nb;
     uint8_t *packed = (uint8_t *)(sy + (size_t)KERNEL_TOK_BLOCK * nb);
-    struct qact a = {base, yrb, sums, dy, sy, nb};
+    struct qact a = {base, yrb, sums, dy, sy, nb, NULL};
 
     for (uint32_t t0 = 0; t0 < ntok; t0 += KERNEL_TOK_BLOCK) {
         uint32_t t1 = ntok - t0 < KERNEL_TOK_BLOCK ? ntok : t0 + KERNEL_TOK_BLOCK;
@@ -597,6 +609,13 @@ kernel_matmul_quant(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, con
         for (uint32_t tk = t0; tk < t1; tk++)
             quantize_act(t->vec_dot_type, x + tk * xs, w->cols, base + (tk - t0) * yrb,
                          sums + (tk - t0) * nb, dy + (tk - t0) * nb, sy + (tk - t0) * nb);
+        if (qk != NULL && qk->rows16 != NULL && t1 - t0 == 1 && r + 16 <= r1) {
+            qk->prep(&a, w->cols, packed);
+            a.dec = packed;
+            for (; r + 16 <= r1; r += 16)
+                qk->rows16(wd + (size_t)r * w->row_bytes, w->row_bytes, &a, 0, w->cols,
+                           y + t0 * ys + r);
+        }
         if (qk != NULL && qk->rows8 != NULL && t1 - t0 == 1)
             for (; r + 8 <= r1; r += 8)
                 qk->rows8(wd + (size_t)r * w->row_bytes, w->row_bytes, &a, 0, w->cols,

@@ -157,6 +157,150 @@ QS(qrows8_32)(uint32_t type, size_t bsize, const uint8_t *w0, size_t rb, const s
     _mm256_storeu_ps(out, acc);
 }
 
+#if QAVX512
+/*
+ * Decode at 512 bits, Q4_0: token 0's activations laid out for qrows16_q4_0() at dst: per group
+ * of 4 blocks (128 bytes), lane j of the first 64 bytes block 4g + j's quants 0..15, of the next
+ * 64 its quants 16..31 (zeros past the last block); then 8 x each block's quant sum as int32 (the
+ * bias of the unsigned weights). qdec_bytes() bytes.
+ */
+QT static void
+QS(qprep_q4_0)(const struct qact *a, size_t n, uint8_t *dst)
+{
+    size_t nb = n / 32, ng = (nb + 3) / 4;
+    int32_t *bias = (int32_t *)(dst + 128 * ng);
+
+    memset(dst, 0, 128 * ng);
+    for (size_t k = 0; k < nb; k++) {
+        const int8_t *q = ((const struct block_q8_0 *)a->q + k)->qs;
+
+        memcpy(dst + 128 * (k / 4) + 16 * (k % 4), q, 16);
+        memcpy(dst + 128 * (k / 4) + 64 + 16 * (k % 4), q + 16, 16);
+        bias[k] = 8 * a->sum[k];
+    }
+}
+
+/*
+ * The exact integer sums of 16 rows x 4 blocks (nbv < 4: the first nbv) of Q4_0 at p (rows rb
+ * bytes apart) against the group's activations ylo, yhi (qprep_q4_0()): v[j] lane i is row i's
+ * block j (its unsigned quants' sum, the bias not yet taken off); *dlo, *dhi the rows' d as
+ * halves (word 16 j + i: blocks 0, 1 in *dlo, 2, 3 in *dhi). Each row is one 64-byte load and the
+ * 8 bytes after it, its quants gathered by one vpermt2w (the 18-byte blocks are 9 words); the
+ * 16 rows' 4 partial sums per block reduced and transposed by unpacks and lane shuffles.
+ */
+QT static ALWAYS_INLINE void
+QS(group16_q4_0)(const uint8_t *p, size_t rb, int nbv, __m512i ylo, __m512i yhi, __m512i *v,
+                 __m512i *dlo, __m512i *dhi)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    /* word w of the quants: block w / 8's word 1 + w % 8; past word 31 from the 8 bytes after */
+    const __m512i qidx =
+        _mm512_set_epi16(35, 34, 33, 32, 31, 30, 29, 28, 26, 25, 24, 23, 22, 21, 20, 19, 17, 16, 15,
+                         14, 13, 12, 11, 10, 8, 7, 6, 5, 4, 3, 2, 1);
+    const __m512i didx_lo = _mm512_set_epi16(9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 0, 0,
+                                             0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i didx_hi =
+        _mm512_set_epi16(27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 18, 18, 18,
+                         18, 18, 18, 18, 18, 18, 18, 18, 18, 18, 18, 18, 18);
+    __m512i s[16], t[8], u[4], x[4];
+
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++) {
+        const uint8_t *r = p + i * rb;
+        __m512i l0, l1 = _mm512_setzero_si512();
+
+        if (nbv == 4) {
+            l0 = _mm512_loadu_si512(r);
+            l1 = _mm512_castsi128_si512(_mm_loadl_epi64((const __m128i *)(r + 64)));
+        } else {
+            l0 = _mm512_maskz_loadu_epi16(((__mmask32)1 << (9 * nbv)) - 1, r);
+        }
+        _mm_prefetch((const char *)r + QPREFETCH16, _MM_HINT_T0);
+        __m512i q = _mm512_permutex2var_epi16(l0, qidx, l1);
+        *dlo = _mm512_mask_permutexvar_epi16(*dlo, (__mmask32)0x00010001u << i, didx_lo, l0);
+        *dhi = _mm512_mask_permutexvar_epi16(*dhi, (__mmask32)0x00010001u << i, didx_hi, l0);
+        s[i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(q, m4), ylo);
+        s[i] = _mm512_dpbusd_epi32(s[i], _mm512_and_si512(_mm512_srli_epi16(q, 4), m4), yhi);
+    }
+    /* per 128-bit lane (block): rows 2i, 2i + 1's partials pairwise, then 4 rows' sums */
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++)
+        t[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(s[2 * i], s[2 * i + 1]),
+                                _mm512_unpackhi_epi32(s[2 * i], s[2 * i + 1]));
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+        u[i] = _mm512_add_epi32(_mm512_unpacklo_epi64(t[2 * i], t[2 * i + 1]),
+                                _mm512_unpackhi_epi64(t[2 * i], t[2 * i + 1]));
+    /* u[i] lane j: rows 4i..4i+3 of block j; v[j] lane i: the same */
+    x[0] = _mm512_shuffle_i32x4(u[0], u[1], 0x44);
+    x[1] = _mm512_shuffle_i32x4(u[0], u[1], 0xee);
+    x[2] = _mm512_shuffle_i32x4(u[2], u[3], 0x44);
+    x[3] = _mm512_shuffle_i32x4(u[2], u[3], 0xee);
+    v[0] = _mm512_shuffle_i32x4(x[0], x[2], 0x88);
+    v[1] = _mm512_shuffle_i32x4(x[0], x[2], 0xdd);
+    v[2] = _mm512_shuffle_i32x4(x[1], x[3], 0x88);
+    v[3] = _mm512_shuffle_i32x4(x[1], x[3], 0xdd);
+}
+
+/* acc += (d_x d_y) (v[j] - bias) per block j < nbv of a group from group16_q4_0(), in block
+ * order: the reference's float part for 16 rows. */
+QT static ALWAYS_INLINE __m512
+QS(float16_q4_0)(__m512 acc, int nbv, const __m512i *v, __m512i dlo, __m512i dhi,
+                 const int32_t *bias, const float *dy)
+{
+#pragma GCC unroll 4
+    for (int j = 0; j < nbv; j++) {
+        __m512i is = _mm512_sub_epi32(v[j], _mm512_set1_epi32(bias[j]));
+        __m256i dh = _mm512_extracti64x4_epi64(j < 2 ? dlo : dhi, 0);
+
+        if (j % 2 == 1)
+            dh = _mm512_extracti64x4_epi64(j < 2 ? dlo : dhi, 1);
+        acc = _mm512_add_ps(acc,
+                            _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtph_ps(dh), _mm512_set1_ps(dy[j])),
+                                          _mm512_cvtepi32_ps(is)));
+    }
+    return acc;
+}
+
+/*
+ * Decode: out[i] = w0[i*rb] . y_0 for 16 rows of Q4_0 and token 0, its activations laid out by
+ * qprep_q4_0() at a->dec: 4 blocks of 16 rows per step in 512-bit registers (qgroup16_q4_0()),
+ * the float part in the reference's order for the 16 rows at once.
+ */
+QT static void
+QS(qrows16_q4_0)(const uint8_t *w0, size_t rb, const struct qact *a, uint32_t tok, size_t n,
+                 float *out)
+{
+    size_t nb = n / 32, k = 0;
+    const int32_t *bias = (const int32_t *)(a->dec + 128 * ((nb + 3) / 4));
+    const float *dy = a->dy + tok * a->nb;
+    __m512 acc = _mm512_setzero_ps();
+    __m512i v[4];
+
+    for (; k + 4 <= nb; k += 4) {
+        __m512i dlo = _mm512_setzero_si512(), dhi = dlo;
+
+        QS(group16_q4_0)
+        (w0 + k * 18, rb, 4, _mm512_loadu_si512(a->dec + 32 * k),
+         _mm512_loadu_si512(a->dec + 32 * k + 64), v, &dlo, &dhi);
+        acc = QS(float16_q4_0)(acc, 4, v, dlo, dhi, bias + k, dy + k);
+    }
+    if (k < nb) {
+        __m512i dlo = _mm512_setzero_si512(), dhi = dlo;
+
+        QS(group16_q4_0)
+        (w0 + k * 18, rb, (int)(nb - k), _mm512_loadu_si512(a->dec + 32 * k),
+         _mm512_loadu_si512(a->dec + 32 * k + 64), v, &dlo, &dhi);
+        acc = QS(float16_q4_0)(acc, (int)(nb - k), v, dlo, dhi, bias + k, dy + k);
+    }
+    _mm512_storeu_ps(out, acc);
+}
+#define QDEC_YES(sfx) QS(qprep_##sfx), QS(qrows16_##sfx)
+#else
+#define QDEC_YES(sfx) NULL, NULL
+#endif
+#define QDEC_NO(sfx) NULL, NULL
+
 /*
  * Q4_K / Q5_K (five: Q5_K's 5th bits) row x against nt Q8_K rows y_(tok+j): sum[j] as the
  * reference, the row's quants and scales unpacked once for the nt tokens; the min term from the
@@ -501,7 +645,7 @@ QS(qtile8p_k)(uint32_t type, int nt, const uint8_t *p, const struct qact *a, uin
         QS(qtile8p)(type, nt, p, a, tok, n, y, ys);                                                \
     }
 #define PACKED(type, fn) (QVNNI || (type) != TYPE_Q8_0 ? (fn) : NULL)
-#define QROWS32(sfx, type, blk)                                                                    \
+#define QROWS32(sfx, type, blk, dec)                                                               \
     QT static void QS(qrows_##sfx##_8)(const uint8_t *w0, size_t rb, const struct qact *a,         \
                                        uint32_t tok, size_t n, float *out)                         \
     {                                                                                              \
@@ -541,13 +685,16 @@ QS(qtile8p_k)(uint32_t type, int nt, const uint8_t *p, const struct qact *a, uin
          QS(qrows_##sfx##_t4)},                                                                    \
         PACKED(type, QS(qpack_##sfx)),                                                             \
         {NULL, PACKED(type, QS(qtile8p_##sfx##_1)), PACKED(type, QS(qtile8p_##sfx##_2)),           \
-         PACKED(type, QS(qtile8p_##sfx##_3)), PACKED(type, QS(qtile8p_##sfx##_4))}};
-QROWS32(q8_0, TYPE_Q8_0, block_q8_0)
-QROWS32(q4_0, TYPE_Q4_0, block_q4_0)
-QROWS32(q4_1, TYPE_Q4_1, block_q4_1)
-QROWS32(q5_0, TYPE_Q5_0, block_q5_0)
-QROWS32(q5_1, TYPE_Q5_1, block_q5_1)
+         PACKED(type, QS(qtile8p_##sfx##_3)), PACKED(type, QS(qtile8p_##sfx##_4))},                \
+        QDEC_##dec(sfx)};
+QROWS32(q8_0, TYPE_Q8_0, block_q8_0, NO)
+QROWS32(q4_0, TYPE_Q4_0, block_q4_0, YES)
+QROWS32(q4_1, TYPE_Q4_1, block_q4_1, NO)
+QROWS32(q5_0, TYPE_Q5_0, block_q5_0, NO)
+QROWS32(q5_1, TYPE_Q5_1, block_q5_1, NO)
 #undef QROWS32
+#undef QDEC_YES
+#undef QDEC_NO
 #undef QTILE8P
 #undef PACKED
 
@@ -589,7 +736,9 @@ QROWS32(q5_1, TYPE_Q5_1, block_q5_1)
          QS(qrows_##sfx##_t4)},                                                                    \
         QS(qpack_##sfx),                                                                           \
         {NULL, QS(qtile8p_##sfx##_1), QS(qtile8p_##sfx##_2), QS(qtile8p_##sfx##_3),                \
-         QS(qtile8p_##sfx##_4)}};
+         QS(qtile8p_##sfx##_4)},                                                                   \
+        NULL,                                                                                      \
+        NULL};
 QPACK_K_FNS(q4_k, TYPE_Q4_K, block_q4_k)
 QPACK_K_FNS(q5_k, TYPE_Q5_K, block_q5_k)
 QPACK_K_FNS(q6_k, TYPE_Q6_K, block_q6_k)
@@ -605,7 +754,9 @@ static const struct qkern QS(qkern_q6_k) = {
     NULL,
     {NULL, QS(qrows_q6_k_t1), QS(qrows_q6_k_t2), QS(qrows_q6_k_t3), QS(qrows_q6_k_t4)},
     QS(qpack_q6_k),
-    {NULL, QS(qtile8p_q6_k_1), QS(qtile8p_q6_k_2), QS(qtile8p_q6_k_3), QS(qtile8p_q6_k_4)}};
+    {NULL, QS(qtile8p_q6_k_1), QS(qtile8p_q6_k_2), QS(qtile8p_q6_k_3), QS(qtile8p_q6_k_4)},
+    NULL,
+    NULL};
 #undef QROWS_K45
 #undef QPACK_K_FNS
 #undef QTILE8PK
@@ -616,12 +767,16 @@ static const struct qkern QS(qkern_q2_k) = {
     NULL,
     {NULL},
     QS(qpack_q2_k),
-    {NULL, QS(qtile8p_q2_k_1), QS(qtile8p_q2_k_2), QS(qtile8p_q2_k_3), QS(qtile8p_q2_k_4)}};
+    {NULL, QS(qtile8p_q2_k_1), QS(qtile8p_q2_k_2), QS(qtile8p_q2_k_3), QS(qtile8p_q2_k_4)},
+    NULL,
+    NULL};
 static const struct qkern QS(qkern_q3_k) = {
     NULL,
     {NULL},
     QS(qpack_q3_k),
-    {NULL, QS(qtile8p_q3_k_1), QS(qtile8p_q3_k_2), QS(qtile8p_q3_k_3), QS(qtile8p_q3_k_4)}};
+    {NULL, QS(qtile8p_q3_k_1), QS(qtile8p_q3_k_2), QS(qtile8p_q3_k_3), QS(qtile8p_q3_k_4)},
+    NULL,
+    NULL};
 
 /* This level's kernels of each quantized type, or NULL (the type runs its reference vec_dot). */
 static const struct qkern *const QS(qkerns)[TYPE__COUNT] = {
