@@ -49,19 +49,20 @@ typedef void (*qpack8_fn)(const uint8_t *w0, size_t rb, size_t n, uint8_t *dst);
 typedef void (*qtile8_fn)(const uint8_t *p, const struct qact *a, uint32_t tok, size_t n, float *y,
                           size_t ys);
 
-/* Token 0's activations a (n columns) laid out at dst for a 16-row decode kernel (qrows16). */
+/* Token 0's activations a (n columns) laid out at dst for a wide decode kernel. */
 typedef void (*qprep_fn)(const struct qact *a, size_t n, uint8_t *dst);
 
 /* One level's kernels of a type: rows[nt] for 1..QTOK tokens, rows8 (decode) or NULL, pack8 and
- * tile8[nt] (prefill) or NULL; prep and rows16 (decode, 16 rows of the qrows8_fn shape, on the
- * activations prep laid out at a->dec) or NULL. */
+ * tile8[nt] (prefill) or NULL; prep and wide (decode at 512 bits: out[i] for wide_rows rows, in
+ * the qrows8_fn shape, on the activations prep laid out at a->dec) or NULL. */
 struct qkern {
     qrows8_fn rows8;
     qrows_fn rows[QTOK + 1];
     qpack8_fn pack8;
     qtile8_fn tile8[QTOK + 1];
     qprep_fn prep;
-    qrows8_fn rows16;
+    qrows8_fn wide;
+    uint32_t wide_rows;
 };
 
 /* The offset the kernels add to a 32-element type's quants to make them unsigned bytes (Q8_0
@@ -609,12 +610,12 @@ kernel_matmul_quant(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, con
         for (uint32_t tk = t0; tk < t1; tk++)
             quantize_act(t->vec_dot_type, x + tk * xs, w->cols, base + (tk - t0) * yrb,
                          sums + (tk - t0) * nb, dy + (tk - t0) * nb, sy + (tk - t0) * nb);
-        if (qk != NULL && qk->rows16 != NULL && t1 - t0 == 1 && r + 16 <= r1) {
+        if (qk != NULL && qk->wide != NULL && t1 - t0 == 1 && r + qk->wide_rows <= r1) {
             qk->prep(&a, w->cols, packed);
             a.dec = packed;
-            for (; r + 16 <= r1; r += 16)
-                qk->rows16(wd + (size_t)r * w->row_bytes, w->row_bytes, &a, 0, w->cols,
-                           y + t0 * ys + r);
+            for (; r + qk->wide_rows <= r1; r += qk->wide_rows)
+                qk->wide(wd + (size_t)r * w->row_bytes, w->row_bytes, &a, 0, w->cols,
+                         y + t0 * ys + r);
         }
         if (qk != NULL && qk->rows8 != NULL && t1 - t0 == 1)
             for (; r + 8 <= r1; r += 8)

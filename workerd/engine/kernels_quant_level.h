@@ -295,11 +295,120 @@ QS(qrows16_q4_0)(const uint8_t *w0, size_t rb, const struct qact *a, uint32_t to
     }
     _mm512_storeu_ps(out, acc);
 }
-#define QDEC_YES(sfx) QS(qprep_##sfx), QS(qrows16_##sfx)
+/*
+ * Decode at 512 bits, Q4_K: token 0's Q8_K quants laid out for qrows8w_q4_k() at dst, 256 bytes
+ * per super-block: the quants of sub-blocks 0 and 2, 1 and 3, 4 and 6, 5 and 7 (32 bytes each),
+ * as a row's 64 quant bytes c = 0, 1 and c = 2, 3 hold them in their low and high nibbles.
+ */
+QT static void
+QS(qprep_q4_k)(const struct qact *a, size_t n, uint8_t *dst)
+{
+    static const int order[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+
+    for (size_t k = 0; k < n / QUANT_QK_K; k++) {
+        const int8_t *q = ((const struct block_q8_k *)a->q + k)->qs;
+
+        for (int j = 0; j < 8; j++)
+            memcpy(dst + 256 * k + 32 * j, q + 32 * order[j], 32);
+    }
+}
+
+/*
+ * Decode: out[i] = w0[i*rb] . y_0 for 8 rows of Q4_K and token 0 (qprep_q4_k() at a->dec). Per
+ * super-block and row: its 128 quant bytes in two 512-bit loads, the nibbles times the
+ * activations by vpmaddubsw, times the sub-blocks' scales (broadcast by vpermw) by vpdpwssd into
+ * one accumulator, the mins against the activations' sub-block sums by vpmaddwd beside it; the
+ * 8 rows' sums reduced together by unpacks and lane shuffles, d and dmin gathered by masked
+ * broadcasts, then the reference's float part for the 8 rows at once.
+ */
+QT static void
+QS(qrows8w_q4_k)(const uint8_t *w0, size_t rb, const struct qact *a, uint32_t tok, size_t n,
+                 float *out)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    const __m512i ia = _mm512_set_epi64(0x0002000200020002, 0x0002000200020002, 0x0002000200020002,
+                                        0x0002000200020002, 0, 0, 0, 0);
+    const __m512i one = _mm512_set1_epi16(1), four = _mm512_set1_epi16(4);
+    __m256 acc = _mm256_setzero_ps();
+
+    for (size_t k = 0; k < n / QUANT_QK_K; k++) {
+        const uint8_t *y = a->dec + 256 * k;
+        const __m512i ya = _mm512_loadu_si512(y), yb = _mm512_loadu_si512(y + 64);
+        const __m512i yc = _mm512_loadu_si512(y + 128), yd = _mm512_loadu_si512(y + 192);
+        const __m128i bs = _mm_loadu_si128((const __m128i *)(a->sum + tok * a->nb + 8 * k));
+        __m512i s[8], t[4], u[2];
+        __m256i hdr = _mm256_setzero_si256();
+
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) {
+            const uint8_t *b = w0 + i * rb + k * 144;
+            uint32_t a0, b0, c0;
+
+            memcpy(&a0, b + 4, 4);
+            memcpy(&b0, b + 8, 4);
+            memcpy(&c0, b + 12, 4);
+            uint64_t sc = (a0 & 0x3f3f3f3fu) |
+                          (uint64_t)((c0 & 0x0f0f0f0fu) | ((a0 >> 2) & 0x30303030u)) << 32;
+            uint64_t mn = (b0 & 0x3f3f3f3fu) |
+                          (uint64_t)(((c0 >> 4) & 0x0f0f0f0fu) | ((b0 >> 2) & 0x30303030u)) << 32;
+            __m512i sv =
+                _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc)));
+            __m512i z0 = _mm512_loadu_si512(b + 16), z1 = _mm512_loadu_si512(b + 80);
+            __m512i p;
+
+            _mm_prefetch((const char *)b + QPREFETCH16, _MM_HINT_T0);
+            _mm_prefetch((const char *)b + QPREFETCH16 + 64, _MM_HINT_T0);
+            _mm_prefetch((const char *)b + QPREFETCH16 + 128, _MM_HINT_T0);
+            hdr = _mm256_mask_set1_epi32(hdr, (__mmask8)(1u << i), i32_at(b));
+            /* scale words: sub-blocks (0, 2), (1, 3), (4, 6), (5, 7) in the two halves */
+            p = _mm512_maddubs_epi16(_mm512_and_si512(z0, m4), ya);
+            s[i] = _mm512_dpwssd_epi32(_mm512_setzero_si512(), p, _mm512_permutexvar_epi16(ia, sv));
+            p = _mm512_maddubs_epi16(_mm512_and_si512(_mm512_srli_epi16(z0, 4), m4), yb);
+            s[i] = _mm512_dpwssd_epi32(s[i], p,
+                                       _mm512_permutexvar_epi16(_mm512_add_epi16(ia, one), sv));
+            p = _mm512_maddubs_epi16(_mm512_and_si512(z1, m4), yc);
+            s[i] = _mm512_dpwssd_epi32(s[i], p,
+                                       _mm512_permutexvar_epi16(_mm512_add_epi16(ia, four), sv));
+            p = _mm512_maddubs_epi16(_mm512_and_si512(_mm512_srli_epi16(z1, 4), m4), yd);
+            s[i] = _mm512_dpwssd_epi32(
+                s[i], p, _mm512_permutexvar_epi16(_mm512_add_epi16(ia, _mm512_set1_epi16(5)), sv));
+            /* isum partials in lanes 0, 1, the mins' in lane 2 */
+            __m256i h =
+                _mm256_add_epi32(_mm512_castsi512_si256(s[i]), _mm512_extracti64x4_epi64(s[i], 1));
+            __m128i m = _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)mn)), bs);
+            s[i] = _mm512_inserti64x4(_mm512_castsi256_si512(h), _mm256_zextsi128_si256(m), 1);
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++)
+            t[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(s[2 * i], s[2 * i + 1]),
+                                    _mm512_unpackhi_epi32(s[2 * i], s[2 * i + 1]));
+        u[0] =
+            _mm512_add_epi32(_mm512_unpacklo_epi64(t[0], t[1]), _mm512_unpackhi_epi64(t[0], t[1]));
+        u[1] =
+            _mm512_add_epi32(_mm512_unpacklo_epi64(t[2], t[3]), _mm512_unpackhi_epi64(t[2], t[3]));
+        /* u[h] lane l: rows 4h..4h+3 of lane l; then [isum 0-3, msum 0-3, isum 4-7, msum 4-7] */
+        __m512i z = _mm512_add_epi32(_mm512_shuffle_i32x4(u[0], u[1], 0x88),
+                                     _mm512_shuffle_i32x4(u[0], u[1], 0xdd));
+        z = _mm512_shuffle_i32x4(z, z, 0xd8);
+        __m256 fi = _mm256_cvtepi32_ps(_mm512_castsi512_si256(z));
+        __m256 fm = _mm256_cvtepi32_ps(_mm512_extracti64x4_epi64(z, 1));
+        __m256 d = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(hdr));
+        __m256 dmin = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(hdr, 16)));
+        float ydk = ((const struct block_q8_k *)(a->q + tok * a->yrb) + k)->d;
+
+        acc = _mm256_add_ps(
+            acc, _mm256_mul_ps(_mm256_set1_ps(ydk),
+                               _mm256_sub_ps(_mm256_mul_ps(d, fi), _mm256_mul_ps(dmin, fm))));
+    }
+    _mm256_storeu_ps(out, acc);
+}
+#define QDEC_YES(sfx) QS(qprep_##sfx), QS(qrows16_##sfx), 16
+#define QDEC_K(sfx)   QS(qprep_##sfx), QS(qrows8w_##sfx), 8
 #else
-#define QDEC_YES(sfx) NULL, NULL
+#define QDEC_YES(sfx) NULL, NULL, 0
+#define QDEC_K(sfx)   NULL, NULL, 0
 #endif
-#define QDEC_NO(sfx) NULL, NULL
+#define QDEC_NO(sfx) NULL, NULL, 0
 
 /*
  * Q4_K / Q5_K (five: Q5_K's 5th bits) row x against nt Q8_K rows y_(tok+j): sum[j] as the
@@ -693,8 +802,6 @@ QROWS32(q4_1, TYPE_Q4_1, block_q4_1, NO)
 QROWS32(q5_0, TYPE_Q5_0, block_q5_0, NO)
 QROWS32(q5_1, TYPE_Q5_1, block_q5_1, NO)
 #undef QROWS32
-#undef QDEC_YES
-#undef QDEC_NO
 #undef QTILE8P
 #undef PACKED
 
@@ -725,7 +832,7 @@ QROWS32(q5_1, TYPE_Q5_1, block_q5_1, NO)
     {                                                                                              \
         QS(qtile8p_k)(type, nt, p, a, tok, n, y, ys);                                              \
     }
-#define QROWS_K45(sfx, blk, five)                                                                  \
+#define QROWS_K45(sfx, blk, five, dec)                                                             \
     QROWSK(sfx, 1, QS(qdot_k45)(w[i], sizeof(struct blk), five, 1, a, tok, n, s))                  \
     QROWSK(sfx, 2, QS(qdot_k45)(w[i], sizeof(struct blk), five, 2, a, tok, n, s))                  \
     QROWSK(sfx, 3, QS(qdot_k45)(w[i], sizeof(struct blk), five, 3, a, tok, n, s))                  \
@@ -737,15 +844,14 @@ QROWS32(q5_1, TYPE_Q5_1, block_q5_1, NO)
         QS(qpack_##sfx),                                                                           \
         {NULL, QS(qtile8p_##sfx##_1), QS(qtile8p_##sfx##_2), QS(qtile8p_##sfx##_3),                \
          QS(qtile8p_##sfx##_4)},                                                                   \
-        NULL,                                                                                      \
-        NULL};
+        dec};
 QPACK_K_FNS(q4_k, TYPE_Q4_K, block_q4_k)
 QPACK_K_FNS(q5_k, TYPE_Q5_K, block_q5_k)
 QPACK_K_FNS(q6_k, TYPE_Q6_K, block_q6_k)
 QPACK_K_FNS(q2_k, TYPE_Q2_K, block_q2_k)
 QPACK_K_FNS(q3_k, TYPE_Q3_K, block_q3_k)
-QROWS_K45(q4_k, block_q4_k, false)
-QROWS_K45(q5_k, block_q5_k, true)
+QROWS_K45(q4_k, block_q4_k, false, QDEC_K(q4_k))
+QROWS_K45(q5_k, block_q5_k, true, QDEC_NO(q5_k))
 QROWSK(q6_k, 1, QS(qdot_q6_k)(w[i], 1, a, tok, n, s))
 QROWSK(q6_k, 2, QS(qdot_q6_k)(w[i], 2, a, tok, n, s))
 QROWSK(q6_k, 3, QS(qdot_q6_k)(w[i], 3, a, tok, n, s))
@@ -756,8 +862,12 @@ static const struct qkern QS(qkern_q6_k) = {
     QS(qpack_q6_k),
     {NULL, QS(qtile8p_q6_k_1), QS(qtile8p_q6_k_2), QS(qtile8p_q6_k_3), QS(qtile8p_q6_k_4)},
     NULL,
-    NULL};
+    NULL,
+    0};
 #undef QROWS_K45
+#undef QDEC_YES
+#undef QDEC_NO
+#undef QDEC_K
 #undef QPACK_K_FNS
 #undef QTILE8PK
 #undef QROWSK
@@ -769,14 +879,16 @@ static const struct qkern QS(qkern_q2_k) = {
     QS(qpack_q2_k),
     {NULL, QS(qtile8p_q2_k_1), QS(qtile8p_q2_k_2), QS(qtile8p_q2_k_3), QS(qtile8p_q2_k_4)},
     NULL,
-    NULL};
+    NULL,
+    0};
 static const struct qkern QS(qkern_q3_k) = {
     NULL,
     {NULL},
     QS(qpack_q3_k),
     {NULL, QS(qtile8p_q3_k_1), QS(qtile8p_q3_k_2), QS(qtile8p_q3_k_3), QS(qtile8p_q3_k_4)},
     NULL,
-    NULL};
+    NULL,
+    0};
 
 /* This level's kernels of each quantized type, or NULL (the type runs its reference vec_dot). */
 static const struct qkern *const QS(qkerns)[TYPE__COUNT] = {
