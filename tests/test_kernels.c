@@ -196,17 +196,18 @@ simd_levels(enum kernel_level *levels)
 }
 
 /*
- * Every quantized type, odd row counts (8-row decode tiles and short 4-row ones), an odd number
- * of blocks, 1 to 9 tokens and 70 (past one block of 64): at every SIMD level the CPU runs, the
- * kernels give the bits of the scalar path, which gives the bits of the type's reference vec_dot
- * on the activations quantized by its vec_dot_type's reference quantizer (so the SIMD activation
- * quantizers give the reference's bytes too); and one token at a time over any split of the rows
- * gives the same bits as the whole batch.
+ * Every quantized type, odd row counts (16- and 8-row decode tiles and short 4-row ones), an odd
+ * number of blocks, 1 to 9 tokens and 70 (past one block of 64): at every SIMD level the CPU runs,
+ * the kernels give the bits of the scalar path, which gives the bits of the type's reference
+ * vec_dot on the activations quantized by its vec_dot_type's reference quantizer (so the SIMD
+ * activation quantizers give the reference's bytes too); and one token at a time over any split of
+ * the rows gives the same bits as the whole batch.
  */
 static void
 test_quant_equals_reference(void)
 {
-    static const uint32_t shapes[][2] = {{7, 3}, {13, 5}, {17, 2}, {6, 1}};
+    /* 16 and 8 rows: the 512-bit decode tiles (Q4_0: 4 blocks a step, a short last step) */
+    static const uint32_t shapes[][2] = {{7, 3}, {13, 5}, {17, 2}, {6, 1}, {33, 4}};
     static const uint32_t ntoks[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 70};
     enum kernel_level levels[4];
     int nlev = simd_levels(levels);
