@@ -53,8 +53,8 @@ typedef void (*qtile8_fn)(const uint8_t *p, const struct qact *a, uint32_t tok, 
 typedef void (*qprep_fn)(const struct qact *a, size_t n, uint8_t *dst);
 
 /* One level's kernels of a type: rows[nt] for 1..QTOK tokens, rows8 (decode) or NULL, pack8 and
- * tile8[nt] (prefill) or NULL; prep and wide (decode at 512 bits: out[i] for wide_rows rows, in
- * the qrows8_fn shape, on the activations prep laid out at a->dec) or NULL. */
+ * tile8[nt] (prefill) or NULL; wide (decode at 512 bits: out[i] for wide_rows rows, in the
+ * qrows8_fn shape, on the activations prep laid out at a->dec when prep is not NULL) or NULL. */
 struct qkern {
     qrows8_fn rows8;
     qrows_fn rows[QTOK + 1];
@@ -611,8 +611,10 @@ kernel_matmul_quant(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, con
             quantize_act(t->vec_dot_type, x + tk * xs, w->cols, base + (tk - t0) * yrb,
                          sums + (tk - t0) * nb, dy + (tk - t0) * nb, sy + (tk - t0) * nb);
         if (qk != NULL && qk->wide != NULL && t1 - t0 == 1 && r + qk->wide_rows <= r1) {
-            qk->prep(&a, w->cols, packed);
-            a.dec = packed;
+            if (qk->prep != NULL) {
+                qk->prep(&a, w->cols, packed);
+                a.dec = packed;
+            }
             for (; r + qk->wide_rows <= r1; r += qk->wide_rows)
                 qk->wide(wd + (size_t)r * w->row_bytes, w->row_bytes, &a, 0, w->cols,
                          y + t0 * ys + r);

@@ -402,11 +402,88 @@ QS(qrows8w_q4_k)(const uint8_t *w0, size_t rb, const struct qact *a, uint32_t to
     }
     _mm256_storeu_ps(out, acc);
 }
+/*
+ * Decode: out[i] = w0[i*rb] . y_0 for 8 rows of Q6_K and token 0 (the Q8_K quants read as they
+ * are: a row's 64 bytes of ql at 64 h hold chunks 4h, 4h + 1 in their low nibbles and 4h + 2,
+ * 4h + 3 in their high ones, the token's 256 quants in the same order). Per super-block and row:
+ * the quants + 32 as unsigned bytes (ql nibbles, the qh bits shifted into bits 4-5 by
+ * per-half word shifts), by vpmaddubsw against the activations, times the sub-block scales
+ * (broadcast by vpermw) by vpdpwssd; 32 x sum(scale x bsum) off; the 8 rows' sums reduced
+ * together, d gathered by masked broadcasts, the reference's float part for 8 rows at once.
+ */
+QT static void
+QS(qrows8w_q6_k)(const uint8_t *w0, size_t rb, const struct qact *a, uint32_t tok, size_t n,
+                 float *out)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
+    /* word shifts: the low half's chunk takes qh bits 0-1 (left 4) or 4-5 (none), the high
+     * half's bits 2-3 (left 2) or 6-7 (right 2) */
+    const __m512i shl = _mm512_set_epi64(0x0002000200020002, 0x0002000200020002, 0x0002000200020002,
+                                         0x0002000200020002, 0x0004000400040004, 0x0004000400040004,
+                                         0x0004000400040004, 0x0004000400040004);
+    const __m512i shr = _mm512_set_epi64(0x0002000200020002, 0x0002000200020002, 0x0002000200020002,
+                                         0x0002000200020002, 0, 0, 0, 0);
+    /* word w of a 64-element product: sub-block w / 8 of its 4 */
+    const __m512i sidx =
+        _mm512_set_epi64(0x0003000300030003, 0x0003000300030003, 0x0002000200020002,
+                         0x0002000200020002, 0x0001000100010001, 0x0001000100010001, 0, 0);
+    __m256 acc = _mm256_setzero_ps();
+
+    for (size_t k = 0; k < n / QUANT_QK_K; k++) {
+        const struct block_q8_k *yb = (const struct block_q8_k *)(a->q + tok * a->yrb) + k;
+        const __m256i bs = _mm256_loadu_si256((const __m256i *)yb->bsums);
+        __m256i s[8];
+        __m128i dh = _mm_setzero_si128();
+
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) {
+            const uint8_t *b = w0 + i * rb + k * sizeof(struct block_q6_k);
+            __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + 192)));
+            __m512i scz = _mm512_castsi256_si512(sc), acc_i = _mm512_setzero_si512();
+
+            for (int l = 0; l < 256; l += 64)
+                _mm_prefetch((const char *)b + QPREFETCH16 + l, _MM_HINT_T0);
+            dh = _mm_mask_set1_epi16(dh, (__mmask8)(1u << i), u16_at(b + 208));
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                __m512i l = _mm512_loadu_si512(b + 64 * h);
+                __m512i qh =
+                    _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b + 128 + 32 * h)));
+                __m512i lo = _mm512_ternarylogic_epi32(_mm512_and_si512(l, m4),
+                                                       _mm512_sllv_epi16(qh, shl), m30, 0xf8);
+                __m512i hi =
+                    _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
+                                              _mm512_srlv_epi16(qh, shr), m30, 0xf8);
+                __m512i ilo = _mm512_add_epi16(sidx, _mm512_set1_epi16((short)(8 * h)));
+                __m512i ihi = _mm512_add_epi16(sidx, _mm512_set1_epi16((short)(8 * h + 4)));
+
+                acc_i = _mm512_dpwssd_epi32(
+                    acc_i, _mm512_maddubs_epi16(lo, _mm512_loadu_si512(yb->qs + 128 * h)),
+                    _mm512_permutexvar_epi16(ilo, scz));
+                acc_i = _mm512_dpwssd_epi32(
+                    acc_i, _mm512_maddubs_epi16(hi, _mm512_loadu_si512(yb->qs + 128 * h + 64)),
+                    _mm512_permutexvar_epi16(ihi, scz));
+            }
+            s[i] = _mm256_sub_epi32(_mm256_add_epi32(_mm512_castsi512_si256(acc_i),
+                                                     _mm512_extracti64x4_epi64(acc_i, 1)),
+                                    _mm256_slli_epi32(_mm256_madd_epi16(sc, bs), 5));
+        }
+        __m256i is = hsum8_i32(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]);
+
+        /* the reference subtracts its zero min term: x - 0 is x */
+        acc = _mm256_add_ps(
+            acc, _mm256_mul_ps(_mm256_set1_ps(yb->d),
+                               _mm256_mul_ps(_mm256_cvtph_ps(dh), _mm256_cvtepi32_ps(is))));
+    }
+    _mm256_storeu_ps(out, acc);
+}
 #define QDEC_YES(sfx) QS(qprep_##sfx), QS(qrows16_##sfx), 16
 #define QDEC_K(sfx)   QS(qprep_##sfx), QS(qrows8w_##sfx), 8
+#define QDEC_Q6K      NULL, QS(qrows8w_q6_k), 8
 #else
 #define QDEC_YES(sfx) NULL, NULL, 0
 #define QDEC_K(sfx)   NULL, NULL, 0
+#define QDEC_Q6K      NULL, NULL, 0
 #endif
 #define QDEC_NO(sfx) NULL, NULL, 0
 
@@ -861,13 +938,12 @@ static const struct qkern QS(qkern_q6_k) = {
     {NULL, QS(qrows_q6_k_t1), QS(qrows_q6_k_t2), QS(qrows_q6_k_t3), QS(qrows_q6_k_t4)},
     QS(qpack_q6_k),
     {NULL, QS(qtile8p_q6_k_1), QS(qtile8p_q6_k_2), QS(qtile8p_q6_k_3), QS(qtile8p_q6_k_4)},
-    NULL,
-    NULL,
-    0};
+    QDEC_Q6K};
 #undef QROWS_K45
 #undef QDEC_YES
 #undef QDEC_NO
 #undef QDEC_K
+#undef QDEC_Q6K
 #undef QPACK_K_FNS
 #undef QTILE8PK
 #undef QROWSK
