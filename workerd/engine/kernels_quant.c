@@ -19,6 +19,8 @@
 #define QPREFETCH16 512  /* the same in the 16-row decode tiles (AVX-512) */
 #define QPACK_BLOCK 320  /* bytes of one block of 8 packed rows: 8 x 32 quants, 8 d, 8 m */
 #define QPACK_K     2880 /* bytes of one K super-block of 8 packed rows (qpack8_k) */
+#define QDEC_BLOCK  40   /* bytes per 32 columns of one token laid out for a wide kernel */
+#define QWIDE_TOK   8    /* tokens up to which the wide decode tiles run (QTOK at a time) */
 
 /*
  * The activations of one matrix call, quantized: token t's row of the vec_dot_type at
@@ -33,7 +35,8 @@ struct qact {
     const int16_t *sum;
     const float *dy, *sy;
     size_t nb;
-    const uint8_t *dec; /* token 0 laid out by the type's qprep_fn (16-row decode), or NULL */
+    const uint8_t *dec; /* the tokens laid out by the type's qprep_fn (wide decode), or NULL */
+    size_t dec_stride;  /* bytes from one token's layout to the next */
 };
 
 /* out[j*os + i] = w[i] . y_(tok+j) for KERNEL_TILE_ROWS rows and nt tokens (rows8: out[i] =
@@ -49,20 +52,27 @@ typedef void (*qpack8_fn)(const uint8_t *w0, size_t rb, size_t n, uint8_t *dst);
 typedef void (*qtile8_fn)(const uint8_t *p, const struct qact *a, uint32_t tok, size_t n, float *y,
                           size_t ys);
 
-/* Token 0's activations a (n columns) laid out at dst for a wide decode kernel. */
-typedef void (*qprep_fn)(const struct qact *a, size_t n, uint8_t *dst);
+/* Token tok's activations a (n columns) laid out at dst for a wide decode kernel; returns the
+ * bytes written (at most QDEC_BLOCK per 32 columns + 128). */
+typedef size_t (*qprep_fn)(const struct qact *a, uint32_t tok, size_t n, uint8_t *dst);
+
+/* y[j*ys + i] = row i of the wide_rows rows at w0 (rb bytes apart) . y_j for the tokens j of a
+ * wide kernel (decode at 512 bits). */
+typedef void (*qwide_fn)(const uint8_t *w0, size_t rb, const struct qact *a, size_t n, float *y,
+                         size_t ys);
 
 /* One level's kernels of a type: rows[nt] for 1..QTOK tokens, rows8 (decode) or NULL, pack8 and
- * tile8[nt] (prefill) or NULL; wide (decode at 512 bits: out[i] for wide_rows rows, in the
- * qrows8_fn shape, on the activations prep laid out at a->dec when prep is not NULL) or NULL. */
+ * tile8[nt] (prefill) or NULL; wide[nt] (decode at 512 bits, wide_rows rows at a time, on the
+ * activations prep laid out at a->dec when prep is not NULL; for up to wide_tok tokens, QTOK at
+ * a time) or NULL. */
 struct qkern {
     qrows8_fn rows8;
     qrows_fn rows[QTOK + 1];
     qpack8_fn pack8;
     qtile8_fn tile8[QTOK + 1];
     qprep_fn prep;
-    qrows8_fn wide;
-    uint32_t wide_rows;
+    qwide_fn wide[QTOK + 1];
+    uint32_t wide_rows, wide_tok;
 };
 
 /* The offset the kernels add to a 32-element type's quants to make them unsigned bytes (Q8_0
@@ -564,8 +574,10 @@ kernel_quant_scratch_bytes(uint32_t cols)
     size_t nb = (cols + 31) / 32;
 
     /* per token and 32 columns: the row (at most 37 bytes: Q8_0, Q8_1, Q8_K), its sum, d and s;
-     * then 8 packed rows (QPACK_K / 8 >= QPACK_BLOCK bytes per 32 columns) */
-    return (size_t)KERNEL_TOK_BLOCK * nb * (37 + 2 + 4 + 4) + nb * (QPACK_K / 8) + 16;
+     * then 8 packed rows (QPACK_K / 8 >= QPACK_BLOCK bytes per 32 columns), then the tokens
+     * laid out for a wide kernel */
+    return (size_t)KERNEL_TOK_BLOCK * nb * (37 + 2 + 4 + 4) + nb * (QPACK_K / 8) +
+           QWIDE_TOK * (nb * QDEC_BLOCK + 128) + 16;
 }
 
 /* Tokens from which packing 8 rows pays: 2 for the 32-element types (cheap to unpack), 8 for
@@ -581,10 +593,12 @@ qpack_min(const struct qkern *qk)
  * Each block of KERNEL_TOK_BLOCK tokens' activations is quantized to the type's vec_dot_type
  * (the reference's bytes, so every thread and batch gets the same), then every (row, token) is
  * the type's dot product: this level's kernel when there is one, else the reference vec_dot;
- * both give the reference's bits. Kernels: for one token, 8-row decode tiles (32-element
- * types) or 4-row tiles (K types); for more, 8 rows packed once per token block then tiles of up
- * to QTOK tokens on them (from qpack_min() tokens; Q2_K / Q3_K: for one token too); the rows
- * left (and the smaller batches) in 4-row tiles.
+ * both give the reference's bits. Kernels: up to QWIDE_TOK tokens, the level's wide tiles where
+ * it has them (AVX512-VNNI: Q4_0, Q4_K, Q6_K; the tokens laid out once, then each tile of rows
+ * against QTOK tokens at a time while its rows stay in cache); for one token, 8-row decode tiles
+ * (32-element types) or 4-row tiles (K types); for more, 8 rows packed once per token block
+ * then tiles of up to QTOK tokens on them (from qpack_min() tokens; Q2_K / Q3_K: for one token
+ * too); the rows left (and the smaller batches) in 4-row tiles.
  */
 void
 kernel_matmul_quant(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, const float *x,
@@ -601,7 +615,8 @@ kernel_matmul_quant(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, con
     float *dy = (float *)(base + (((size_t)KERNEL_TOK_BLOCK * (yrb + 2 * nb) + 3) & ~(size_t)3));
     float *sy = dy + (size_t)KERNEL_TOK_BLOCK * nb;
     uint8_t *packed = (uint8_t *)(sy + (size_t)KERNEL_TOK_BLOCK * nb);
-    struct qact a = {base, yrb, sums, dy, sy, nb, NULL};
+    uint8_t *dec = packed + nb * (QPACK_K / 8);
+    struct qact a = {base, yrb, sums, dy, sy, nb, NULL, 0};
 
     for (uint32_t t0 = 0; t0 < ntok; t0 += KERNEL_TOK_BLOCK) {
         uint32_t t1 = ntok - t0 < KERNEL_TOK_BLOCK ? ntok : t0 + KERNEL_TOK_BLOCK;
@@ -610,14 +625,21 @@ kernel_matmul_quant(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, con
         for (uint32_t tk = t0; tk < t1; tk++)
             quantize_act(t->vec_dot_type, x + tk * xs, w->cols, base + (tk - t0) * yrb,
                          sums + (tk - t0) * nb, dy + (tk - t0) * nb, sy + (tk - t0) * nb);
-        if (qk != NULL && qk->wide != NULL && t1 - t0 == 1 && r + qk->wide_rows <= r1) {
-            if (qk->prep != NULL) {
-                qk->prep(&a, w->cols, packed);
-                a.dec = packed;
-            }
+        if (qk != NULL && qk->wide[1] != NULL && t1 - t0 <= qk->wide_tok &&
+            r + qk->wide_rows <= r1) {
+            a.dec = dec;
+            for (uint32_t tk = t0; qk->prep != NULL && tk < t1; tk++)
+                a.dec_stride = qk->prep(&a, tk - t0, w->cols, dec + (tk - t0) * a.dec_stride);
             for (; r + qk->wide_rows <= r1; r += qk->wide_rows)
-                qk->wide(wd + (size_t)r * w->row_bytes, w->row_bytes, &a, 0, w->cols,
-                         y + t0 * ys + r);
+                for (uint32_t tk = t0; tk < t1;) { /* the rows stay in cache for the next */
+                    uint32_t nt = t1 - tk < QTOK ? t1 - tk : QTOK, c = tk - t0;
+                    struct qact ac = {a.q + c * yrb, yrb, a.sum + c * nb,           a.dy + c * nb,
+                                      a.sy + c * nb, nb,  a.dec + c * a.dec_stride, a.dec_stride};
+
+                    qk->wide[nt](wd + (size_t)r * w->row_bytes, w->row_bytes, &ac, w->cols,
+                                 y + tk * ys + r, ys);
+                    tk += nt;
+                }
         }
         if (qk != NULL && qk->rows8 != NULL && t1 - t0 == 1)
             for (; r + 8 <= r1; r += 8)

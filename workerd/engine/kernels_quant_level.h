@@ -159,25 +159,26 @@ QS(qrows8_32)(uint32_t type, size_t bsize, const uint8_t *w0, size_t rb, const s
 
 #if QAVX512
 /*
- * Decode at 512 bits, Q4_0: token 0's activations laid out for qrows16_q4_0() at dst: per group
+ * Decode at 512 bits, Q4_0: token tok's activations laid out for wide16_q4_0() at dst: per group
  * of 4 blocks (128 bytes), lane j of the first 64 bytes block 4g + j's quants 0..15, of the next
  * 64 its quants 16..31 (zeros past the last block); then 8 x each block's quant sum as int32 (the
- * bias of the unsigned weights). qdec_bytes() bytes.
+ * bias of the unsigned weights). Returns the bytes written (at most 40 per block + 128).
  */
-QT static void
-QS(qprep_q4_0)(const struct qact *a, size_t n, uint8_t *dst)
+QT static size_t
+QS(qprep_q4_0)(const struct qact *a, uint32_t tok, size_t n, uint8_t *dst)
 {
     size_t nb = n / 32, ng = (nb + 3) / 4;
     int32_t *bias = (int32_t *)(dst + 128 * ng);
 
     memset(dst, 0, 128 * ng);
     for (size_t k = 0; k < nb; k++) {
-        const int8_t *q = ((const struct block_q8_0 *)a->q + k)->qs;
+        const int8_t *q = ((const struct block_q8_0 *)(a->q + tok * a->yrb) + k)->qs;
 
         memcpy(dst + 128 * (k / 4) + 16 * (k % 4), q, 16);
         memcpy(dst + 128 * (k / 4) + 64 + 16 * (k % 4), q + 16, 16);
-        bias[k] = 8 * a->sum[k];
+        bias[k] = 8 * a->sum[tok * a->nb + k];
     }
+    return 128 * ng + 4 * nb;
 }
 
 /*
@@ -263,157 +264,159 @@ QS(float16_q4_0)(__m512 acc, int nbv, const __m512i *v, __m512i dlo, __m512i dhi
 }
 
 /*
- * Decode: out[i] = w0[i*rb] . y_0 for 16 rows of Q4_0 and token 0, its activations laid out by
- * qprep_q4_0() at a->dec: 4 blocks of 16 rows per step in 512-bit registers (qgroup16_q4_0()),
- * the float part in the reference's order for the 16 rows at once.
+ * Decode (and batched decode): y[t*ys + i] = w0[i*rb] . y_t for 16 rows of Q4_0 and nt tokens,
+ * their activations laid out by qprep_q4_0() at a->dec, a->dec_stride apart: steps of 4 blocks
+ * of the 16 rows in 512-bit registers (group16_q4_0()), token after token (the rows come from
+ * memory once, then from L1), the float part in the reference's order for 16 rows at once.
  */
-QT static void
-QS(qrows16_q4_0)(const uint8_t *w0, size_t rb, const struct qact *a, uint32_t tok, size_t n,
-                 float *out)
+QT static ALWAYS_INLINE void
+QS(wide16_q4_0)(int nt, const uint8_t *w0, size_t rb, const struct qact *a, size_t n, float *y,
+                size_t ys)
 {
     size_t nb = n / 32, k = 0;
-    const int32_t *bias = (const int32_t *)(a->dec + 128 * ((nb + 3) / 4));
-    const float *dy = a->dy + tok * a->nb;
-    __m512 acc = _mm512_setzero_ps();
+    const size_t bo = 128 * ((nb + 3) / 4); /* the bias after the groups */
+    __m512 acc[QTOK];
     __m512i v[4];
 
-    for (; k + 4 <= nb; k += 4) {
+    for (int t = 0; t < nt; t++)
+        acc[t] = _mm512_setzero_ps();
+    for (; k + 4 <= nb; k += 4)
+        for (int t = 0; t < nt; t++) {
+            const uint8_t *dec = a->dec + t * a->dec_stride;
+            __m512i dlo = _mm512_setzero_si512(), dhi = dlo;
+
+            QS(group16_q4_0)
+            (w0 + k * 18, rb, 4, _mm512_loadu_si512(dec + 32 * k),
+             _mm512_loadu_si512(dec + 32 * k + 64), v, &dlo, &dhi);
+            acc[t] = QS(float16_q4_0)(acc[t], 4, v, dlo, dhi, (const int32_t *)(dec + bo) + k,
+                                      a->dy + t * a->nb + k);
+        }
+    for (int t = 0; k < nb && t < nt; t++) { /* the last blocks, fewer than 4 */
+        const uint8_t *dec = a->dec + t * a->dec_stride;
         __m512i dlo = _mm512_setzero_si512(), dhi = dlo;
 
         QS(group16_q4_0)
-        (w0 + k * 18, rb, 4, _mm512_loadu_si512(a->dec + 32 * k),
-         _mm512_loadu_si512(a->dec + 32 * k + 64), v, &dlo, &dhi);
-        acc = QS(float16_q4_0)(acc, 4, v, dlo, dhi, bias + k, dy + k);
+        (w0 + k * 18, rb, (int)(nb - k), _mm512_loadu_si512(dec + 32 * k),
+         _mm512_loadu_si512(dec + 32 * k + 64), v, &dlo, &dhi);
+        acc[t] = QS(float16_q4_0)(acc[t], (int)(nb - k), v, dlo, dhi,
+                                  (const int32_t *)(dec + bo) + k, a->dy + t * a->nb + k);
     }
-    if (k < nb) {
-        __m512i dlo = _mm512_setzero_si512(), dhi = dlo;
-
-        QS(group16_q4_0)
-        (w0 + k * 18, rb, (int)(nb - k), _mm512_loadu_si512(a->dec + 32 * k),
-         _mm512_loadu_si512(a->dec + 32 * k + 64), v, &dlo, &dhi);
-        acc = QS(float16_q4_0)(acc, (int)(nb - k), v, dlo, dhi, bias + k, dy + k);
-    }
-    _mm512_storeu_ps(out, acc);
+    for (int t = 0; t < nt; t++)
+        _mm512_storeu_ps(y + t * ys, acc[t]);
 }
+
 /*
- * Decode at 512 bits, Q4_K: token 0's Q8_K quants laid out for qrows8w_q4_k() at dst, 256 bytes
+ * Decode at 512 bits, Q4_K: token tok's Q8_K quants laid out for wide8_q4_k() at dst, 256 bytes
  * per super-block: the quants of sub-blocks 0 and 2, 1 and 3, 4 and 6, 5 and 7 (32 bytes each),
  * as a row's 64 quant bytes c = 0, 1 and c = 2, 3 hold them in their low and high nibbles.
+ * Returns the bytes written.
  */
-QT static void
-QS(qprep_q4_k)(const struct qact *a, size_t n, uint8_t *dst)
+QT static size_t
+QS(qprep_q4_k)(const struct qact *a, uint32_t tok, size_t n, uint8_t *dst)
 {
     static const int order[8] = {0, 2, 1, 3, 4, 6, 5, 7};
 
     for (size_t k = 0; k < n / QUANT_QK_K; k++) {
-        const int8_t *q = ((const struct block_q8_k *)a->q + k)->qs;
+        const int8_t *q = ((const struct block_q8_k *)(a->q + tok * a->yrb) + k)->qs;
 
         for (int j = 0; j < 8; j++)
             memcpy(dst + 256 * k + 32 * j, q + 32 * order[j], 32);
     }
+    return 256 * (n / QUANT_QK_K);
 }
 
 /*
- * Decode: out[i] = w0[i*rb] . y_0 for 8 rows of Q4_K and token 0 (qprep_q4_k() at a->dec). Per
- * super-block and row: its 128 quant bytes in two 512-bit loads, the nibbles times the
- * activations by vpmaddubsw, times the sub-blocks' scales (broadcast by vpermw) by vpdpwssd into
- * one accumulator, the mins against the activations' sub-block sums by vpmaddwd beside it; the
- * 8 rows' sums reduced together by unpacks and lane shuffles, d and dmin gathered by masked
- * broadcasts, then the reference's float part for the 8 rows at once.
+ * Super-block k of 8 rows of Q4_K at w0 (rb bytes apart) against token t (its quants laid out
+ * by qprep_q4_k() at y): the rows' terms of the reference's float sum. Per row: its 128 quant
+ * bytes in two 512-bit loads, the nibbles times the activations by vpmaddubsw, times the
+ * sub-blocks' scales (decoded in general registers, broadcast to their halves by vpermw) by
+ * vpdpwssd into one accumulator, the mins against the activations' sub-block sums by vpmaddwd
+ * beside it; the 8 rows' sums reduced together by unpacks and lane shuffles, d and dmin gathered
+ * by masked broadcasts.
  */
-QT static void
-QS(qrows8w_q4_k)(const uint8_t *w0, size_t rb, const struct qact *a, uint32_t tok, size_t n,
-                 float *out)
+QT static ALWAYS_INLINE __m256
+QS(sb8_q4_k)(const uint8_t *w0, size_t rb, size_t k, const struct qact *a, uint32_t t,
+             const uint8_t *y)
 {
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     const __m512i ia = _mm512_set_epi64(0x0002000200020002, 0x0002000200020002, 0x0002000200020002,
                                         0x0002000200020002, 0, 0, 0, 0);
     const __m512i one = _mm512_set1_epi16(1), four = _mm512_set1_epi16(4);
-    __m256 acc = _mm256_setzero_ps();
-
-    for (size_t k = 0; k < n / QUANT_QK_K; k++) {
-        const uint8_t *y = a->dec + 256 * k;
-        const __m512i ya = _mm512_loadu_si512(y), yb = _mm512_loadu_si512(y + 64);
-        const __m512i yc = _mm512_loadu_si512(y + 128), yd = _mm512_loadu_si512(y + 192);
-        const __m128i bs = _mm_loadu_si128((const __m128i *)(a->sum + tok * a->nb + 8 * k));
-        __m512i s[8], t[4], u[2];
-        __m256i hdr = _mm256_setzero_si256();
+    const __m512i ya = _mm512_loadu_si512(y), yb = _mm512_loadu_si512(y + 64);
+    const __m512i yc = _mm512_loadu_si512(y + 128), yd = _mm512_loadu_si512(y + 192);
+    const __m128i bs = _mm_loadu_si128((const __m128i *)(a->sum + t * a->nb + 8 * k));
+    __m512i s[8], u[4];
+    __m256i hdr = _mm256_setzero_si256();
 
 #pragma GCC unroll 8
-        for (int i = 0; i < 8; i++) {
-            const uint8_t *b = w0 + i * rb + k * 144;
-            uint32_t a0, b0, c0;
+    for (int i = 0; i < 8; i++) {
+        const uint8_t *b = w0 + i * rb + k * 144;
+        uint32_t a0, b0, c0;
 
-            memcpy(&a0, b + 4, 4);
-            memcpy(&b0, b + 8, 4);
-            memcpy(&c0, b + 12, 4);
-            uint64_t sc = (a0 & 0x3f3f3f3fu) |
-                          (uint64_t)((c0 & 0x0f0f0f0fu) | ((a0 >> 2) & 0x30303030u)) << 32;
-            uint64_t mn = (b0 & 0x3f3f3f3fu) |
-                          (uint64_t)(((c0 >> 4) & 0x0f0f0f0fu) | ((b0 >> 2) & 0x30303030u)) << 32;
-            __m512i sv =
-                _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc)));
-            __m512i z0 = _mm512_loadu_si512(b + 16), z1 = _mm512_loadu_si512(b + 80);
-            __m512i p;
+        memcpy(&a0, b + 4, 4);
+        memcpy(&b0, b + 8, 4);
+        memcpy(&c0, b + 12, 4);
+        uint64_t sc =
+            (a0 & 0x3f3f3f3fu) | (uint64_t)((c0 & 0x0f0f0f0fu) | ((a0 >> 2) & 0x30303030u)) << 32;
+        uint64_t mn = (b0 & 0x3f3f3f3fu) |
+                      (uint64_t)(((c0 >> 4) & 0x0f0f0f0fu) | ((b0 >> 2) & 0x30303030u)) << 32;
+        __m512i sv = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc)));
+        __m512i z0 = _mm512_loadu_si512(b + 16), z1 = _mm512_loadu_si512(b + 80);
+        __m512i p;
 
-            _mm_prefetch((const char *)b + QPREFETCH16, _MM_HINT_T0);
-            _mm_prefetch((const char *)b + QPREFETCH16 + 64, _MM_HINT_T0);
-            _mm_prefetch((const char *)b + QPREFETCH16 + 128, _MM_HINT_T0);
-            hdr = _mm256_mask_set1_epi32(hdr, (__mmask8)(1u << i), i32_at(b));
-            /* scale words: sub-blocks (0, 2), (1, 3), (4, 6), (5, 7) in the two halves */
-            p = _mm512_maddubs_epi16(_mm512_and_si512(z0, m4), ya);
-            s[i] = _mm512_dpwssd_epi32(_mm512_setzero_si512(), p, _mm512_permutexvar_epi16(ia, sv));
-            p = _mm512_maddubs_epi16(_mm512_and_si512(_mm512_srli_epi16(z0, 4), m4), yb);
-            s[i] = _mm512_dpwssd_epi32(s[i], p,
-                                       _mm512_permutexvar_epi16(_mm512_add_epi16(ia, one), sv));
-            p = _mm512_maddubs_epi16(_mm512_and_si512(z1, m4), yc);
-            s[i] = _mm512_dpwssd_epi32(s[i], p,
-                                       _mm512_permutexvar_epi16(_mm512_add_epi16(ia, four), sv));
-            p = _mm512_maddubs_epi16(_mm512_and_si512(_mm512_srli_epi16(z1, 4), m4), yd);
-            s[i] = _mm512_dpwssd_epi32(
-                s[i], p, _mm512_permutexvar_epi16(_mm512_add_epi16(ia, _mm512_set1_epi16(5)), sv));
-            /* isum partials in lanes 0, 1, the mins' in lane 2 */
-            __m256i h =
-                _mm256_add_epi32(_mm512_castsi512_si256(s[i]), _mm512_extracti64x4_epi64(s[i], 1));
-            __m128i m = _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)mn)), bs);
-            s[i] = _mm512_inserti64x4(_mm512_castsi256_si512(h), _mm256_zextsi128_si256(m), 1);
-        }
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; i++)
-            t[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(s[2 * i], s[2 * i + 1]),
-                                    _mm512_unpackhi_epi32(s[2 * i], s[2 * i + 1]));
-        u[0] =
-            _mm512_add_epi32(_mm512_unpacklo_epi64(t[0], t[1]), _mm512_unpackhi_epi64(t[0], t[1]));
-        u[1] =
-            _mm512_add_epi32(_mm512_unpacklo_epi64(t[2], t[3]), _mm512_unpackhi_epi64(t[2], t[3]));
-        /* u[h] lane l: rows 4h..4h+3 of lane l; then [isum 0-3, msum 0-3, isum 4-7, msum 4-7] */
-        __m512i z = _mm512_add_epi32(_mm512_shuffle_i32x4(u[0], u[1], 0x88),
-                                     _mm512_shuffle_i32x4(u[0], u[1], 0xdd));
-        z = _mm512_shuffle_i32x4(z, z, 0xd8);
-        __m256 fi = _mm256_cvtepi32_ps(_mm512_castsi512_si256(z));
-        __m256 fm = _mm256_cvtepi32_ps(_mm512_extracti64x4_epi64(z, 1));
-        __m256 d = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(hdr));
-        __m256 dmin = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(hdr, 16)));
-        float ydk = ((const struct block_q8_k *)(a->q + tok * a->yrb) + k)->d;
-
-        acc = _mm256_add_ps(
-            acc, _mm256_mul_ps(_mm256_set1_ps(ydk),
-                               _mm256_sub_ps(_mm256_mul_ps(d, fi), _mm256_mul_ps(dmin, fm))));
+        _mm_prefetch((const char *)b + QPREFETCH16, _MM_HINT_T0);
+        _mm_prefetch((const char *)b + QPREFETCH16 + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)b + QPREFETCH16 + 128, _MM_HINT_T0);
+        hdr = _mm256_mask_set1_epi32(hdr, (__mmask8)(1u << i), i32_at(b));
+        /* scale words: sub-blocks (0, 2), (1, 3), (4, 6), (5, 7) in the two halves */
+        p = _mm512_maddubs_epi16(_mm512_and_si512(z0, m4), ya);
+        s[i] = _mm512_dpwssd_epi32(_mm512_setzero_si512(), p, _mm512_permutexvar_epi16(ia, sv));
+        p = _mm512_maddubs_epi16(_mm512_and_si512(_mm512_srli_epi16(z0, 4), m4), yb);
+        s[i] =
+            _mm512_dpwssd_epi32(s[i], p, _mm512_permutexvar_epi16(_mm512_add_epi16(ia, one), sv));
+        p = _mm512_maddubs_epi16(_mm512_and_si512(z1, m4), yc);
+        s[i] =
+            _mm512_dpwssd_epi32(s[i], p, _mm512_permutexvar_epi16(_mm512_add_epi16(ia, four), sv));
+        p = _mm512_maddubs_epi16(_mm512_and_si512(_mm512_srli_epi16(z1, 4), m4), yd);
+        s[i] = _mm512_dpwssd_epi32(
+            s[i], p, _mm512_permutexvar_epi16(_mm512_add_epi16(ia, _mm512_set1_epi16(5)), sv));
+        /* isum partials in lanes 0, 1, the mins' in lane 2 */
+        __m256i h =
+            _mm256_add_epi32(_mm512_castsi512_si256(s[i]), _mm512_extracti64x4_epi64(s[i], 1));
+        __m128i m = _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)mn)), bs);
+        s[i] = _mm512_inserti64x4(_mm512_castsi256_si512(h), _mm256_zextsi128_si256(m), 1);
     }
-    _mm256_storeu_ps(out, acc);
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+        u[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(s[2 * i], s[2 * i + 1]),
+                                _mm512_unpackhi_epi32(s[2 * i], s[2 * i + 1]));
+    u[0] = _mm512_add_epi32(_mm512_unpacklo_epi64(u[0], u[1]), _mm512_unpackhi_epi64(u[0], u[1]));
+    u[1] = _mm512_add_epi32(_mm512_unpacklo_epi64(u[2], u[3]), _mm512_unpackhi_epi64(u[2], u[3]));
+    /* u[h] lane l: rows 4h..4h+3 of lane l; then [isum 0-3, msum 0-3, isum 4-7, msum 4-7] */
+    __m512i z = _mm512_add_epi32(_mm512_shuffle_i32x4(u[0], u[1], 0x88),
+                                 _mm512_shuffle_i32x4(u[0], u[1], 0xdd));
+    z = _mm512_shuffle_i32x4(z, z, 0xd8);
+    __m256 fi = _mm256_cvtepi32_ps(_mm512_castsi512_si256(z));
+    __m256 fm = _mm256_cvtepi32_ps(_mm512_extracti64x4_epi64(z, 1));
+    __m256 d = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(hdr));
+    __m256 dmin = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(hdr, 16)));
+    float ydk = ((const struct block_q8_k *)(a->q + t * a->yrb) + k)->d;
+
+    return _mm256_mul_ps(_mm256_set1_ps(ydk),
+                         _mm256_sub_ps(_mm256_mul_ps(d, fi), _mm256_mul_ps(dmin, fm)));
 }
+
 /*
- * Decode: out[i] = w0[i*rb] . y_0 for 8 rows of Q6_K and token 0 (the Q8_K quants read as they
- * are: a row's 64 bytes of ql at 64 h hold chunks 4h, 4h + 1 in their low nibbles and 4h + 2,
- * 4h + 3 in their high ones, the token's 256 quants in the same order). Per super-block and row:
- * the quants + 32 as unsigned bytes (ql nibbles, the qh bits shifted into bits 4-5 by
- * per-half word shifts), by vpmaddubsw against the activations, times the sub-block scales
- * (broadcast by vpermw) by vpdpwssd; 32 x sum(scale x bsum) off; the 8 rows' sums reduced
- * together, d gathered by masked broadcasts, the reference's float part for 8 rows at once.
+ * Super-block k of 8 rows of Q6_K at w0 (rb bytes apart) against token t (the Q8_K quants read
+ * as they are: a row's 64 bytes of ql at 64 h hold chunks 4h, 4h + 1 in their low nibbles and
+ * 4h + 2, 4h + 3 in their high ones, the token's 256 quants in the same order): the rows' terms
+ * of the reference's float sum. Per row: the quants + 32 as unsigned bytes (ql nibbles, the qh
+ * bits shifted into bits 4-5 by per-half word shifts), by vpmaddubsw against the activations,
+ * times the sub-block scales (broadcast by vpermw) by vpdpwssd; 32 x sum(scale x bsum) off; the
+ * 8 rows' sums reduced together, d gathered by masked broadcasts.
  */
-QT static void
-QS(qrows8w_q6_k)(const uint8_t *w0, size_t rb, const struct qact *a, uint32_t tok, size_t n,
-                 float *out)
+QT static ALWAYS_INLINE __m256
+QS(sb8_q6_k)(const uint8_t *w0, size_t rb, size_t k, const struct qact *a, uint32_t t)
 {
     const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
     /* word shifts: the low half's chunk takes qh bits 0-1 (left 4) or 4-5 (none), the high
@@ -427,65 +430,109 @@ QS(qrows8w_q6_k)(const uint8_t *w0, size_t rb, const struct qact *a, uint32_t to
     const __m512i sidx =
         _mm512_set_epi64(0x0003000300030003, 0x0003000300030003, 0x0002000200020002,
                          0x0002000200020002, 0x0001000100010001, 0x0001000100010001, 0, 0);
-    __m256 acc = _mm256_setzero_ps();
-
-    for (size_t k = 0; k < n / QUANT_QK_K; k++) {
-        const struct block_q8_k *yb = (const struct block_q8_k *)(a->q + tok * a->yrb) + k;
-        const __m256i bs = _mm256_loadu_si256((const __m256i *)yb->bsums);
-        __m256i s[8];
-        __m128i dh = _mm_setzero_si128();
+    const struct block_q8_k *yb = (const struct block_q8_k *)(a->q + t * a->yrb) + k;
+    const __m256i bs = _mm256_loadu_si256((const __m256i *)yb->bsums);
+    __m256i s[8];
+    __m128i dh = _mm_setzero_si128();
 
 #pragma GCC unroll 8
-        for (int i = 0; i < 8; i++) {
-            const uint8_t *b = w0 + i * rb + k * sizeof(struct block_q6_k);
-            __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + 192)));
-            __m512i scz = _mm512_castsi256_si512(sc), acc_i = _mm512_setzero_si512();
+    for (int i = 0; i < 8; i++) {
+        const uint8_t *b = w0 + i * rb + k * sizeof(struct block_q6_k);
+        __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + 192)));
+        __m512i scz = _mm512_castsi256_si512(sc), acc_i = _mm512_setzero_si512();
 
-            for (int l = 0; l < 256; l += 64)
-                _mm_prefetch((const char *)b + QPREFETCH16 + l, _MM_HINT_T0);
-            dh = _mm_mask_set1_epi16(dh, (__mmask8)(1u << i), u16_at(b + 208));
+        for (int l = 0; l < 256; l += 64)
+            _mm_prefetch((const char *)b + QPREFETCH16 + l, _MM_HINT_T0);
+        dh = _mm_mask_set1_epi16(dh, (__mmask8)(1u << i), u16_at(b + 208));
 #pragma GCC unroll 2
-            for (int h = 0; h < 2; h++) {
-                __m512i l = _mm512_loadu_si512(b + 64 * h);
-                __m512i qh =
-                    _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b + 128 + 32 * h)));
-                __m512i lo = _mm512_ternarylogic_epi32(_mm512_and_si512(l, m4),
-                                                       _mm512_sllv_epi16(qh, shl), m30, 0xf8);
-                __m512i hi =
-                    _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
-                                              _mm512_srlv_epi16(qh, shr), m30, 0xf8);
-                __m512i ilo = _mm512_add_epi16(sidx, _mm512_set1_epi16((short)(8 * h)));
-                __m512i ihi = _mm512_add_epi16(sidx, _mm512_set1_epi16((short)(8 * h + 4)));
+        for (int h = 0; h < 2; h++) {
+            __m512i l = _mm512_loadu_si512(b + 64 * h);
+            __m512i qh =
+                _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b + 128 + 32 * h)));
+            __m512i lo = _mm512_ternarylogic_epi32(_mm512_and_si512(l, m4),
+                                                   _mm512_sllv_epi16(qh, shl), m30, 0xf8);
+            __m512i hi = _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
+                                                   _mm512_srlv_epi16(qh, shr), m30, 0xf8);
+            __m512i ilo = _mm512_add_epi16(sidx, _mm512_set1_epi16((short)(8 * h)));
+            __m512i ihi = _mm512_add_epi16(sidx, _mm512_set1_epi16((short)(8 * h + 4)));
 
-                acc_i = _mm512_dpwssd_epi32(
-                    acc_i, _mm512_maddubs_epi16(lo, _mm512_loadu_si512(yb->qs + 128 * h)),
-                    _mm512_permutexvar_epi16(ilo, scz));
-                acc_i = _mm512_dpwssd_epi32(
-                    acc_i, _mm512_maddubs_epi16(hi, _mm512_loadu_si512(yb->qs + 128 * h + 64)),
-                    _mm512_permutexvar_epi16(ihi, scz));
-            }
-            s[i] = _mm256_sub_epi32(_mm256_add_epi32(_mm512_castsi512_si256(acc_i),
-                                                     _mm512_extracti64x4_epi64(acc_i, 1)),
-                                    _mm256_slli_epi32(_mm256_madd_epi16(sc, bs), 5));
+            acc_i = _mm512_dpwssd_epi32(
+                acc_i, _mm512_maddubs_epi16(lo, _mm512_loadu_si512(yb->qs + 128 * h)),
+                _mm512_permutexvar_epi16(ilo, scz));
+            acc_i = _mm512_dpwssd_epi32(
+                acc_i, _mm512_maddubs_epi16(hi, _mm512_loadu_si512(yb->qs + 128 * h + 64)),
+                _mm512_permutexvar_epi16(ihi, scz));
         }
-        __m256i is = hsum8_i32(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]);
-
-        /* the reference subtracts its zero min term: x - 0 is x */
-        acc = _mm256_add_ps(
-            acc, _mm256_mul_ps(_mm256_set1_ps(yb->d),
-                               _mm256_mul_ps(_mm256_cvtph_ps(dh), _mm256_cvtepi32_ps(is))));
+        s[i] = _mm256_sub_epi32(
+            _mm256_add_epi32(_mm512_castsi512_si256(acc_i), _mm512_extracti64x4_epi64(acc_i, 1)),
+            _mm256_slli_epi32(_mm256_madd_epi16(sc, bs), 5));
     }
-    _mm256_storeu_ps(out, acc);
+    __m256i is = hsum8_i32(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]);
+
+    /* the reference subtracts its zero min term: x - 0 is x */
+    return _mm256_mul_ps(_mm256_set1_ps(yb->d),
+                         _mm256_mul_ps(_mm256_cvtph_ps(dh), _mm256_cvtepi32_ps(is)));
 }
-#define QDEC_YES(sfx) QS(qprep_##sfx), QS(qrows16_##sfx), 16
-#define QDEC_K(sfx)   QS(qprep_##sfx), QS(qrows8w_##sfx), 8
-#define QDEC_Q6K      NULL, QS(qrows8w_q6_k), 8
+
+/*
+ * Decode (and batched decode): y[t*ys + i] = w0[i*rb] . y_t for 8 rows of a K type (six: Q6_K,
+ * else Q4_K, its activations laid out by qprep_q4_k() at a->dec, a->dec_stride apart) and nt
+ * tokens: per super-block, token after token (the rows come from memory once, then from L1),
+ * sum += the 8 rows' terms.
+ */
+QT static ALWAYS_INLINE void
+QS(wide8_k)(bool six, int nt, const uint8_t *w0, size_t rb, const struct qact *a, size_t n,
+            float *y, size_t ys)
+{
+    __m256 acc[QTOK];
+
+    for (int t = 0; t < nt; t++)
+        acc[t] = _mm256_setzero_ps();
+    for (size_t k = 0; k < n / QUANT_QK_K; k++)
+        for (int t = 0; t < nt; t++)
+            acc[t] =
+                _mm256_add_ps(acc[t], six ? QS(sb8_q6_k)(w0, rb, k, a, (uint32_t)t)
+                                          : QS(sb8_q4_k)(w0, rb, k, a, (uint32_t)t,
+                                                         a->dec + t * a->dec_stride + 256 * k));
+    for (int t = 0; t < nt; t++)
+        _mm256_storeu_ps(y + t * ys, acc[t]);
+}
+
+#define QWIDE(name, nt, call)                                                                      \
+    QT static void QS(name##_##nt)(const uint8_t *w0, size_t rb, const struct qact *a, size_t n,   \
+                                   float *y, size_t ys)                                            \
+    {                                                                                              \
+        call;                                                                                      \
+    }
+QWIDE(wide_q4_0, 1, QS(wide16_q4_0)(1, w0, rb, a, n, y, ys))
+QWIDE(wide_q4_0, 2, QS(wide16_q4_0)(2, w0, rb, a, n, y, ys))
+QWIDE(wide_q4_0, 3, QS(wide16_q4_0)(3, w0, rb, a, n, y, ys))
+QWIDE(wide_q4_0, 4, QS(wide16_q4_0)(QTOK, w0, rb, a, n, y, ys))
+QWIDE(wide_q4_k, 1, QS(wide8_k)(false, 1, w0, rb, a, n, y, ys))
+QWIDE(wide_q4_k, 2, QS(wide8_k)(false, 2, w0, rb, a, n, y, ys))
+QWIDE(wide_q4_k, 3, QS(wide8_k)(false, 3, w0, rb, a, n, y, ys))
+QWIDE(wide_q4_k, 4, QS(wide8_k)(false, QTOK, w0, rb, a, n, y, ys))
+QWIDE(wide_q6_k, 1, QS(wide8_k)(true, 1, w0, rb, a, n, y, ys))
+QWIDE(wide_q6_k, 2, QS(wide8_k)(true, 2, w0, rb, a, n, y, ys))
+QWIDE(wide_q6_k, 3, QS(wide8_k)(true, 3, w0, rb, a, n, y, ys))
+QWIDE(wide_q6_k, 4, QS(wide8_k)(true, QTOK, w0, rb, a, n, y, ys))
+#undef QWIDE
+#define QDEC_YES(sfx)                                                                              \
+    QS(qprep_##sfx),                                                                               \
+        {NULL, QS(wide_##sfx##_1), QS(wide_##sfx##_2), QS(wide_##sfx##_3), QS(wide_##sfx##_4)},    \
+        16, QWIDE_TOK
+#define QDEC_K(sfx)                                                                                \
+    QS(qprep_##sfx),                                                                               \
+        {NULL, QS(wide_##sfx##_1), QS(wide_##sfx##_2), QS(wide_##sfx##_3), QS(wide_##sfx##_4)}, 8, \
+        QWIDE_TOK
+#define QDEC_Q6K                                                                                   \
+    NULL, {NULL, QS(wide_q6_k_1), QS(wide_q6_k_2), QS(wide_q6_k_3), QS(wide_q6_k_4)}, 8, QWIDE_TOK
 #else
-#define QDEC_YES(sfx) NULL, NULL, 0
-#define QDEC_K(sfx)   NULL, NULL, 0
-#define QDEC_Q6K      NULL, NULL, 0
+#define QDEC_YES(sfx) NULL, {NULL}, 0, 0
+#define QDEC_K(sfx)   NULL, {NULL}, 0, 0
+#define QDEC_Q6K      NULL, {NULL}, 0, 0
 #endif
-#define QDEC_NO(sfx) NULL, NULL, 0
+#define QDEC_NO(sfx) NULL, {NULL}, 0, 0
 
 /*
  * Q4_K / Q5_K (five: Q5_K's 5th bits) row x against nt Q8_K rows y_(tok+j): sum[j] as the
@@ -940,10 +987,6 @@ static const struct qkern QS(qkern_q6_k) = {
     {NULL, QS(qtile8p_q6_k_1), QS(qtile8p_q6_k_2), QS(qtile8p_q6_k_3), QS(qtile8p_q6_k_4)},
     QDEC_Q6K};
 #undef QROWS_K45
-#undef QDEC_YES
-#undef QDEC_NO
-#undef QDEC_K
-#undef QDEC_Q6K
 #undef QPACK_K_FNS
 #undef QTILE8PK
 #undef QROWSK
@@ -954,17 +997,18 @@ static const struct qkern QS(qkern_q2_k) = {
     {NULL},
     QS(qpack_q2_k),
     {NULL, QS(qtile8p_q2_k_1), QS(qtile8p_q2_k_2), QS(qtile8p_q2_k_3), QS(qtile8p_q2_k_4)},
-    NULL,
-    NULL,
-    0};
+    QDEC_NO(q2_k)};
 static const struct qkern QS(qkern_q3_k) = {
     NULL,
     {NULL},
     QS(qpack_q3_k),
     {NULL, QS(qtile8p_q3_k_1), QS(qtile8p_q3_k_2), QS(qtile8p_q3_k_3), QS(qtile8p_q3_k_4)},
-    NULL,
-    NULL,
-    0};
+    QDEC_NO(q3_k)};
+
+#undef QDEC_YES
+#undef QDEC_NO
+#undef QDEC_K
+#undef QDEC_Q6K
 
 /* This level's kernels of each quantized type, or NULL (the type runs its reference vec_dot). */
 static const struct qkern *const QS(qkerns)[TYPE__COUNT] = {
