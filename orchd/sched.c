@@ -807,7 +807,7 @@ dispatch_locked(struct sched *s, uint64_t now_ms)
                                     r->sampling, r->max_tokens, r->stop,     r->n_stop};
         if (s->ops.dispatch(s->ops.ud, slot, &d, err) != 0) {
             /* it stays first in its queue; this worker gets nothing for a moment */
-            log_error("dispatch of %s to worker %d failed: %s", r->id, slot, err);
+            log_warn("dispatch of %s to worker %d failed (it stays queued): %s", r->id, slot, err);
             s->slots[slot].pause_until_ms = now_ms + SCHED_BUSY_PAUSE_MS;
             continue;
         }
