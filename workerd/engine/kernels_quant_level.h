@@ -134,8 +134,10 @@ QS(qrows8_32)(uint32_t type, size_t bsize, const uint8_t *w0, size_t rb, const s
         __m256i s0, s1, s2, s3, s4, s5, s6, s7;
 
         if ((k * bsize) % 64 < bsize) /* the block starts a new line of the rows */
-            for (int i = 0; i < 8; i++)
+            for (int i = 0; i < 8; i++) { /* this row ahead, the next tile's into L2 */
                 _mm_prefetch((const char *)b + i * rb + QPREFETCH, _MM_HINT_T0);
+                _mm_prefetch((const char *)b + (i + 8) * rb, _MM_HINT_T1);
+            }
         s0 = QS(dot32)(type, QS(unpack32)(type, b), yq);
         s1 = QS(dot32)(type, QS(unpack32)(type, b + rb), yq);
         s2 = QS(dot32)(type, QS(unpack32)(type, b + 2 * rb), yq);
@@ -216,7 +218,10 @@ QS(group16_q4_0)(const uint8_t *p, size_t rb, int nbv, __m512i ylo, __m512i yhi,
         } else {
             l0 = _mm512_maskz_loadu_epi16(((__mmask32)1 << (9 * nbv)) - 1, r);
         }
+        /* this row ahead, and the next tile's row into L2 (the hardware prefetchers follow
+         * neither 16 interleaved streams nor a new tile soon enough) */
         _mm_prefetch((const char *)r + QPREFETCH16, _MM_HINT_T0);
+        _mm_prefetch((const char *)r + 16 * rb, _MM_HINT_T1);
         __m512i q = _mm512_permutex2var_epi16(l0, qidx, l1);
         *dlo = _mm512_mask_permutexvar_epi16(*dlo, (__mmask32)0x00010001u << i, didx_lo, l0);
         *dhi = _mm512_mask_permutexvar_epi16(*dhi, (__mmask32)0x00010001u << i, didx_hi, l0);
@@ -364,9 +369,10 @@ QS(sb8_q4_k)(const uint8_t *w0, size_t rb, size_t k, const struct qact *a, uint3
         __m512i z0 = _mm512_loadu_si512(b + 16), z1 = _mm512_loadu_si512(b + 80);
         __m512i p;
 
-        _mm_prefetch((const char *)b + QPREFETCH16, _MM_HINT_T0);
-        _mm_prefetch((const char *)b + QPREFETCH16 + 64, _MM_HINT_T0);
-        _mm_prefetch((const char *)b + QPREFETCH16 + 128, _MM_HINT_T0);
+        for (int l = 0; l < 192; l += 64) { /* this row ahead, the next tile's row into L2 */
+            _mm_prefetch((const char *)b + QPREFETCH16 + l, _MM_HINT_T0);
+            _mm_prefetch((const char *)b + 8 * rb + l, _MM_HINT_T1);
+        }
         hdr = _mm256_mask_set1_epi32(hdr, (__mmask8)(1u << i), i32_at(b));
         /* scale words: sub-blocks (0, 2), (1, 3), (4, 6), (5, 7) in the two halves */
         p = _mm512_maddubs_epi16(_mm512_and_si512(z0, m4), ya);
@@ -441,8 +447,10 @@ QS(sb8_q6_k)(const uint8_t *w0, size_t rb, size_t k, const struct qact *a, uint3
         __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + 192)));
         __m512i scz = _mm512_castsi256_si512(sc), acc_i = _mm512_setzero_si512();
 
-        for (int l = 0; l < 256; l += 64)
+        for (int l = 0; l < 256; l += 64) { /* this row ahead, the next tile's row into L2 */
             _mm_prefetch((const char *)b + QPREFETCH16 + l, _MM_HINT_T0);
+            _mm_prefetch((const char *)b + 8 * rb + l, _MM_HINT_T1);
+        }
         dh = _mm_mask_set1_epi16(dh, (__mmask8)(1u << i), u16_at(b + 208));
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
