@@ -1,10 +1,12 @@
 /*
  * threadpool.c: see threadpool.h. A job is published by bumping a generation counter under the
- * mutex; workers spin on it briefly (a decode step's jobs follow each other within microseconds),
- * then sleep on a condition variable. The last worker to finish wakes the caller the same way.
+ * mutex; workers spin on it for up to 200 us (a decode step's jobs follow each other within
+ * microseconds, its tokens within tens), then sleep on a condition variable. The last worker to
+ * finish wakes the caller the same way.
  */
 #include "workerd/engine/threadpool.h"
 
+#include "common/clock.h"
 #include "common/err.h"
 
 #include <pthread.h>
@@ -13,8 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Spin iterations before sleeping; each is a pause instruction (tens of nanoseconds). */
-#define THREADPOOL_SPIN 2000
+/* How long a thread spins before it sleeps, measured on the clock (a pause instruction lasts
+ * 10 to 140 ns depending on the CPU: 2000 of them were 26 us here, less than the main thread's
+ * work between two decode tokens, so the worker slept and was woken at every token). */
+#define THREADPOOL_SPIN_NS    200000
+#define THREADPOOL_SPIN_CHECK 64 /* pauses between two readings of the clock */
 
 struct worker {
     struct threadpool *pool;
@@ -44,6 +49,24 @@ cpu_relax(void)
 #endif
 }
 
+/* Spins until *v differs from old (or *stop is set, when stop is not NULL) or THREADPOOL_SPIN_NS
+ * have passed; returns whether it did. */
+static bool
+spin_until_change(const atomic_uint *v, unsigned old, const atomic_bool *stop)
+{
+    uint64_t t0 = clock_now_ns();
+
+    for (;;) {
+        for (int i = 0; i < THREADPOOL_SPIN_CHECK; i++) {
+            if (atomic_load(v) != old || (stop != NULL && atomic_load(stop)))
+                return true;
+            cpu_relax();
+        }
+        if (clock_now_ns() - t0 > THREADPOOL_SPIN_NS)
+            return false;
+    }
+}
+
 static void *
 worker_main(void *p)
 {
@@ -52,11 +75,7 @@ worker_main(void *p)
     unsigned seen = 0; /* the generation at creation: a job may be published before we run */
 
     for (;;) {
-        for (int i = 0;
-             i < THREADPOOL_SPIN && atomic_load(&pool->gen) == seen && !atomic_load(&pool->stop);
-             i++)
-            cpu_relax();
-        if (atomic_load(&pool->gen) == seen && !atomic_load(&pool->stop)) {
+        if (!spin_until_change(&pool->gen, seen, &pool->stop)) {
             pthread_mutex_lock(&pool->mu);
             while (atomic_load(&pool->gen) == seen && !atomic_load(&pool->stop))
                 pthread_cond_wait(&pool->start, &pool->mu);
@@ -156,8 +175,10 @@ threadpool_run(struct threadpool *p, threadpool_fn fn, void *arg)
 
     fn(arg, 0, p->n);
 
-    for (int i = 0; i < THREADPOOL_SPIN && atomic_load(&p->n_done) != p->n - 1; i++)
-        cpu_relax();
+    /* n_done moves from 0 to n - 1: spin while it changes, then sleep */
+    for (unsigned d = 0; (d = atomic_load(&p->n_done)) != p->n - 1;)
+        if (!spin_until_change(&p->n_done, d, NULL))
+            break;
     if (atomic_load(&p->n_done) != p->n - 1) {
         pthread_mutex_lock(&p->mu);
         while (atomic_load(&p->n_done) != p->n - 1)
