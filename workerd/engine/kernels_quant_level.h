@@ -133,7 +133,7 @@ QS(qrows8_32)(uint32_t type, size_t bsize, const uint8_t *w0, size_t rb, const s
         __m256i yq = _mm256_loadu_si256((const __m256i *)(yb + (with_min ? 4 : 2)));
         __m256i s0, s1, s2, s3, s4, s5, s6, s7;
 
-        if ((k * bsize) % 64 < bsize) /* the block starts a new line of the rows */
+        if ((k * bsize) % 64 < bsize)     /* the block starts a new line of the rows */
             for (int i = 0; i < 8; i++) { /* this row ahead, the next tile's into L2 */
                 _mm_prefetch((const char *)b + i * rb + QPREFETCH, _MM_HINT_T0);
                 _mm_prefetch((const char *)b + (i + 8) * rb, _MM_HINT_T1);
@@ -784,6 +784,10 @@ QS(qpack8_k)(uint32_t type, size_t bsize, const uint8_t *w0, size_t rb, size_t n
             int16_t s[16], m[16];
             const int16_t *v = kq_offset(type) != 0 ? s : m;
 
+            for (size_t l = 0; l < bsize; l += 64) { /* ahead, and the next tile's row */
+                _mm_prefetch((const char *)w0 + i * rb + k * bsize + QPREFETCH + l, _MM_HINT_T0);
+                _mm_prefetch((const char *)w0 + (i + 8) * rb + k * bsize + l, _MM_HINT_T1);
+            }
             kq_scales(type, w0 + i * rb + k * bsize, s, m, &d[i], &dmin[i]);
             for (int j = 0; j < nsub; j++)
                 sc[8 * j + i] = s[j];
