@@ -19,6 +19,11 @@
 #define QPREFETCH16 512  /* the same in the 16-row decode tiles (AVX-512) */
 #define QPACK_BLOCK 320  /* bytes of one block of 8 packed rows: 8 x 32 quants, 8 d, 8 m */
 #define QPACK_K     2880 /* bytes of one K super-block of 8 packed rows (qpack8_k) */
+#define QPACK16     640  /* bytes of one block of 16 packed rows: 16 x 32 quants, 16 d, 16 m */
+#define QTOK16      8    /* tokens per 16-row prefill tile (AVX512-VNNI) */
+#define QGRP_BLOCK  352  /* bytes of one block of a group of QTOK16 tokens (qgroup()) */
+#define QTOK_MAX    256  /* at most this many tokens quantized at once (qtok_block()) */
+#define QX_BYTES    (1024u << 10) /* and about this many bytes of them */
 #define QDEC_BLOCK  40   /* bytes per 32 columns of one token laid out for a wide kernel */
 #define QWIDE_TOK   8    /* tokens up to which the wide decode tiles run (QTOK at a time) */
 
@@ -37,6 +42,7 @@ struct qact {
     size_t nb;
     const uint8_t *dec; /* the tokens laid out by the type's qprep_fn (wide decode), or NULL */
     size_t dec_stride;  /* bytes from one token's layout to the next */
+    const uint8_t *grp; /* the tokens in groups for the 16-row tiles (qgroup()), or NULL */
 };
 
 /* out[j*os + i] = w[i] . y_(tok+j) for KERNEL_TILE_ROWS rows and nt tokens (rows8: out[i] =
@@ -64,7 +70,8 @@ typedef void (*qwide_fn)(const uint8_t *w0, size_t rb, const struct qact *a, siz
 /* One level's kernels of a type: rows[nt] for 1..QTOK tokens, rows8 (decode) or NULL, pack8 and
  * tile8[nt] (prefill) or NULL; wide[nt] (decode at 512 bits, wide_rows rows at a time, on the
  * activations prep laid out at a->dec when prep is not NULL; for up to wide_tok tokens, QTOK at
- * a time) or NULL. */
+ * a time) or NULL; pack16 and tile16[nt] for 1..QTOK16 tokens (prefill at 512 bits: 16 rows
+ * packed, QPACK16 bytes per block) or NULL. */
 struct qkern {
     qrows8_fn rows8;
     qrows_fn rows[QTOK + 1];
@@ -73,6 +80,8 @@ struct qkern {
     qprep_fn prep;
     qwide_fn wide[QTOK + 1];
     uint32_t wide_rows, wide_tok;
+    qpack8_fn pack16;
+    qtile8_fn tile16[QTOK16 + 1];
 };
 
 /* The offset the kernels add to a 32-element type's quants to make them unsigned bytes (Q8_0
@@ -218,10 +227,10 @@ store_tokens(int nt, float *y, size_t ys, __m256 f0, __m256 f1, __m256 f2, __m25
         _mm256_storeu_ps(y + 3 * ys, f3);
 }
 
-/* Stores the 8 x 8 transpose of the 32-bit groups of q[0..7]: vector g (32 bytes at dst + 32 g)
- * holds group g of q[0], ..., q[7]. */
+/* Stores the 8 x 8 transpose of the 32-bit groups of q[0..7]: vector g (32 bytes at dst +
+ * stride g) holds group g of q[0], ..., q[7]. */
 AVX2 static ALWAYS_INLINE void
-transpose8_store(const __m256i *q, uint8_t *dst)
+transpose8_store(const __m256i *q, uint8_t *dst, size_t stride)
 {
     __m256i u0 = _mm256_unpacklo_epi32(q[0], q[1]), u1 = _mm256_unpackhi_epi32(q[0], q[1]);
     __m256i u2 = _mm256_unpacklo_epi32(q[2], q[3]), u3 = _mm256_unpackhi_epi32(q[2], q[3]);
@@ -234,8 +243,9 @@ transpose8_store(const __m256i *q, uint8_t *dst)
                     _mm256_unpacklo_epi64(u5, u7), _mm256_unpackhi_epi64(u5, u7)};
 
     for (int g = 0; g < 4; g++) {
-        _mm256_storeu_si256((__m256i *)(dst + 32 * g), _mm256_permute2x128_si256(v[g], x[g], 0x20));
-        _mm256_storeu_si256((__m256i *)(dst + 32 * (g + 4)),
+        _mm256_storeu_si256((__m256i *)(dst + stride * g),
+                            _mm256_permute2x128_si256(v[g], x[g], 0x20));
+        _mm256_storeu_si256((__m256i *)(dst + stride * (g + 4)),
                             _mm256_permute2x128_si256(v[g], x[g], 0x31));
     }
 }
@@ -568,16 +578,65 @@ quantize_act(uint32_t yt, const float *x, size_t n, void *dst, int16_t *sum, flo
 #endif
 }
 
+/* Bytes per token and 32 columns of the quantized activations: the row (at most 37 bytes: Q8_0,
+ * Q8_1, Q8_K), its sum, d and s; then the same in groups for the 16-row tiles. */
+#define QACT_BYTES (37 + 2 + 4 + 4)
+#define QGRP_BYTES (QGRP_BLOCK / QTOK16)
+
+/* Tokens whose activations are quantized together, each packed tile serving them all: as many as
+ * QX_BYTES of grouped activations hold (they stay in L2 while the tiles pass over them), a
+ * multiple of QTOK16, from KERNEL_TOK_BLOCK to QTOK_MAX. */
+static uint32_t
+qtok_block(size_t cols)
+{
+    size_t tb = QX_BYTES / ((cols + 31) / 32 * QGRP_BYTES) / QTOK16 * QTOK16;
+
+    return tb < KERNEL_TOK_BLOCK ? KERNEL_TOK_BLOCK : tb > QTOK_MAX ? QTOK_MAX : (uint32_t)tb;
+}
+
 size_t
 kernel_quant_scratch_bytes(uint32_t cols)
 {
-    size_t nb = (cols + 31) / 32;
+    size_t nb = (cols + 31) / 32, tnb = (size_t)KERNEL_TOK_BLOCK * nb;
 
-    /* per token and 32 columns: the row (at most 37 bytes: Q8_0, Q8_1, Q8_K), its sum, d and s;
-     * then 8 packed rows (QPACK_K / 8 >= QPACK_BLOCK bytes per 32 columns), then the tokens
-     * laid out for a wide kernel */
-    return (size_t)KERNEL_TOK_BLOCK * nb * (37 + 2 + 4 + 4) + nb * (QPACK_K / 8) +
+    /* qtok_block() tokens' activations and their groups (tokens x blocks at most the larger of
+     * KERNEL_TOK_BLOCK x nb and QX_BYTES / QGRP_BYTES, for this and any narrower matrix), then 8
+     * or 16 packed rows (QPACK16 >= QPACK_K / 8 >= QPACK_BLOCK bytes per 32 columns), then the
+     * tokens laid out for a wide kernel */
+    if (tnb < QX_BYTES / QGRP_BYTES)
+        tnb = QX_BYTES / QGRP_BYTES;
+    return tnb * (QACT_BYTES + QGRP_BYTES) + 64 + nb * QPACK16 +
            QWIDE_TOK * (nb * QDEC_BLOCK + 128) + 16;
+}
+
+/*
+ * The first ntok tokens of a laid out for the 16-row tiles (qtile16p()) at dst: group G (tokens
+ * G * QTOK16 on) block k at dst + (G * nb + k) * QGRP_BLOCK: token j's 32 quants at 32 j, then
+ * -bias x the tokens' quant sums as int32 (the bias of the weights' unsigned quants with VNNI:
+ * the 16-row tiles need AVX512-VNNI), their d and their s as floats.
+ */
+static void
+qgroup(uint32_t type, const struct qact *a, uint32_t ntok, uint8_t *dst)
+{
+    bool with_min = type == TYPE_Q4_1 || type == TYPE_Q5_1;
+    int32_t bias = qbias32(type, true);
+    size_t ybs = with_min ? sizeof(struct block_q8_1) : sizeof(struct block_q8_0);
+
+    for (uint32_t t = 0; t < ntok; t++) {
+        const uint8_t *yq = a->q + t * a->yrb + (with_min ? 4 : 2);
+        uint8_t *g = dst + (t / QTOK16) * a->nb * QGRP_BLOCK;
+        uint32_t j = t % QTOK16;
+
+        for (size_t k = 0; k < a->nb; k++) {
+            uint8_t *b = g + k * QGRP_BLOCK;
+            int32_t m = -bias * a->sum[t * a->nb + k];
+
+            memcpy(b + 32 * j, yq + k * ybs, 32);
+            memcpy(b + 32 * QTOK16 + 4 * j, &m, 4);
+            memcpy(b + 36 * QTOK16 + 4 * j, &a->dy[t * a->nb + k], 4);
+            memcpy(b + 40 * QTOK16 + 4 * j, &a->sy[t * a->nb + k], 4);
+        }
+    }
 }
 
 /* Tokens from which packing 8 rows pays: 2 for the 32-element types (cheap to unpack), 8 for
@@ -590,7 +649,7 @@ qpack_min(const struct qkern *qk)
 }
 
 /*
- * Each block of KERNEL_TOK_BLOCK tokens' activations is quantized to the type's vec_dot_type
+ * Each block of qtok_block() tokens' activations is quantized to the type's vec_dot_type
  * (the reference's bytes, so every thread and batch gets the same), then every (row, token) is
  * the type's dot product: this level's kernel when there is one, else the reference vec_dot;
  * both give the reference's bits. Kernels: up to QWIDE_TOK tokens, the level's wide tiles where
@@ -610,16 +669,18 @@ kernel_matmul_quant(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, con
     const struct qkern *qk = qkern_of(w->type);
     const qrows_fn *rows = qk != NULL && qk->rows[1] != NULL ? qk->rows : NULL;
     const uint8_t *wd = w->data;
+    uint32_t tb = qtok_block(w->cols);
     uint8_t *base = scratch;
-    int16_t *sums = (int16_t *)(base + (size_t)KERNEL_TOK_BLOCK * yrb);
-    float *dy = (float *)(base + (((size_t)KERNEL_TOK_BLOCK * (yrb + 2 * nb) + 3) & ~(size_t)3));
-    float *sy = dy + (size_t)KERNEL_TOK_BLOCK * nb;
-    uint8_t *packed = (uint8_t *)(sy + (size_t)KERNEL_TOK_BLOCK * nb);
-    uint8_t *dec = packed + nb * (QPACK_K / 8);
-    struct qact a = {base, yrb, sums, dy, sy, nb, NULL, 0};
+    int16_t *sums = (int16_t *)(base + (size_t)tb * yrb);
+    float *dy = (float *)(base + (((size_t)tb * (yrb + 2 * nb) + 3) & ~(size_t)3));
+    float *sy = dy + (size_t)tb * nb;
+    uint8_t *grp = (uint8_t *)(((uintptr_t)(sy + (size_t)tb * nb) + 63) & ~(uintptr_t)63);
+    uint8_t *packed = grp + (size_t)tb * nb * QGRP_BYTES;
+    uint8_t *dec = packed + nb * QPACK16;
+    struct qact a = {base, yrb, sums, dy, sy, nb, NULL, 0, NULL};
 
-    for (uint32_t t0 = 0; t0 < ntok; t0 += KERNEL_TOK_BLOCK) {
-        uint32_t t1 = ntok - t0 < KERNEL_TOK_BLOCK ? ntok : t0 + KERNEL_TOK_BLOCK;
+    for (uint32_t t0 = 0; t0 < ntok; t0 += tb) {
+        uint32_t t1 = ntok - t0 < tb ? ntok : t0 + tb;
         uint32_t r = r0;
 
         for (uint32_t tk = t0; tk < t1; tk++)
@@ -634,7 +695,8 @@ kernel_matmul_quant(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, con
                 for (uint32_t tk = t0; tk < t1;) { /* the rows stay in cache for the next */
                     uint32_t nt = t1 - tk < QTOK ? t1 - tk : QTOK, c = tk - t0;
                     struct qact ac = {a.q + c * yrb, yrb, a.sum + c * nb,           a.dy + c * nb,
-                                      a.sy + c * nb, nb,  a.dec + c * a.dec_stride, a.dec_stride};
+                                      a.sy + c * nb, nb,  a.dec + c * a.dec_stride, a.dec_stride,
+                                      NULL};
 
                     qk->wide[nt](wd + (size_t)r * w->row_bytes, w->row_bytes, &ac, w->cols,
                                  y + tk * ys + r, ys);
@@ -645,6 +707,20 @@ kernel_matmul_quant(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, con
             for (; r + 8 <= r1; r += 8)
                 qk->rows8(wd + (size_t)r * w->row_bytes, w->row_bytes, &a, 0, w->cols,
                           y + t0 * ys + r);
+        if (qk != NULL && qk->pack16 != NULL && t1 - t0 >= qpack_min(qk) && r + 16 <= r1) {
+            qgroup(w->type, &a, t1 - t0, grp);
+            a.grp = grp;
+        }
+        if (a.grp != NULL)
+            for (; r + 16 <= r1; r += 16) {
+                qk->pack16(wd + (size_t)r * w->row_bytes, w->row_bytes, w->cols, packed);
+                for (uint32_t tk = t0; tk < t1;) {
+                    uint32_t nt = t1 - tk < QTOK16 ? t1 - tk : QTOK16;
+
+                    qk->tile16[nt](packed, &a, tk - t0, w->cols, y + tk * ys + r, ys);
+                    tk += nt;
+                }
+            }
         if (qk != NULL && qk->pack8 != NULL && (t1 - t0 >= qpack_min(qk) || rows == NULL))
             for (; r + 8 <= r1; r += 8) {
                 qk->pack8(wd + (size_t)r * w->row_bytes, w->row_bytes, w->cols, packed);

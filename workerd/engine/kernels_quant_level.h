@@ -691,7 +691,7 @@ QS(qpack8)(uint32_t type, size_t bsize, const uint8_t *w0, size_t rb, size_t n, 
 
         for (int i = 0; i < 8; i++)
             q[i] = QS(unpack32)(type, b + i * rb).u;
-        transpose8_store(q, p);
+        transpose8_store(q, p, 32);
         _mm256_storeu_ps((float *)(p + 256), halves8(b, rb));
         if (with_min)
             _mm256_storeu_ps((float *)(p + 288), halves8(b + 2, rb));
@@ -763,6 +763,91 @@ QS(qtile8p)(uint32_t type, int nt, const uint8_t *p, const struct qact *a, uint3
     store_tokens(nt, y, ys, f0, f1, f2, f3);
 }
 
+#if QAVX512
+/*
+ * Packs 16 rows (rb bytes apart) of a 32-element type for qtile16p(): per block, 4-byte group g
+ * of the 16 rows' unsigned quants as one 64-byte vector (lane i: row i), then the rows' d and
+ * (with a min) m as floats; QPACK16 bytes per block. The rows ahead, and the next 16 rows, are
+ * prefetched as the pack crosses their lines.
+ */
+QT static ALWAYS_INLINE void
+QS(qpack16)(uint32_t type, size_t bsize, const uint8_t *w0, size_t rb, size_t n, uint8_t *dst)
+{
+    bool with_min = type == TYPE_Q4_1 || type == TYPE_Q5_1;
+
+    for (size_t k = 0; k < n / 32; k++) {
+        const uint8_t *b = w0 + k * bsize;
+        uint8_t *p = dst + k * QPACK16;
+
+        if (k * bsize / 64 != (k + 1) * bsize / 64)
+            for (int i = 0; i < 16; i++) {
+                _mm_prefetch((const char *)b + i * rb + bsize + QPREFETCH, _MM_HINT_T0);
+                _mm_prefetch((const char *)b + (i + 16) * rb + bsize, _MM_HINT_T1);
+            }
+        for (int h = 0; h < 2; h++) {
+            __m256i q[8];
+
+            for (int i = 0; i < 8; i++)
+                q[i] = QS(unpack32)(type, b + (8 * h + i) * rb).u;
+            transpose8_store(q, p + 32 * h, 64);
+            _mm256_storeu_ps((float *)(p + 512 + 32 * h), halves8(b + 8 * h * rb, rb));
+            if (with_min)
+                _mm256_storeu_ps((float *)(p + 576 + 32 * h), halves8(b + 8 * h * rb + 2, rb));
+        }
+    }
+}
+
+/*
+ * Prefill at 512 bits: y[j*ys + i] = row i . y_(tok+j) for 16 rows packed by qpack16() and nt <=
+ * QTOK16 tokens from tok (a multiple of QTOK16) laid out by qgroup() at a->grp: as qtile8p(),
+ * with twice the rows per vector and twice the tokens per packed group loaded, every operand of
+ * a block at a fixed offset; each token's block sum starts at -bias x its quants' sum, exact.
+ */
+QT static ALWAYS_INLINE void
+QS(qtile16p)(uint32_t type, int nt, const uint8_t *p, const struct qact *a, uint32_t tok,
+             size_t n, float *y, size_t ys)
+{
+    bool with_min = type == TYPE_Q4_1 || type == TYPE_Q5_1;
+    const uint8_t *yg = a->grp + tok / QTOK16 * a->nb * QGRP_BLOCK;
+    __m512 f[QTOK16];
+
+#pragma GCC unroll 8
+    for (int j = 0; j < nt; j++)
+        f[j] = _mm512_setzero_ps();
+    for (size_t k = 0; k < n / 32; k++) {
+        const uint8_t *pk = p + k * QPACK16, *yk = yg + k * QGRP_BLOCK;
+        __m512i s[QTOK16];
+
+#pragma GCC unroll 8
+        for (int j = 0; j < nt; j++)
+            s[j] = _mm512_set1_epi32(i32_at(yk + 32 * QTOK16 + 4 * j));
+#pragma GCC unroll 8
+        for (int g = 0; g < 8; g++) {
+            __m512i wv = _mm512_loadu_si512((const void *)(pk + 64 * g));
+
+#pragma GCC unroll 8
+            for (int j = 0; j < nt; j++)
+                s[j] = _mm512_dpbusd_epi32(s[j], wv, _mm512_set1_epi32(i32_at(yk + 32 * j + 4 * g)));
+        }
+        __m512 dx = _mm512_loadu_ps((const float *)(pk + 512));
+
+#pragma GCC unroll 8
+        for (int j = 0; j < nt; j++) {
+            const float *dy = (const float *)(yk + 36 * QTOK16), *sy = dy + QTOK16;
+
+            f[j] = _mm512_add_ps(f[j], _mm512_mul_ps(_mm512_mul_ps(dx, _mm512_set1_ps(dy[j])),
+                                                     _mm512_cvtepi32_ps(s[j])));
+            if (with_min)
+                f[j] = _mm512_add_ps(f[j], _mm512_mul_ps(_mm512_loadu_ps((const float *)(pk + 576)),
+                                                         _mm512_set1_ps(sy[j])));
+        }
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < nt; j++)
+        _mm512_storeu_ps(y + j * ys, f[j]);
+}
+#endif
+
 /*
  * Packs 8 rows (rb bytes apart) of a K type for qtile8p_k(): per super-block, the rows' quants as
  * unsigned bytes (q + kq_offset()) transposed so that elements 4G..4G+3 of the 8 rows are one
@@ -798,7 +883,7 @@ QS(qpack8_k)(uint32_t type, size_t bsize, const uint8_t *w0, size_t rb, size_t n
         for (int c = 0; c < 8; c++) { /* elements 32c .. 32c + 31 */
             for (int i = 0; i < 8; i++)
                 q[i] = kq_chunk32(type, w0 + i * rb + k * bsize, c);
-            transpose8_store(q, p + 256 * c);
+            transpose8_store(q, p + 256 * c, 32);
         }
     }
 }
@@ -890,6 +975,36 @@ QS(qtile8p_k)(uint32_t type, int nt, const uint8_t *p, const struct qact *a, uin
         QS(qtile8p)(type, nt, p, a, tok, n, y, ys);                                                \
     }
 #define PACKED(type, fn) (QVNNI || (type) != TYPE_Q8_0 ? (fn) : NULL)
+#if QAVX512
+#define QTILE16P(sfx, type, nt)                                                                    \
+    QT static void QS(qtile16p_##sfx##_##nt)(const uint8_t *p, const struct qact *a, uint32_t tok, \
+                                             size_t n, float *y, size_t ys)                        \
+    {                                                                                              \
+        QS(qtile16p)(type, nt, p, a, tok, n, y, ys);                                               \
+    }
+#define QP16_FNS(sfx, type, blk)                                                                   \
+    QT static void QS(qpack16_##sfx)(const uint8_t *w0, size_t rb, size_t n, uint8_t *dst)         \
+    {                                                                                              \
+        QS(qpack16)(type, sizeof(struct blk), w0, rb, n, dst);                                     \
+    }                                                                                              \
+    QTILE16P(sfx, type, 1)                                                                         \
+    QTILE16P(sfx, type, 2)                                                                         \
+    QTILE16P(sfx, type, 3)                                                                         \
+    QTILE16P(sfx, type, 4)                                                                         \
+    QTILE16P(sfx, type, 5)                                                                         \
+    QTILE16P(sfx, type, 6)                                                                         \
+    QTILE16P(sfx, type, 7)                                                                         \
+    QTILE16P(sfx, type, 8)
+#define QP16(sfx)                                                                                  \
+    QS(qpack16_##sfx), {                                                                           \
+        NULL, QS(qtile16p_##sfx##_1), QS(qtile16p_##sfx##_2), QS(qtile16p_##sfx##_3),              \
+            QS(qtile16p_##sfx##_4), QS(qtile16p_##sfx##_5), QS(qtile16p_##sfx##_6),                \
+            QS(qtile16p_##sfx##_7), QS(qtile16p_##sfx##_8)                                         \
+    }
+#else
+#define QP16_FNS(sfx, type, blk)
+#define QP16(sfx) NULL, { NULL }
+#endif
 #define QROWS32(sfx, type, blk, dec)                                                               \
     QT static void QS(qrows_##sfx##_8)(const uint8_t *w0, size_t rb, const struct qact *a,         \
                                        uint32_t tok, size_t n, float *out)                         \
@@ -924,6 +1039,7 @@ QS(qtile8p_k)(uint32_t type, int nt, const uint8_t *p, const struct qact *a, uin
     QTILE8P(sfx, type, 2)                                                                          \
     QTILE8P(sfx, type, 3)                                                                          \
     QTILE8P(sfx, type, 4)                                                                          \
+    QP16_FNS(sfx, type, blk)                                                                       \
     static const struct qkern QS(qkern_##sfx) = {                                                  \
         QS(qrows_##sfx##_8),                                                                       \
         {NULL, QS(qrows_##sfx##_t1), QS(qrows_##sfx##_t2), QS(qrows_##sfx##_t3),                   \
@@ -931,7 +1047,7 @@ QS(qtile8p_k)(uint32_t type, int nt, const uint8_t *p, const struct qact *a, uin
         PACKED(type, QS(qpack_##sfx)),                                                             \
         {NULL, PACKED(type, QS(qtile8p_##sfx##_1)), PACKED(type, QS(qtile8p_##sfx##_2)),           \
          PACKED(type, QS(qtile8p_##sfx##_3)), PACKED(type, QS(qtile8p_##sfx##_4))},                \
-        QDEC_##dec(sfx)};
+        QDEC_##dec(sfx), QP16(sfx)};
 QROWS32(q8_0, TYPE_Q8_0, block_q8_0, NO)
 QROWS32(q4_0, TYPE_Q4_0, block_q4_0, YES)
 QROWS32(q4_1, TYPE_Q4_1, block_q4_1, NO)
@@ -940,6 +1056,9 @@ QROWS32(q5_1, TYPE_Q5_1, block_q5_1, NO)
 #undef QROWS32
 #undef QTILE8P
 #undef PACKED
+#undef QTILE16P
+#undef QP16_FNS
+#undef QP16
 
 /* The K types: per row (the super-block's float part is per row anyway), nt tokens at once. */
 #define QROWSK(sfx, nt, CALL)                                                                      \
@@ -980,7 +1099,9 @@ QROWS32(q5_1, TYPE_Q5_1, block_q5_1, NO)
         QS(qpack_##sfx),                                                                           \
         {NULL, QS(qtile8p_##sfx##_1), QS(qtile8p_##sfx##_2), QS(qtile8p_##sfx##_3),                \
          QS(qtile8p_##sfx##_4)},                                                                   \
-        dec};
+        dec,                                                                                       \
+        NULL,                                                                                      \
+        {NULL}};
 QPACK_K_FNS(q4_k, TYPE_Q4_K, block_q4_k)
 QPACK_K_FNS(q5_k, TYPE_Q5_K, block_q5_k)
 QPACK_K_FNS(q6_k, TYPE_Q6_K, block_q6_k)
@@ -997,7 +1118,9 @@ static const struct qkern QS(qkern_q6_k) = {
     {NULL, QS(qrows_q6_k_t1), QS(qrows_q6_k_t2), QS(qrows_q6_k_t3), QS(qrows_q6_k_t4)},
     QS(qpack_q6_k),
     {NULL, QS(qtile8p_q6_k_1), QS(qtile8p_q6_k_2), QS(qtile8p_q6_k_3), QS(qtile8p_q6_k_4)},
-    QDEC_Q6K};
+    QDEC_Q6K,
+    NULL,
+    {NULL}};
 #undef QROWS_K45
 #undef QPACK_K_FNS
 #undef QTILE8PK
@@ -1009,13 +1132,17 @@ static const struct qkern QS(qkern_q2_k) = {
     {NULL},
     QS(qpack_q2_k),
     {NULL, QS(qtile8p_q2_k_1), QS(qtile8p_q2_k_2), QS(qtile8p_q2_k_3), QS(qtile8p_q2_k_4)},
-    QDEC_NO(q2_k)};
+    QDEC_NO(q2_k),
+    NULL,
+    {NULL}};
 static const struct qkern QS(qkern_q3_k) = {
     NULL,
     {NULL},
     QS(qpack_q3_k),
     {NULL, QS(qtile8p_q3_k_1), QS(qtile8p_q3_k_2), QS(qtile8p_q3_k_3), QS(qtile8p_q3_k_4)},
-    QDEC_NO(q3_k)};
+    QDEC_NO(q3_k),
+    NULL,
+    {NULL}};
 
 #undef QDEC_YES
 #undef QDEC_NO
