@@ -49,12 +49,15 @@ make_vector(size_t n, uint64_t seed)
 }
 
 /* Rows, columns, tokens: odd counts, short last blocks, every token count of the direct tiles
- * (1..9), and past a token block (64) and a column range of the packed AVX-512 tile (512). */
+ * (1..9), and past a token block (64) and a column range of the packed AVX-512 tiles (512); past a
+ * block of their row tiles (96 rows: 97 leave a one-row tile), with a last range shorter than a
+ * block of 8 columns and a short last token block. */
 static const uint32_t simd_shapes[][3] = {
-    {7, 3, 1},    {9, 8, 2},     {13, 64, 5},   {33, 172, 7},  {4, 300, 40}, {5, 17, 3},
-    {13, 37, 1},  {13, 37, 2},   {13, 37, 3},   {13, 37, 4},   {13, 37, 5},  {13, 37, 6},
-    {13, 37, 7},  {13, 37, 8},   {13, 37, 9},   {1, 40, 9},    {2, 16, 12},  {19, 1100, 70},
-    {6, 1024, 9}, {11, 515, 17}, {25, 2048, 1}, {17, 520, 64},
+    {7, 3, 1},     {9, 8, 2},     {13, 64, 5},    {33, 172, 7},   {4, 300, 40},
+    {5, 17, 3},    {13, 37, 1},   {13, 37, 2},    {13, 37, 3},    {13, 37, 4},
+    {13, 37, 5},   {13, 37, 6},   {13, 37, 7},    {13, 37, 8},    {13, 37, 9},
+    {1, 40, 9},    {2, 16, 12},   {19, 1100, 70}, {6, 1024, 9},   {11, 515, 17},
+    {25, 2048, 1}, {17, 520, 64}, {97, 1030, 66}, {7, 1500, 130}, {200, 520, 9},
 };
 
 static void

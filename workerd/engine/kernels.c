@@ -28,6 +28,7 @@
 #define ZROWS       (2 * ZPAIRS)
 #define ZTOK        8   /* AVX-512 tiles: tokens per tile */
 #define ZCOLS       512 /* AVX-512 prefill: columns per pass over a packed tile */
+#define ZBLOCK      16  /* AVX-512 prefill: row tiles that pass over a column range in turn */
 
 /* How a weight row's elements are read: LOAD_NONE types go through their row conversion. */
 enum load_kind { LOAD_NONE = 0, LOAD_F32, LOAD_F16, LOAD_BF16 };
@@ -63,13 +64,17 @@ kernel_type_supported(uint32_t type)
 size_t
 kernel_scratch_floats(uint32_t cols)
 {
-    /* F16/BF16 rows converted to f32 (KERNEL_TILE_ROWS rows, or the packed copy of ZROWS rows
-     * padded to whole blocks of 8 and the copy of KERNEL_TOK_BLOCK activation rows in ranges of
-     * ZCOLS), or the quantized kernels' activations and packed rows */
+    /* F16/BF16 rows converted to f32 (KERNEL_TILE_ROWS rows), or the AVX-512 prefill's packed
+     * copy of ZROWS rows' range of ZCOLS columns, the copy of KERNEL_TOK_BLOCK activation rows in
+     * ranges of ZCOLS and ZBLOCK tiles' accumulators; or the quantized kernels' activations and
+     * packed rows */
     size_t c8 = (cols + LANES - 1) & ~(size_t)(LANES - 1);
-    size_t conv = (size_t)ZROWS * c8 + (size_t)KERNEL_TOK_BLOCK * (c8 + ZCOLS);
+    size_t conv = (size_t)KERNEL_TILE_ROWS * c8;
+    size_t packed = (size_t)ZROWS * ZCOLS + (size_t)KERNEL_TOK_BLOCK * (c8 + ZCOLS) +
+                    (size_t)ZBLOCK * KERNEL_TOK_BLOCK * ZPAIRS * 2 * LANES;
     size_t quant = (kernel_quant_scratch_bytes(cols) + 3) / 4;
 
+    conv = conv > packed ? conv : packed;
     return conv > quant ? conv : quant;
 }
 
@@ -567,58 +572,96 @@ zmatmul_direct(enum load_kind kind, const struct kernel_matrix *w, uint32_t r0, 
     }
 }
 
+/* The prefetch into L2 of the next tile's share of a range while a tile runs: nr rows of seg bytes
+ * from p, row_bytes apart, step more bytes of each row after every tile call. */
+struct zprefetch {
+    const char *p;
+    size_t row_bytes, seg, step, off;
+    int nr;
+};
+
+static inline void
+zprefetch_step(struct zprefetch *f)
+{
+    size_t end = f->seg - f->off < f->step ? f->seg : f->off + f->step;
+
+    for (int i = 0; i < f->nr; i++)
+        for (size_t o = f->off; o < end; o += 64)
+            _mm_prefetch(f->p + i * f->row_bytes + o, _MM_HINT_T1);
+    f->off = end;
+}
+
 /*
  * More tokens of F16/BF16: per KERNEL_TOK_BLOCK tokens, the activations are copied into scratch
  * in ranges of ZCOLS columns, token after token (so a tile's 8 tokens are one contiguous run: rows
- * 2^k floats apart would compete for the same L1 sets); then each tile of rows is converted once
- * into the packed copy and multiplied range by range, its range of weights staying in L1 while the
- * token tiles pass, and the next tile's rows are prefetched into L2 meanwhile.
+ * 2^k floats apart would compete for the same L1 sets). Then per block of ZBLOCK row tiles, range
+ * by range, each tile in turn converts its rows' share of the range into the packed copy and
+ * multiplies it by the token tiles, its weights staying in L1 while the token tiles pass, its
+ * accumulators kept in scratch from one range to the next. The range's activations (128 KiB) and
+ * the block's accumulators (192 KiB) stay in L2 while the block's tiles pass over them: the whole
+ * width of activations would not (2.75 MiB at 11008 columns, re-read from L3 by every tile). The
+ * next tile's share is prefetched into L2 meanwhile.
  */
 static void
 zmatmul_packed(enum load_kind kind, const struct kernel_matrix *w, uint32_t r0, uint32_t r1,
                const float *x, size_t xs, uint32_t ntok, float *y, size_t ys, float *scratch)
 {
-    size_t cols = w->cols, c8 = (cols + LANES - 1) & ~(size_t)(LANES - 1), pstride = 2 * c8;
-    size_t kc = c8 < ZCOLS ? c8 : ZCOLS, nk = (cols + kc - 1) / kc;
-    float *xp = scratch + ZPAIRS * pstride; /* nk ranges of KERNEL_TOK_BLOCK x kc floats */
-    float acc[KERNEL_TOK_BLOCK / ZTOK][ZPAIRS * ZTOK * 2 * LANES];
+    size_t cols = w->cols, c8 = (cols + LANES - 1) & ~(size_t)(LANES - 1);
+    size_t kc = c8 < ZCOLS ? c8 : ZCOLS, nk = (cols + kc - 1) / kc, pstride = 2 * kc;
+    float *xp = scratch + ZPAIRS * pstride;        /* nk ranges of KERNEL_TOK_BLOCK x kc floats */
+    float *accs = xp + nk * KERNEL_TOK_BLOCK * kc; /* per tile of the block */
+    const size_t tacc = ZPAIRS * ZTOK * 2 * LANES, bacc = KERNEL_TOK_BLOCK / ZTOK * tacc;
 
     for (uint32_t t0 = 0; t0 < ntok; t0 += KERNEL_TOK_BLOCK) {
         uint32_t t1 = ntok - t0 < KERNEL_TOK_BLOCK ? ntok : t0 + KERNEL_TOK_BLOCK;
-        size_t calls = nk * ((t1 - t0 + ZTOK - 1) / ZTOK);
+        size_t calls = (t1 - t0 + ZTOK - 1) / ZTOK; /* per tile and range */
 
         for (size_t k0 = 0; k0 < cols; k0 += kc)
             for (uint32_t t = t0; t < t1; t++)
                 memcpy(xp + (k0 / kc * KERNEL_TOK_BLOCK + t - t0) * kc, x + t * xs + k0,
                        (cols - k0 < kc ? cols - k0 : kc) * sizeof(float));
-        for (uint32_t r = r0; r < r1; r += ZROWS) {
-            const void *wr[ZROWS];
-            const float *xr[ZTOK];
-            int nr = r1 - r < ZROWS ? (int)(r1 - r) : ZROWS;
-            struct ztile_args a = {wr,   scratch, pstride, xr,   0,  true,
-                                   true, NULL,    NULL,    NULL, ys, nr};
-            /* the next whole tile, a share of its lines after every tile call */
-            const char *pf = (const char *)w->data + (size_t)(r + ZROWS) * w->row_bytes;
-            const char *pf_end = r + 2 * ZROWS <= r1 ? pf + ZROWS * w->row_bytes : pf;
-            size_t share = (size_t)(pf_end - pf) / calls + 64;
+        for (uint32_t rb = r0; rb < r1; rb += ZBLOCK * ZROWS) {
+            uint32_t re = r1 - rb < ZBLOCK * ZROWS ? r1 : rb + ZBLOCK * ZROWS;
 
-            zrows(w, r, nr, wr);
-            zpack(kind, wr, cols, scratch, pstride);
             for (size_t k0 = 0; k0 < cols; k0 += kc) {
-                a.pk = scratch + 2 * k0;
-                a.m = cols - k0 < kc ? cols - k0 : kc;
-                a.first = k0 == 0;
-                a.last = k0 + a.m == cols;
-                for (uint32_t t = t0; t < t1; t += ZTOK) {
-                    uint32_t nt = t1 - t < ZTOK ? t1 - t : ZTOK;
+                const float *xk = xp + k0 / kc * KERNEL_TOK_BLOCK * kc;
+                size_t m = cols - k0 < kc ? cols - k0 : kc;
 
-                    for (uint32_t j = 0; j < nt; j++)
-                        xr[j] = xp + (k0 / kc * KERNEL_TOK_BLOCK + t - t0 + j) * kc;
-                    a.acc = acc[(t - t0) / ZTOK];
-                    a.y = y + t * ys + r;
-                    ztiles[LOAD_NONE][nt - 1](&a);
-                    for (const char *e = pf + share; pf < e && pf < pf_end; pf += 64)
-                        _mm_prefetch(pf, _MM_HINT_T1);
+                for (uint32_t r = rb; r < re; r += ZROWS) {
+                    const void *wr[ZROWS];
+                    const float *xr[ZTOK];
+                    int nr = re - r < ZROWS ? (int)(re - r) : ZROWS;
+                    struct ztile_args a = {wr,   scratch, pstride, xr, m, k0 == 0, k0 + m == cols,
+                                           NULL, NULL,    NULL,    ys, nr};
+                    float *acc = accs + (r - rb) / ZROWS * bacc;
+                    /* the next tile: the block's next, or its first at the next range, or the
+                     * next block's first (none after the last) */
+                    uint32_t pr = r + ZROWS < re ? r + ZROWS : k0 + kc < cols ? rb : re;
+                    size_t pk0 = r + ZROWS < re ? k0 : k0 + kc < cols ? k0 + kc : 0;
+                    int pnr = pr < r1 ? (r1 - pr < ZROWS ? (int)(r1 - pr) : ZROWS) : 0;
+                    size_t pseg = (cols - pk0 < kc ? cols - pk0 : kc) * ESIZE(kind);
+                    struct zprefetch pf = {(const char *)w->data + pr * w->row_bytes +
+                                               pk0 * ESIZE(kind),
+                                           w->row_bytes,
+                                           pseg,
+                                           ((pseg + calls - 1) / calls + 63) & ~(size_t)63,
+                                           0,
+                                           pnr};
+
+                    zrows(w, r, nr, wr);
+                    for (int i = 0; i < ZROWS; i++)
+                        wr[i] = (const char *)wr[i] + k0 * ESIZE(kind);
+                    zpack(kind, wr, m, scratch, pstride);
+                    for (uint32_t t = t0; t < t1; t += ZTOK) {
+                        uint32_t nt = t1 - t < ZTOK ? t1 - t : ZTOK;
+
+                        for (uint32_t j = 0; j < nt; j++)
+                            xr[j] = xk + (t - t0 + j) * kc;
+                        a.acc = acc + (t - t0) / ZTOK * tacc;
+                        a.y = y + t * ys + r;
+                        ztiles[LOAD_NONE][nt - 1](&a);
+                        zprefetch_step(&pf);
+                    }
                 }
             }
         }
