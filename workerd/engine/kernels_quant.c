@@ -713,12 +713,19 @@ kernel_matmul_quant(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, con
         }
         if (a.grp != NULL)
             for (; r + 16 <= r1; r += 16) {
+                /* the next 16 rows (contiguous), a share of their lines after every tile */
+                const char *pf = (const char *)wd + (size_t)(r + 16) * w->row_bytes;
+                const char *pf_end = r + 32 <= r1 ? pf + 16 * w->row_bytes : pf;
+                size_t share = (size_t)(pf_end - pf) / ((t1 - t0 + QTOK16 - 1) / QTOK16) + 64;
+
                 qk->pack16(wd + (size_t)r * w->row_bytes, w->row_bytes, w->cols, packed);
                 for (uint32_t tk = t0; tk < t1;) {
                     uint32_t nt = t1 - tk < QTOK16 ? t1 - tk : QTOK16;
 
                     qk->tile16[nt](packed, &a, tk - t0, w->cols, y + tk * ys + r, ys);
                     tk += nt;
+                    for (const char *e = pf + share; pf < e && pf < pf_end; pf += 64)
+                        __builtin_prefetch(pf, 0, 2); /* prefetcht1 on x86 */
                 }
             }
         if (qk != NULL && qk->pack8 != NULL && (t1 - t0 >= qpack_min(qk) || rows == NULL))

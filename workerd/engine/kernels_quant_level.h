@@ -767,8 +767,7 @@ QS(qtile8p)(uint32_t type, int nt, const uint8_t *p, const struct qact *a, uint3
 /*
  * Packs 16 rows (rb bytes apart) of a 32-element type for qtile16p(): per block, 4-byte group g
  * of the 16 rows' unsigned quants as one 64-byte vector (lane i: row i), then the rows' d and
- * (with a min) m as floats; QPACK16 bytes per block. The rows ahead, and the next 16 rows, are
- * prefetched as the pack crosses their lines.
+ * (with a min) m as floats; QPACK16 bytes per block.
  */
 QT static ALWAYS_INLINE void
 QS(qpack16)(uint32_t type, size_t bsize, const uint8_t *w0, size_t rb, size_t n, uint8_t *dst)
@@ -779,11 +778,6 @@ QS(qpack16)(uint32_t type, size_t bsize, const uint8_t *w0, size_t rb, size_t n,
         const uint8_t *b = w0 + k * bsize;
         uint8_t *p = dst + k * QPACK16;
 
-        if (k * bsize / 64 != (k + 1) * bsize / 64)
-            for (int i = 0; i < 16; i++) {
-                _mm_prefetch((const char *)b + i * rb + bsize + QPREFETCH, _MM_HINT_T0);
-                _mm_prefetch((const char *)b + (i + 16) * rb + bsize, _MM_HINT_T1);
-            }
         for (int h = 0; h < 2; h++) {
             __m256i q[8];
 
