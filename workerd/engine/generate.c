@@ -23,11 +23,12 @@
 /* Room for the pieces of ordinary tokens; a longer piece grows the buffer (once per size). */
 #define PIECE_ROOM 256
 /*
- * Rows of one step's pass: the decode rows, and prompt rows of joining requests up to this in all
- * (one engine batch of 64: a step then reads the weights once, about as long as a decode step
- * of many streams, so a joining prompt delays the running streams by one such pass per step, and
- * prefill still runs at the engine's full batch when nothing else runs). At least STEP_PROMPT_MIN
- * prompt rows per step whatever the number of decode rows, so a prefill always advances.
+ * Rows of one step's pass while requests decode: the decode rows, and prompt rows of joining
+ * requests up to this in all (a pass of 64 rows reads the weights once, about as long as a decode
+ * step of many streams, so a joining prompt delays the running streams by one such pass per
+ * step). At least STEP_PROMPT_MIN prompt rows per step whatever the number of decode rows, so a
+ * prefill always advances. A step with no decode rows (prefill alone) takes up to MODEL_UBATCH
+ * prompt rows: the engine's full pass, whose packed weight tiles serve 4x the rows.
  */
 #define STEP_ROWS       64
 #define STEP_PROMPT_MIN 16
@@ -63,7 +64,7 @@ struct generate_batch {
     uint32_t n_slots, n_active, n_vocab;
     uint64_t n_joined; /* requests added so far (their order) */
     struct gen *slots;
-    struct context_row *rows; /* (n_slots + STEP_ROWS) one step's pass */
+    struct context_row *rows; /* (n_slots + MODEL_UBATCH) one step's pass */
     float *out;               /* (n_slots, n_vocab): its logits, one row per request at most */
 };
 
@@ -312,7 +313,7 @@ batch_new(struct generate_batch **out, const struct model *m, const struct token
     b->n_slots = n_slots;
     b->n_vocab = (uint32_t)n_vocab;
     b->slots = calloc(n_slots, sizeof(*b->slots));
-    b->rows = malloc((n_slots + STEP_ROWS) * sizeof(*b->rows));
+    b->rows = malloc((n_slots + MODEL_UBATCH) * sizeof(*b->rows));
     b->out = malloc(n_slots * n_vocab * sizeof(float));
     if (!b->slots || !b->rows || !b->out) {
         generate_batch_free(b);
@@ -529,8 +530,11 @@ generate_batch_step(struct generate_batch *b, char *err)
             n_dec++;
         }
     }
-    step_prompts(b, STEP_ROWS > n_dec + STEP_PROMPT_MIN ? STEP_ROWS - n_dec : STEP_PROMPT_MIN, &n,
-                 &n_out);
+    step_prompts(b,
+                 n_dec == 0                            ? MODEL_UBATCH
+                 : STEP_ROWS > n_dec + STEP_PROMPT_MIN ? STEP_ROWS - n_dec
+                                                       : STEP_PROMPT_MIN,
+                 &n, &n_out);
     if (n == 0)
         return ERR_OK;
     for (uint32_t i = 0; i < b->n_slots; i++)

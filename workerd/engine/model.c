@@ -19,9 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Tokens evaluated together; a longer call is split into batches of this size (same results).
- * Small enough that a 1B model's half layer stays under ~100 ms (the abort checks). */
-#define MODEL_UBATCH 64
 /* Below this many multiply-adds a job runs on the calling thread alone: waking the pool costs more
  * (and the result is the same bits either way). */
 #define MODEL_PARALLEL_MIN (1u << 18)
