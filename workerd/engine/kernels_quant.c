@@ -43,6 +43,8 @@ struct qact {
     const uint8_t *dec; /* the tokens laid out by the type's qprep_fn (wide decode), or NULL */
     size_t dec_stride;  /* bytes from one token's layout to the next */
     const uint8_t *grp; /* the tokens in groups for the 16-row tiles (qgroup()), or NULL */
+    const char *pf;     /* 16-row tiles: lines to fetch into L2 meanwhile, one per block */
+    size_t pf_lines;
 };
 
 /* out[j*os + i] = w[i] . y_(tok+j) for KERNEL_TILE_ROWS rows and nt tokens (rows8: out[i] =
@@ -677,7 +679,7 @@ kernel_matmul_quant(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, con
     uint8_t *grp = (uint8_t *)(((uintptr_t)(sy + (size_t)tb * nb) + 63) & ~(uintptr_t)63);
     uint8_t *packed = grp + (size_t)tb * nb * QGRP_BYTES;
     uint8_t *dec = packed + nb * QPACK16;
-    struct qact a = {base, yrb, sums, dy, sy, nb, NULL, 0, NULL};
+    struct qact a = {base, yrb, sums, dy, sy, nb, NULL, 0, NULL, NULL, 0};
 
     for (uint32_t t0 = 0; t0 < ntok; t0 += tb) {
         uint32_t t1 = ntok - t0 < tb ? ntok : t0 + tb;
@@ -696,7 +698,7 @@ kernel_matmul_quant(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, con
                     uint32_t nt = t1 - tk < QTOK ? t1 - tk : QTOK, c = tk - t0;
                     struct qact ac = {a.q + c * yrb, yrb, a.sum + c * nb,           a.dy + c * nb,
                                       a.sy + c * nb, nb,  a.dec + c * a.dec_stride, a.dec_stride,
-                                      NULL};
+                                      NULL,          NULL, 0};
 
                     qk->wide[nt](wd + (size_t)r * w->row_bytes, w->row_bytes, &ac, w->cols,
                                  y + tk * ys + r, ys);
@@ -713,19 +715,20 @@ kernel_matmul_quant(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, con
         }
         if (a.grp != NULL)
             for (; r + 16 <= r1; r += 16) {
-                /* the next 16 rows (contiguous), a share of their lines after every tile */
-                const char *pf = (const char *)wd + (size_t)(r + 16) * w->row_bytes;
-                const char *pf_end = r + 32 <= r1 ? pf + 16 * w->row_bytes : pf;
-                size_t share = (size_t)(pf_end - pf) / ((t1 - t0 + QTOK16 - 1) / QTOK16) + 64;
+                /* the next 16 rows (contiguous), a share of their lines in every tile */
+                size_t lines = r + 32 <= r1 ? 16 * w->row_bytes / 64 + 1 : 0;
+                size_t share = lines / ((t1 - t0 + QTOK16 - 1) / QTOK16) + 1;
 
+                a.pf = (const char *)wd + (size_t)(r + 16) * w->row_bytes;
                 qk->pack16(wd + (size_t)r * w->row_bytes, w->row_bytes, w->cols, packed);
                 for (uint32_t tk = t0; tk < t1;) {
                     uint32_t nt = t1 - tk < QTOK16 ? t1 - tk : QTOK16;
 
+                    a.pf_lines = share < lines ? share : lines;
                     qk->tile16[nt](packed, &a, tk - t0, w->cols, y + tk * ys + r, ys);
+                    a.pf += 64 * a.pf_lines;
+                    lines -= a.pf_lines;
                     tk += nt;
-                    for (const char *e = pf + share; pf < e && pf < pf_end; pf += 64)
-                        __builtin_prefetch(pf, 0, 2); /* prefetcht1 on x86 */
                 }
             }
         if (qk != NULL && qk->pack8 != NULL && (t1 - t0 >= qpack_min(qk) || rows == NULL))

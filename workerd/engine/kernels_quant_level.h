@@ -793,7 +793,8 @@ QS(qpack16)(uint32_t type, size_t bsize, const uint8_t *w0, size_t rb, size_t n,
 
 /*
  * Prefill at 512 bits: y[j*ys + i] = row i . y_(tok+j) for 16 rows packed by qpack16() and nt <=
- * QTOK16 tokens from tok (a multiple of QTOK16) laid out by qgroup() at a->grp: as qtile8p(),
+ * QTOK16 tokens from tok (a multiple of QTOK16) laid out by qgroup() at a->grp (and a->pf_lines
+ * lines from a->pf fetched into L2 on the way, one per block): as qtile8p(),
  * with twice the rows per vector and twice the tokens per packed group loaded, every operand of
  * a block at a fixed offset; each token's block sum starts at -bias x its quants' sum, exact.
  */
@@ -812,6 +813,8 @@ QS(qtile16p)(uint32_t type, int nt, const uint8_t *p, const struct qact *a, uint
         const uint8_t *pk = p + k * QPACK16, *yk = yg + k * QGRP_BLOCK;
         __m512i s[QTOK16];
 
+        if (k < a->pf_lines)
+            _mm_prefetch(a->pf + 64 * k, _MM_HINT_T1);
 #pragma GCC unroll 8
         for (int j = 0; j < nt; j++)
             s[j] = _mm512_set1_epi32(i32_at(yk + 32 * QTOK16 + 4 * j));

@@ -22,6 +22,10 @@
 /* Below this many multiply-adds a job runs on the calling thread alone: waking the pool costs more
  * (and the result is the same bits either way). */
 #define MODEL_PARALLEL_MIN (1u << 18)
+/* Query rows whose attention scores are one product over the cache: consecutive rows of one
+ * sequence x the query heads of a KV group, up to this many (one 8-token tile; a group of more
+ * heads, one row). */
+#define ATT_QUERIES 8
 /* Sanity bounds on hyperparameters, far above any real model. */
 #define MODEL_MAX_DIM    (1u << 20)
 #define MODEL_MAX_LAYERS 4096
@@ -69,6 +73,8 @@ struct context {
     uint32_t row_seq[MODEL_UBATCH], row_pos[MODEL_UBATCH];
     bool row_out[MODEL_UBATCH]; /* its logits are wanted */
     int32_t row_id[MODEL_UBATCH];
+    /* The attention units of the batch: run r is rows run[r] .. run[r + 1] - 1 (att_runs()). */
+    uint32_t run[MODEL_UBATCH + 1], n_run;
     uint32_t *pos0;  /* (n_seq) positions when the context_batch() in progress began */
     uint32_t *seq_n; /* (n_seq) rows per sequence of the context_batch() being checked */
     float *x;        /* (MODEL_UBATCH, n_embd) residual stream */
@@ -439,13 +445,22 @@ alloc_floats(size_t n)
     return p;
 }
 
+/* Rows per attention unit: ATT_QUERIES queries, or one row of a larger KV group. */
+static uint32_t
+att_rows(const struct model_config *cf)
+{
+    uint32_t group = cf->n_head / cf->n_head_kv;
+
+    return group >= ATT_QUERIES ? 1 : ATT_QUERIES / group;
+}
+
 int
 context_new(struct context **out, const struct model *m, uint32_t n_seq, uint32_t n_ctx,
             uint32_t n_threads, char *err)
 {
     const struct model_config *cf = &m->cfg;
     size_t kv_dim = (size_t)cf->n_head_kv * cf->head_dim, q_dim = (size_t)cf->n_head * cf->head_dim;
-    size_t max_cols = cf->n_embd > cf->n_ff ? cf->n_embd : cf->n_ff;
+    size_t max_cols = cf->n_embd > cf->n_ff ? cf->n_embd : cf->n_ff, att_q;
     struct context *c;
     int rc;
 
@@ -466,8 +481,10 @@ context_new(struct context **out, const struct model *m, uint32_t n_seq, uint32_
     c->n_seq = n_seq;
     c->n_ctx = n_ctx;
     c->scratch_stride = kernel_scratch_floats((uint32_t)max_cols);
-    if (c->scratch_stride < (size_t)n_ctx * (cf->n_head / cf->n_head_kv))
-        c->scratch_stride = (size_t)n_ctx * (cf->n_head / cf->n_head_kv);
+    /* an attention unit's queries and their scores */
+    att_q = (size_t)att_rows(cf) * (cf->n_head / cf->n_head_kv);
+    if (c->scratch_stride < att_q * (cf->head_dim + n_ctx))
+        c->scratch_stride = att_q * (cf->head_dim + n_ctx);
     c->scratch_stride = (c->scratch_stride + 15) & ~(size_t)15;
     c->pos = calloc(n_seq, sizeof(*c->pos));
     c->pos0 = calloc(n_seq, sizeof(*c->pos0));
@@ -649,11 +666,28 @@ cache_row(const struct context *c, float *cache, uint32_t seq, uint32_t l, uint3
     return cache + (((size_t)seq * c->m->cfg.n_layer + l) * c->n_ctx + pos) * kv_dim;
 }
 
+/* Splits the batch's rows into attention units: runs of consecutive positions of one sequence,
+ * at most att_rows() each (c->run, c->n_run). */
+static void
+att_runs(struct context *c, uint32_t ntok)
+{
+    uint32_t max = att_rows(&c->m->cfg);
+
+    c->n_run = 0;
+    for (uint32_t t = 0; t < ntok; t++)
+        if (t == 0 || c->row_seq[t] != c->row_seq[t - 1] ||
+            c->row_pos[t] != c->row_pos[t - 1] + 1 || t - c->run[c->n_run - 1] == max)
+            c->run[c->n_run++] = t;
+    c->run[c->n_run] = ntok;
+}
+
 /*
- * Causal attention, a contiguous share of the ntok * n_head_kv (row, KV head) pairs: each row
- * attends to positions 0..its own position of its own sequence's cache. The query heads of one
- * group share their KV head, so their scores are one small matrix product (the KV cache rows as
- * the matrix, the group's queries as the tokens; the canonical order as anywhere).
+ * Causal attention over the units (run, KV head), every nth one from ith (later rows cost more:
+ * interleaved, the threads share them evenly): each row attends to positions 0..its own
+ * position of its own sequence's cache. The queries of a unit (its rows x the query heads
+ * sharing the KV head) have their scores as one small matrix product (the cache rows up to the
+ * last row's position as the matrix, the queries as the tokens; the canonical order as anywhere,
+ * so each score has the bits it has alone), each row then reading its own positions' scores.
  */
 static void
 attn_part(void *arg, uint32_t ith, uint32_t nth)
@@ -663,34 +697,39 @@ attn_part(void *arg, uint32_t ith, uint32_t nth)
     const struct model_config *cf = &c->m->cfg;
     uint32_t hd = cf->head_dim, q_dim = cf->n_head * hd, kv_dim = cf->n_head_kv * hd;
     uint32_t group = cf->n_head / cf->n_head_kv;
-    uint64_t pairs = (uint64_t)j->ntok * cf->n_head_kv;
-    float *scores = c->scratch + ith * c->scratch_stride; /* (group, n) */
+    uint32_t units = c->n_run * cf->n_head_kv;
+    float *qs = c->scratch + ith * c->scratch_stride;       /* (queries, hd) */
+    float *scores = qs + (size_t)att_rows(cf) * group * hd; /* (queries, n) */
     float scale = 1.0f / sqrtf((float)hd);
 
-    for (uint64_t i = pairs * ith / nth; i < pairs * (ith + 1) / nth; i++) {
-        uint32_t t = (uint32_t)(i / cf->n_head_kv), kvh = (uint32_t)(i % cf->n_head_kv);
-        uint32_t n = c->row_pos[t] + 1; /* positions 0..row_pos are visible */
+    for (uint32_t i = ith; i < units; i += nth) {
+        uint32_t kvh = i / c->n_run, t0 = c->run[i % c->n_run], t1 = c->run[i % c->n_run + 1];
+        uint32_t n = c->row_pos[t1 - 1] + 1, nq = (t1 - t0) * group; /* the last row's view */
         uint32_t kvo = kvh * hd;
-        const float *kc = cache_row(c, c->k_cache, c->row_seq[t], j->layer, 0);
-        const float *vc = cache_row(c, c->v_cache, c->row_seq[t], j->layer, 0);
+        const float *kc = cache_row(c, c->k_cache, c->row_seq[t0], j->layer, 0);
+        const float *vc = cache_row(c, c->v_cache, c->row_seq[t0], j->layer, 0);
         struct kernel_matrix keys = {kc + kvo, TYPE_F32, n, hd, (size_t)kv_dim * sizeof(float)};
 
-        /* scores[g][p] = q_(kvh*group+g) . k_p for every visible position p */
-        kernel_matmul_rows(&keys, 0, n, c->q + (size_t)t * q_dim + (size_t)kvh * group * hd, hd,
-                           group, scores, n, NULL);
-        for (uint32_t g = 0; g < group; g++) {
-            uint32_t h = kvh * group + g;
-            float *sc = scores + (size_t)g * n;
+        for (uint32_t t = t0; t < t1; t++) /* the group's heads of a row are contiguous */
+            memcpy(qs + (size_t)(t - t0) * group * hd,
+                   c->q + (size_t)t * q_dim + (size_t)kvh * group * hd,
+                   (size_t)group * hd * sizeof(float));
+        /* scores[q][p] = query q . k_p for every position p the last row sees */
+        kernel_matmul_rows(&keys, 0, n, qs, hd, nq, scores, n, NULL);
+        for (uint32_t q = 0; q < nq; q++) {
+            uint32_t t = t0 + q / group, h = kvh * group + q % group;
+            uint32_t nt = c->row_pos[t] + 1; /* positions 0..row_pos are visible */
+            float *sc = scores + (size_t)q * n;
             float *o = c->att + (size_t)t * q_dim + (size_t)h * hd;
 
-            trace(c, "kq", (int)j->layer, j->tok0 + t, h, 1, n, sc);
+            trace(c, "kq", (int)j->layer, j->tok0 + t, h, 1, nt, sc);
             /* softmax(scores / sqrt(head_dim)) */
-            for (uint32_t p = 0; p < n; p++)
+            for (uint32_t p = 0; p < nt; p++)
                 sc[p] *= scale;
-            kernel_softmax(sc, n);
-            trace(c, "kq_softmax", (int)j->layer, j->tok0 + t, h, 1, n, sc);
+            kernel_softmax(sc, nt);
+            trace(c, "kq_softmax", (int)j->layer, j->tok0 + t, h, 1, nt, sc);
             /* o = sum_p softmax_p * v_p, in increasing p */
-            kernel_weighted_sum(o, sc, vc + kvo, kv_dim, n, hd);
+            kernel_weighted_sum(o, sc, vc + kvo, kv_dim, nt, hd);
             trace(c, "kqv", (int)j->layer, j->tok0 + t, h, 1, hd, o);
         }
     }
@@ -767,6 +806,8 @@ block(struct context *c, uint32_t l, uint32_t ntok, uint32_t tok0, const atomic_
     {
         struct attn_job j = {c, l, ntok, tok0};
         uint64_t work = 0;
+
+        att_runs(c, ntok);
         for (uint32_t t = 0; t < ntok; t++)
             work += (uint64_t)(c->row_pos[t] + 1) * q_dim * 2;
         if (c->trace != NULL || work < MODEL_PARALLEL_MIN)
