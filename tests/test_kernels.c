@@ -340,6 +340,61 @@ test_elementwise(void)
     CHECKF(g[0] == 0 && fabsf(g[1] - 1 / (1 + expf(-1))) < 1e-7f, "silu %g", g[1]);
 }
 
+/*
+ * Softmax and SiLU (their exp): the SIMD forms give the scalar bits, for every length's tail and
+ * inputs over the whole range (past ln(FLT_MAX) and below ln(FLT_MIN) too); both within a few ulp
+ * of the exact function (computed in double).
+ */
+static void
+test_softmax_silu(void)
+{
+    enum { N = 1200 };
+    static const float scales[] = {1.0f, 30.0f, 95.0f};
+    float a[N], b[N], g0[N];
+    double worst_sm = 0.0, worst_silu = 0.0;
+
+    for (size_t si = 0; si < sizeof(scales) / sizeof(scales[0]); si++)
+        for (size_t n = 1; n <= N; n = n < 20 ? n + 1 : n * 3 + 7) {
+            for (size_t i = 0; i < n; i++)
+                g0[i] = (synth_rand_uniform(7, (uint64_t)(si * 4099 + n), i) * 2.0f - 1.0f) *
+                        scales[si];
+            memcpy(a, g0, n * sizeof(float));
+            memcpy(b, g0, n * sizeof(float));
+            kernel_force_scalar(true);
+            kernel_softmax(a, n);
+            kernel_force_scalar(false);
+            kernel_softmax(b, n);
+            CHECKF(memcmp(a, b, n * sizeof(float)) == 0,
+                   "softmax of %zu (scale %g): SIMD != scalar", n, scales[si]);
+            double max = -INFINITY, sum = 0.0;
+            for (size_t i = 0; i < n; i++)
+                max = g0[i] > max ? g0[i] : max;
+            for (size_t i = 0; i < n; i++) /* of the float differences the kernel takes */
+                sum += exp((double)(g0[i] - (float)max));
+            for (size_t i = 0; i < n; i++) {
+                double want = exp((double)(g0[i] - (float)max)) / sum;
+                if (want > 1e-30)
+                    worst_sm = fmax(worst_sm, fabs(a[i] - want) / want);
+            }
+            memcpy(a, g0, n * sizeof(float));
+            memcpy(b, g0, n * sizeof(float));
+            kernel_force_scalar(true);
+            kernel_silu(a, n);
+            kernel_force_scalar(false);
+            kernel_silu(b, n);
+            CHECKF(memcmp(a, b, n * sizeof(float)) == 0, "silu of %zu (scale %g): SIMD != scalar",
+                   n, scales[si]);
+            for (size_t i = 0; i < n; i++) {
+                double want = g0[i] / (1.0 + exp(-(double)g0[i]));
+                if (fabs(want) > 1e-30)
+                    worst_silu = fmax(worst_silu, fabs(a[i] - want) / fabs(want));
+            }
+        }
+    CHECKF(worst_sm < 5e-7, "softmax: relative error %g", worst_sm);
+    CHECKF(worst_silu < 3e-7, "silu: relative error %g", worst_silu);
+    printf("  softmax relative error %.3g, silu %.3g\n", worst_sm, worst_silu);
+}
+
 /* Attention's weighted sum of value rows: the CPU's kernel equals the plain loop (products
  * rounded, then added in increasing p), for head sizes of whole and partial 64-column chunks. */
 static void
@@ -422,6 +477,7 @@ main(int argc, char **argv)
         TEST(test_force_level),
         TEST(test_dot_canonical_order),
         TEST(test_elementwise),
+        TEST(test_softmax_silu),
         TEST(test_weighted_sum),
         TEST(test_types_supported),
         TEST(test_threadpool_runs_every_part),

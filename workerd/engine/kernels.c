@@ -927,18 +927,122 @@ kernel_rope(float *x, const float *cs, uint32_t n_rot, int rope_type)
     }
 }
 
+/*
+ * e^x in single precision, the same bits in the scalar and the AVX2 form (both made of correctly
+ * rounded operations only: multiplies, fused multiply-adds, rounding to the nearest integer):
+ * x = n ln2 + r, n the nearest integer to x log2(e), r taken off in two parts of ln2 (Cody and
+ * Waite), e^r = 1 + r + r^2 p(r) with Cephes' degree-5 p on |r| <= ln2 / 2, then times 2^n in two
+ * exact steps (2^(n - h) 2^h, h = floor(n / 2)). 0 below ln(FLT_MIN), +inf above ln(FLT_MAX).
+ * Within 2 ulp of the exact value (test_kernels); libm's expf, which is slow to call per element,
+ * is not what llama.cpp's vector softmax and SiLU use either.
+ */
+#define EXP_LO     -87.33654f /* ln(FLT_MIN) */
+#define EXP_HI     88.72283f  /* ln(FLT_MAX) */
+#define EXP_LOG2E  1.44269504088896341f
+#define EXP_LN2_HI 0.693359375f /* 8 significant bits: n * EXP_LN2_HI is exact */
+#define EXP_LN2_LO -2.12194440e-4f
+static const float exp_poly[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                                  4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+
+static float
+exp_scalar(float x)
+{
+    if (x != x || x < EXP_LO)
+        return x != x ? x : 0.0f;
+    if (x > EXP_HI)
+        return INFINITY;
+
+    float n = nearbyintf(x * EXP_LOG2E);
+    float r = fmaf(n, -EXP_LN2_LO, fmaf(n, -EXP_LN2_HI, x));
+    float p = exp_poly[0];
+
+    for (int i = 1; i < 6; i++)
+        p = fmaf(p, r, exp_poly[i]);
+
+    int32_t ni = (int32_t)n, h = (ni >= 0 ? ni : ni - 1) / 2;
+    uint32_t b1 = (uint32_t)(ni - h + 127) << 23, b2 = (uint32_t)(h + 127) << 23;
+    float s1, s2;
+
+    memcpy(&s1, &b1, 4);
+    memcpy(&s2, &b2, 4);
+    return (fmaf(p, r * r, r) + 1.0f) * s1 * s2;
+}
+
+#ifdef KERNEL_X86
+/* exp_scalar() of 8 floats. */
+AVX2 static ALWAYS_INLINE __m256
+exp_avx2(__m256 x)
+{
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(EXP_LOG2E)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-EXP_LN2_LO),
+                               _mm256_fmadd_ps(n, _mm256_set1_ps(-EXP_LN2_HI), x));
+    __m256 p = _mm256_set1_ps(exp_poly[0]);
+
+    for (int i = 1; i < 6; i++)
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(exp_poly[i]));
+
+    __m256i ni = _mm256_cvtps_epi32(n), h = _mm256_srai_epi32(ni, 1);
+    __m256i bias = _mm256_set1_epi32(127);
+    __m256 s1 =
+        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, h), bias), 23));
+    __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(h, bias), 23));
+    __m256 e = _mm256_mul_ps(
+        _mm256_mul_ps(
+            _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f)), s1),
+        s2);
+
+    e = _mm256_blendv_ps(e, _mm256_setzero_ps(),
+                         _mm256_cmp_ps(x, _mm256_set1_ps(EXP_LO), _CMP_LT_OQ));
+    e = _mm256_blendv_ps(e, _mm256_set1_ps(INFINITY),
+                         _mm256_cmp_ps(x, _mm256_set1_ps(EXP_HI), _CMP_GT_OQ));
+    return _mm256_blendv_ps(e, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q)); /* NaN stays */
+}
+
+/* x[i] = exp(x[i] - max) for i < n rounded down to 8; returns how many. */
+AVX2 static size_t
+exp_shift_avx2(float *x, size_t n, float max)
+{
+    size_t i = 0;
+
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(x + i,
+                         exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(max))));
+    return i;
+}
+
+/* g[i] = g[i] / (1 + exp(-g[i])) for i < n rounded down to 8; returns how many. */
+AVX2 static size_t
+silu_avx2(float *g, size_t n)
+{
+    size_t i = 0;
+
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(g + i);
+        __m256 e = exp_avx2(_mm256_sub_ps(_mm256_setzero_ps(), v));
+        _mm256_storeu_ps(g + i, _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), e)));
+    }
+    return i;
+}
+#endif
+
 void
 kernel_softmax(float *x, size_t n)
 {
     float max = -INFINITY;
     double sum = 0.0;
+    size_t done = 0;
 
     for (size_t i = 0; i < n; i++)
         max = x[i] > max ? x[i] : max;
-    for (size_t i = 0; i < n; i++) {
-        x[i] = expf(x[i] - max);
+#ifdef KERNEL_X86
+    if (kernel_simd_active())
+        done = exp_shift_avx2(x, n, max);
+#endif
+    for (size_t i = done; i < n; i++)
+        x[i] = exp_scalar(x[i] - max);
+    for (size_t i = 0; i < n; i++)
         sum += x[i];
-    }
     float inv = (float)(1.0 / sum);
     for (size_t i = 0; i < n; i++)
         x[i] *= inv;
@@ -947,8 +1051,14 @@ kernel_softmax(float *x, size_t n)
 void
 kernel_silu(float *g, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        g[i] = g[i] / (1.0f + expf(-g[i]));
+    size_t done = 0;
+
+#ifdef KERNEL_X86
+    if (kernel_simd_active())
+        done = silu_avx2(g, n);
+#endif
+    for (size_t i = done; i < n; i++)
+        g[i] = g[i] / (1.0f + exp_scalar(-g[i]));
 }
 
 void
