@@ -999,15 +999,46 @@ exp_avx2(__m256 x)
     return _mm256_blendv_ps(e, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q)); /* NaN stays */
 }
 
-/* x[i] = exp(x[i] - max) for i < n rounded down to 8; returns how many. */
+/* kernel_softmax()'s steps over i < n rounded down to 8 (returns how many), the lanes as its:
+ * m[k] = the largest x[i] of i % 8 = k; x[i] = exp(x[i] - *max); s[k] += x[i] in increasing i;
+ * x[i] *= inv. */
 AVX2 static size_t
-exp_shift_avx2(float *x, size_t n, float max)
+softmax_max_avx2(const float *x, size_t n, float *m)
+{
+    __m256 v = _mm256_loadu_ps(m);
+    size_t i = 0;
+
+    for (; i + 8 <= n; i += 8) /* vmaxps is x > m ? x : m, as the scalar loop */
+        v = _mm256_max_ps(_mm256_loadu_ps(x + i), v);
+    _mm256_storeu_ps(m, v);
+    return i;
+}
+
+AVX2 static size_t
+softmax_exp_sum_avx2(float *x, size_t n, float max, double *s)
+{
+    __m256d lo = _mm256_loadu_pd(s), hi = _mm256_loadu_pd(s + 4);
+    size_t i = 0;
+
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(max)));
+
+        _mm256_storeu_ps(x + i, e);
+        lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+    }
+    _mm256_storeu_pd(s, lo);
+    _mm256_storeu_pd(s + 4, hi);
+    return i;
+}
+
+AVX2 static size_t
+softmax_scale_avx2(float *x, size_t n, float inv)
 {
     size_t i = 0;
 
     for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(x + i,
-                         exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(max))));
+        _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(inv)));
     return i;
 }
 
@@ -1029,22 +1060,43 @@ silu_avx2(float *g, size_t n)
 void
 kernel_softmax(float *x, size_t n)
 {
-    float max = -INFINITY;
-    double sum = 0.0;
-    size_t done = 0;
+    float m[LANES] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
+                      -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    double s[LANES] = {0};
+    bool simd = kernel_simd_active();
+    size_t i = 0;
 
-    for (size_t i = 0; i < n; i++)
-        max = x[i] > max ? x[i] : max;
+    /* LANES independent chains, element i in lane i % LANES: the max (the same value whatever
+     * the order), the sum in double, combined as lane_sum() */
 #ifdef KERNEL_X86
-    if (kernel_simd_active())
-        done = exp_shift_avx2(x, n, max);
+    if (simd)
+        i = softmax_max_avx2(x, n, m);
 #endif
-    for (size_t i = done; i < n; i++)
+    for (; i < n; i++)
+        m[i % LANES] = x[i] > m[i % LANES] ? x[i] : m[i % LANES];
+    for (int k = 1; k < LANES; k++)
+        m[0] = m[k] > m[0] ? m[k] : m[0];
+
+    float max = m[0];
+
+    i = 0;
+#ifdef KERNEL_X86
+    if (simd)
+        i = softmax_exp_sum_avx2(x, n, max, s);
+#endif
+    for (; i < n; i++) {
         x[i] = exp_scalar(x[i] - max);
-    for (size_t i = 0; i < n; i++)
-        sum += x[i];
-    float inv = (float)(1.0 / sum);
-    for (size_t i = 0; i < n; i++)
+        s[i % LANES] += x[i];
+    }
+
+    float inv = (float)(1.0 / (((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]))));
+
+    i = 0;
+#ifdef KERNEL_X86
+    if (simd)
+        i = softmax_scale_avx2(x, n, inv);
+#endif
+    for (; i < n; i++)
         x[i] *= inv;
 }
 
