@@ -412,13 +412,54 @@ test_weighted_sum(void)
             for (size_t p = 0; p < n; p++)
                 for (size_t i = 0; i < d; i++)
                     ref[i] += w[p] * v[p * vs + i];
+            uint32_t n32 = (uint32_t)n;
+
             kernel_force_scalar(scalar == 1);
-            kernel_weighted_sum(o, w, v, vs, n, d);
+            kernel_weighted_sum(&o, (const float *const *)&w, &n32, 1, v, vs, d);
             kernel_force_scalar(false);
             bool same = memcmp(o, ref, d * sizeof(float)) == 0;
             free(w), free(v), free(o), free(ref);
             CHECKF(same, "%zu rows of %zu (stride %zu)%s: not the plain loop's bits", n, d, vs,
                    scalar ? ", scalar" : "");
+        }
+}
+
+/* Several queries in one call (attention's unit): each query's own count of positions, the
+ * shared value rows, at every level the CPU runs: every query gets the plain loop's bits. */
+static void
+test_weighted_sum_queries(void)
+{
+    static const size_t dims[][2] = {{64, 64}, {128, 4096}, {40, 40}, {96, 130}};
+    enum kernel_level levels[5] = {KERNEL_LEVEL_SCALAR};
+    int nlev = 1 + simd_levels(levels + 1);
+
+    for (size_t s = 0; s < sizeof(dims) / sizeof(dims[0]); s++)
+        for (int m = 1; m <= KERNEL_WSUM_MAX; m++) {
+            size_t d = dims[s][0], vs = dims[s][1], nmax = 37 + (size_t)m;
+            float *v = make_vector(nmax * vs, 50 + s), *w[KERNEL_WSUM_MAX], *o[KERNEL_WSUM_MAX];
+            float *ref = calloc((size_t)m * d, sizeof(float));
+            uint32_t n[KERNEL_WSUM_MAX];
+
+            for (int j = 0; j < m; j++) { /* causal rows, or one shorter than the rest */
+                n[j] = (uint32_t)(j == m / 2 && s % 2 ? 3 : 30 + j + (s == 3 ? 7 - j : 0));
+                w[j] = make_vector(n[j], 60 + s * 8 + (size_t)j);
+                o[j] = malloc(d * sizeof(float));
+                for (size_t p = 0; p < n[j]; p++)
+                    for (size_t i = 0; i < d; i++)
+                        ref[(size_t)j * d + i] += w[j][p] * v[p * vs + i];
+            }
+            for (int l = 0; l < nlev; l++) {
+                kernel_force_level(levels[l]);
+                kernel_weighted_sum(o, (const float *const *)w, n, m, v, vs, d);
+                kernel_force_level(0);
+                for (int j = 0; j < m; j++)
+                    CHECKF(memcmp(o[j], ref + (size_t)j * d, d * sizeof(float)) == 0,
+                           "query %d of %d, %zu columns, level %d: not the plain loop's bits", j, m,
+                           d, (int)levels[l]);
+            }
+            for (int j = 0; j < m; j++)
+                free(w[j]), free(o[j]);
+            free(v), free(ref);
         }
 }
 
@@ -479,6 +520,7 @@ main(int argc, char **argv)
         TEST(test_elementwise),
         TEST(test_softmax_silu),
         TEST(test_weighted_sum),
+        TEST(test_weighted_sum_queries),
         TEST(test_types_supported),
         TEST(test_threadpool_runs_every_part),
         {0},

@@ -1140,7 +1140,8 @@ weighted_sum_scalar(float *o, const float *w, const float *v, size_t vs, size_t 
 }
 
 #ifdef KERNEL_X86
-/* kernel_weighted_sum() on 64 columns at a time (8 sums of 8 in registers), the rest scalar. */
+/* One query of kernel_weighted_sum() on 64 columns at a time (8 sums of 8 in registers);
+ * returns the columns done. */
 AVX2 static size_t
 weighted_sum_avx2(float *o, const float *w, const float *v, size_t vs, size_t n, size_t d)
 {
@@ -1164,16 +1165,75 @@ weighted_sum_avx2(float *o, const float *w, const float *v, size_t vs, size_t n,
     }
     return i0;
 }
+
+/*
+ * All m queries of kernel_weighted_sum() on 32 columns at a time: each value row's 32 columns
+ * loaded once for the m queries (2 x m sums of 16 in registers): the positions every query sees
+ * for all of them, then each query's further positions; returns the columns done.
+ */
+AVX512 static size_t
+weighted_sums_avx512(float *const *o, const float *const *w, const uint32_t *n, int m,
+                     const float *v, size_t vs, size_t d)
+{
+    uint32_t lo = n[0];
+    size_t i0 = 0;
+
+    for (int j = 1; j < m; j++)
+        lo = n[j] < lo ? n[j] : lo;
+    for (; i0 + 32 <= d; i0 += 32) {
+        __m512 s[KERNEL_WSUM_MAX][2];
+
+#pragma GCC unroll 8
+        for (int j = 0; j < KERNEL_WSUM_MAX; j++)
+            s[j][0] = s[j][1] = _mm512_setzero_ps();
+        for (size_t p = 0; p < lo; p++) {
+            __m512 v0 = _mm512_loadu_ps(v + p * vs + i0),
+                   v1 = _mm512_loadu_ps(v + p * vs + i0 + 16);
+#pragma GCC unroll 8
+            for (int j = 0; j < KERNEL_WSUM_MAX; j++)
+                if (j < m) {
+                    __m512 wp = _mm512_set1_ps(w[j][p]);
+
+                    s[j][0] = _mm512_add_ps(s[j][0], _mm512_mul_ps(wp, v0));
+                    s[j][1] = _mm512_add_ps(s[j][1], _mm512_mul_ps(wp, v1));
+                }
+        }
+#pragma GCC unroll 8
+        for (int j = 0; j < KERNEL_WSUM_MAX; j++)
+            if (j < m) {
+                for (size_t p = lo; p < n[j]; p++) {
+                    __m512 wp = _mm512_set1_ps(w[j][p]);
+
+                    s[j][0] =
+                        _mm512_add_ps(s[j][0], _mm512_mul_ps(wp, _mm512_loadu_ps(v + p * vs + i0)));
+                    s[j][1] = _mm512_add_ps(
+                        s[j][1], _mm512_mul_ps(wp, _mm512_loadu_ps(v + p * vs + i0 + 16)));
+                }
+                _mm512_storeu_ps(o[j] + i0, s[j][0]);
+                _mm512_storeu_ps(o[j] + i0 + 16, s[j][1]);
+            }
+    }
+    return i0;
+}
 #endif
 
 void
-kernel_weighted_sum(float *o, const float *w, const float *v, size_t vs, size_t n, size_t d)
+kernel_weighted_sum(float *const *o, const float *const *w, const uint32_t *n, int m,
+                    const float *v, size_t vs, size_t d)
 {
     size_t done = 0;
 
 #ifdef KERNEL_X86
-    if (kernel_simd_active())
-        done = weighted_sum_avx2(o, w, v, vs, n, d);
+    if (kernel_level() >= KERNEL_LEVEL_AVX512)
+        done = weighted_sums_avx512(o, w, n, m, v, vs, d);
 #endif
-    weighted_sum_scalar(o, w, v, vs, n, done, d);
+    for (int j = 0; j < m; j++) {
+        size_t dj = done;
+
+#ifdef KERNEL_X86
+        if (dj == 0 && kernel_simd_active())
+            dj = weighted_sum_avx2(o[j], w[j], v, vs, n[j], d);
+#endif
+        weighted_sum_scalar(o[j], w[j], v, vs, n[j], dj, d);
+    }
 }

@@ -97,11 +97,17 @@ void kernel_mul(float *y, const float *x, size_t n);
 /* y = y + x (element-wise) over n floats. */
 void kernel_add(float *y, const float *x, size_t n);
 
+/* Queries at most per kernel_weighted_sum() call. */
+#define KERNEL_WSUM_MAX 8
+
 /*
- * o[i] = sum over p < n, in increasing p, of w[p] * v[p*vs + i], for i < d: each product rounded,
- * then added to a sum that starts at 0 (no fused multiply-add): attention's weighted sum of the
- * value rows. The AVX2 and scalar versions give the same bits.
+ * For each query j < m <= KERNEL_WSUM_MAX: o[j][i] = sum over p < n[j], in increasing p, of
+ * w[j][p] * v[p*vs + i], for i < d: each product rounded, then added to a sum that starts at 0
+ * (no fused multiply-add): attention's weighted sums of the value rows, of the queries that
+ * read the same rows (AVX-512: each row loaded once for all of them). Every level gives the
+ * plain loop's bits, however many queries share the call.
  */
-void kernel_weighted_sum(float *o, const float *w, const float *v, size_t vs, size_t n, size_t d);
+void kernel_weighted_sum(float *const *o, const float *const *w, const uint32_t *n, int m,
+                         const float *v, size_t vs, size_t d);
 
 #endif

@@ -720,6 +720,10 @@ kernel_matmul_quant(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, con
                 size_t share = lines / ((t1 - t0 + QTOK16 - 1) / QTOK16) + 1;
 
                 a.pf = (const char *)wd + (size_t)(r + 16) * w->row_bytes;
+                /* a load from each 4 KiB page of them: the prefetches below would be dropped
+                 * on a TLB miss (a model whose pages are not mapped 2 MiB at a time) */
+                for (size_t o = 0; o < lines * 64; o += 4096)
+                    (void)*(const volatile char *)(a.pf + o);
                 qk->pack16(wd + (size_t)r * w->row_bytes, w->row_bytes, w->cols, packed);
                 for (uint32_t tk = t0; tk < t1;) {
                     uint32_t nt = t1 - tk < QTOK16 ? t1 - tk : QTOK16;

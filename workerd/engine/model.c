@@ -716,21 +716,32 @@ attn_part(void *arg, uint32_t ith, uint32_t nth)
                    (size_t)group * hd * sizeof(float));
         /* scores[q][p] = query q . k_p for every position p the last row sees */
         kernel_matmul_rows(&keys, 0, n, qs, hd, nq, scores, n, NULL);
-        for (uint32_t q = 0; q < nq; q++) {
-            uint32_t t = t0 + q / group, h = kvh * group + q % group;
-            uint32_t nt = c->row_pos[t] + 1; /* positions 0..row_pos are visible */
-            float *sc = scores + (size_t)q * n;
-            float *o = c->att + (size_t)t * q_dim + (size_t)h * hd;
+        for (uint32_t q0 = 0; q0 < nq; q0 += KERNEL_WSUM_MAX) {
+            uint32_t m = nq - q0 < KERNEL_WSUM_MAX ? nq - q0 : KERNEL_WSUM_MAX;
+            float *o[KERNEL_WSUM_MAX];
+            const float *w[KERNEL_WSUM_MAX];
+            uint32_t nw[KERNEL_WSUM_MAX];
 
-            trace(c, "kq", (int)j->layer, j->tok0 + t, h, 1, nt, sc);
-            /* softmax(scores / sqrt(head_dim)) */
-            for (uint32_t p = 0; p < nt; p++)
-                sc[p] *= scale;
-            kernel_softmax(sc, nt);
-            trace(c, "kq_softmax", (int)j->layer, j->tok0 + t, h, 1, nt, sc);
-            /* o = sum_p softmax_p * v_p, in increasing p */
-            kernel_weighted_sum(o, sc, vc + kvo, kv_dim, nt, hd);
-            trace(c, "kqv", (int)j->layer, j->tok0 + t, h, 1, hd, o);
+            for (uint32_t q = q0; q < q0 + m; q++) {
+                uint32_t t = t0 + q / group, h = kvh * group + q % group;
+                uint32_t nt = c->row_pos[t] + 1; /* positions 0..row_pos are visible */
+                float *sc = scores + (size_t)q * n;
+
+                trace(c, "kq", (int)j->layer, j->tok0 + t, h, 1, nt, sc);
+                /* softmax(scores / sqrt(head_dim)) */
+                for (uint32_t p = 0; p < nt; p++)
+                    sc[p] *= scale;
+                kernel_softmax(sc, nt);
+                trace(c, "kq_softmax", (int)j->layer, j->tok0 + t, h, 1, nt, sc);
+                o[q - q0] = c->att + (size_t)t * q_dim + (size_t)h * hd;
+                w[q - q0] = sc;
+                nw[q - q0] = nt;
+            }
+            /* o = sum_p softmax_p * v_p, in increasing p, the queries reading v together */
+            kernel_weighted_sum(o, w, nw, (int)m, vc + kvo, kv_dim, hd);
+            for (uint32_t q = q0; q < q0 + m; q++)
+                trace(c, "kqv", (int)j->layer, j->tok0 + t0 + q / group, kvh * group + q % group, 1,
+                      hd, o[q - q0]);
         }
     }
 }
