@@ -641,6 +641,16 @@ qgroup(uint32_t type, const struct qact *a, uint32_t ntok, uint8_t *dst)
     }
 }
 
+/* A load from each 4 KiB page of the bytes at p: software prefetches that miss the TLB are
+ * dropped (a model mapped 4 KiB at a time: a file written recently, or paged out and back in),
+ * so the packing's prefetches of the next rows need their pages' translations first. */
+static void
+touch_pages(const char *p, size_t bytes)
+{
+    for (size_t o = 0; o < bytes; o += 4096)
+        (void)*(const volatile char *)(p + o);
+}
+
 /* Tokens from which packing 8 rows pays: 2 for the 32-element types (cheap to unpack), 8 for
  * the K types, whose 4-row tiles share the unpacking among their 4 tokens already (measured
  * with model-bench -b 4: packed Q4_K_M 1.4x the CPU time per step of the 4-row tiles). */
@@ -720,10 +730,7 @@ kernel_matmul_quant(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, con
                 size_t share = lines / ((t1 - t0 + QTOK16 - 1) / QTOK16) + 1;
 
                 a.pf = (const char *)wd + (size_t)(r + 16) * w->row_bytes;
-                /* a load from each 4 KiB page of them: the prefetches below would be dropped
-                 * on a TLB miss (a model whose pages are not mapped 2 MiB at a time) */
-                for (size_t o = 0; o < lines * 64; o += 4096)
-                    (void)*(const volatile char *)(a.pf + o);
+                touch_pages(a.pf, lines * 64);
                 qk->pack16(wd + (size_t)r * w->row_bytes, w->row_bytes, w->cols, packed);
                 for (uint32_t tk = t0; tk < t1;) {
                     uint32_t nt = t1 - tk < QTOK16 ? t1 - tk : QTOK16;
@@ -737,6 +744,9 @@ kernel_matmul_quant(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, con
             }
         if (qk != NULL && qk->pack8 != NULL && (t1 - t0 >= qpack_min(qk) || rows == NULL))
             for (; r + 8 <= r1; r += 8) {
+                if (r + 16 <= r1) /* the next 8 rows, which the K types' packing prefetches */
+                    touch_pages((const char *)wd + (size_t)(r + 8) * w->row_bytes,
+                                8 * w->row_bytes);
                 qk->pack8(wd + (size_t)r * w->row_bytes, w->row_bytes, w->cols, packed);
                 for (uint32_t tk = t0; tk < t1;) {
                     uint32_t nt = t1 - tk < QTOK ? t1 - tk : QTOK;
