@@ -178,10 +178,8 @@ master_spawn_due(struct master *m, uint64_t now_ms)
         }
         if (pid == 0)
             exec_worker(argv, parent, link[1]);
-        if (m->cfg.link) {
+        if (m->cfg.link) { /* the slot's last link went when its worker was reaped */
             close(link[1]);
-            if (s->link_fd >= 0)
-                close(s->link_fd);
             s->link_fd = link[0];
         }
         if (s->started_ms != 0)

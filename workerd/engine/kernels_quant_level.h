@@ -1002,32 +1002,22 @@ QS(qtile8p_k)(uint32_t type, int nt, const uint8_t *p, const struct qact *a, uin
 #define QP16_FNS(sfx, type, blk)
 #define QP16(sfx) NULL, { NULL }
 #endif
+#define QROWS32T(sfx, type, blk, nt)                                                               \
+    QT static void QS(qrows_##sfx##_t##nt)(const void *const *w, const struct qact *a,             \
+                                           uint32_t tok, size_t n, float *out, size_t os)          \
+    {                                                                                              \
+        QS(qtile32)(type, sizeof(struct blk), nt, w, a, tok, n, out, os);                          \
+    }
 #define QROWS32(sfx, type, blk, dec)                                                               \
     QT static void QS(qrows_##sfx##_8)(const uint8_t *w0, size_t rb, const struct qact *a,         \
                                        uint32_t tok, size_t n, float *out)                         \
     {                                                                                              \
         QS(qrows8_32)(type, sizeof(struct blk), w0, rb, a, tok, n, out);                           \
     }                                                                                              \
-    QT static void QS(qrows_##sfx##_t1)(const void *const *w, const struct qact *a, uint32_t tok,  \
-                                        size_t n, float *out, size_t os)                           \
-    {                                                                                              \
-        QS(qtile32)(type, sizeof(struct blk), 1, w, a, tok, n, out, os);                           \
-    }                                                                                              \
-    QT static void QS(qrows_##sfx##_t2)(const void *const *w, const struct qact *a, uint32_t tok,  \
-                                        size_t n, float *out, size_t os)                           \
-    {                                                                                              \
-        QS(qtile32)(type, sizeof(struct blk), 2, w, a, tok, n, out, os);                           \
-    }                                                                                              \
-    QT static void QS(qrows_##sfx##_t3)(const void *const *w, const struct qact *a, uint32_t tok,  \
-                                        size_t n, float *out, size_t os)                           \
-    {                                                                                              \
-        QS(qtile32)(type, sizeof(struct blk), 3, w, a, tok, n, out, os);                           \
-    }                                                                                              \
-    QT static void QS(qrows_##sfx##_t4)(const void *const *w, const struct qact *a, uint32_t tok,  \
-                                        size_t n, float *out, size_t os)                           \
-    {                                                                                              \
-        QS(qtile32)(type, sizeof(struct blk), QTOK, w, a, tok, n, out, os);                        \
-    }                                                                                              \
+    QROWS32T(sfx, type, blk, 1)                                                                    \
+    QROWS32T(sfx, type, blk, 2)                                                                    \
+    QROWS32T(sfx, type, blk, 3)                                                                    \
+    QROWS32T(sfx, type, blk, 4)                                                                    \
     QT static void QS(qpack_##sfx)(const uint8_t *w0, size_t rb, size_t n, uint8_t *dst)           \
     {                                                                                              \
         QS(qpack8)(type, sizeof(struct blk), w0, rb, n, dst);                                      \
@@ -1051,6 +1041,7 @@ QROWS32(q4_1, TYPE_Q4_1, block_q4_1, NO)
 QROWS32(q5_0, TYPE_Q5_0, block_q5_0, NO)
 QROWS32(q5_1, TYPE_Q5_1, block_q5_1, NO)
 #undef QROWS32
+#undef QROWS32T
 #undef QTILE8P
 #undef PACKED
 #undef QTILE16P
