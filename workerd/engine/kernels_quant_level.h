@@ -675,26 +675,31 @@ QS(qdot_q6_k)(const uint8_t *x, int nt, const struct qact *a, uint32_t tok, size
 }
 
 /*
- * Packs 8 rows (rb bytes apart) of a 32-element type for qtile8p(): per block, the rows'
- * unsigned quants transposed so that 4-byte group g of the 8 rows is one vector (lane i: row i),
- * then the rows' d and (with a min) m as floats; QPACK_BLOCK bytes per block.
+ * Packs 8 nh rows (rb bytes apart) of a 32-element type for qtile8p() (nh = 1) or qtile16p() (nh
+ * = 2): per block, the rows' unsigned quants transposed so that 4-byte group g of the rows is one
+ * vector of 32 nh bytes (lane i: row i), then the rows' d and (with a min) m as floats;
+ * QPACK_BLOCK (nh = 1) or QPACK16 (nh = 2) bytes per block.
  */
 QT static ALWAYS_INLINE void
-QS(qpack8)(uint32_t type, size_t bsize, const uint8_t *w0, size_t rb, size_t n, uint8_t *dst)
+QS(qpack8)(uint32_t type, size_t bsize, int nh, const uint8_t *w0, size_t rb, size_t n,
+           uint8_t *dst)
 {
     bool with_min = type == TYPE_Q4_1 || type == TYPE_Q5_1;
 
     for (size_t k = 0; k < n / 32; k++) {
         const uint8_t *b = w0 + k * bsize;
-        uint8_t *p = dst + k * QPACK_BLOCK;
-        __m256i q[8];
+        uint8_t *p = dst + k * (size_t)(nh == 1 ? QPACK_BLOCK : QPACK16);
 
-        for (int i = 0; i < 8; i++)
-            q[i] = QS(unpack32)(type, b + i * rb).u;
-        transpose8_store(q, p, 32);
-        _mm256_storeu_ps((float *)(p + 256), halves8(b, rb));
-        if (with_min)
-            _mm256_storeu_ps((float *)(p + 288), halves8(b + 2, rb));
+        for (int h = 0; h < nh; h++) {
+            __m256i q[8];
+
+            for (int i = 0; i < 8; i++)
+                q[i] = QS(unpack32)(type, b + (8 * h + i) * rb).u;
+            transpose8_store(q, p + 32 * h, 32 * (size_t)nh);
+            _mm256_storeu_ps((float *)(p + 256 * nh + 32 * h), halves8(b + 8 * h * rb, rb));
+            if (with_min)
+                _mm256_storeu_ps((float *)(p + 288 * nh + 32 * h), halves8(b + 8 * h * rb + 2, rb));
+        }
     }
 }
 
@@ -765,42 +770,15 @@ QS(qtile8p)(uint32_t type, int nt, const uint8_t *p, const struct qact *a, uint3
 
 #if QAVX512
 /*
- * Packs 16 rows (rb bytes apart) of a 32-element type for qtile16p(): per block, 4-byte group g
- * of the 16 rows' unsigned quants as one 64-byte vector (lane i: row i), then the rows' d and
- * (with a min) m as floats; QPACK16 bytes per block.
+ * Prefill at 512 bits: y[j*ys + i] = row i . y_(tok+j) for 16 rows packed by qpack8() (nh = 2) and
+ * nt <= QTOK16 tokens from tok (a multiple of QTOK16) laid out by qgroup() at a->grp (and
+ * a->pf_lines lines from a->pf fetched into L2 on the way, one per block): as qtile8p(), with twice
+ * the rows per vector and twice the tokens per packed group loaded, every operand of a block at a
+ * fixed offset; each token's block sum starts at -bias x its quants' sum, exact.
  */
 QT static ALWAYS_INLINE void
-QS(qpack16)(uint32_t type, size_t bsize, const uint8_t *w0, size_t rb, size_t n, uint8_t *dst)
-{
-    bool with_min = type == TYPE_Q4_1 || type == TYPE_Q5_1;
-
-    for (size_t k = 0; k < n / 32; k++) {
-        const uint8_t *b = w0 + k * bsize;
-        uint8_t *p = dst + k * QPACK16;
-
-        for (int h = 0; h < 2; h++) {
-            __m256i q[8];
-
-            for (int i = 0; i < 8; i++)
-                q[i] = QS(unpack32)(type, b + (8 * h + i) * rb).u;
-            transpose8_store(q, p + 32 * h, 64);
-            _mm256_storeu_ps((float *)(p + 512 + 32 * h), halves8(b + 8 * h * rb, rb));
-            if (with_min)
-                _mm256_storeu_ps((float *)(p + 576 + 32 * h), halves8(b + 8 * h * rb + 2, rb));
-        }
-    }
-}
-
-/*
- * Prefill at 512 bits: y[j*ys + i] = row i . y_(tok+j) for 16 rows packed by qpack16() and nt <=
- * QTOK16 tokens from tok (a multiple of QTOK16) laid out by qgroup() at a->grp (and a->pf_lines
- * lines from a->pf fetched into L2 on the way, one per block): as qtile8p(),
- * with twice the rows per vector and twice the tokens per packed group loaded, every operand of
- * a block at a fixed offset; each token's block sum starts at -bias x its quants' sum, exact.
- */
-QT static ALWAYS_INLINE void
-QS(qtile16p)(uint32_t type, int nt, const uint8_t *p, const struct qact *a, uint32_t tok,
-             size_t n, float *y, size_t ys)
+QS(qtile16p)(uint32_t type, int nt, const uint8_t *p, const struct qact *a, uint32_t tok, size_t n,
+             float *y, size_t ys)
 {
     bool with_min = type == TYPE_Q4_1 || type == TYPE_Q5_1;
     const uint8_t *yg = a->grp + tok / QTOK16 * a->nb * QGRP_BLOCK;
@@ -824,7 +802,8 @@ QS(qtile16p)(uint32_t type, int nt, const uint8_t *p, const struct qact *a, uint
 
 #pragma GCC unroll 8
             for (int j = 0; j < nt; j++)
-                s[j] = _mm512_dpbusd_epi32(s[j], wv, _mm512_set1_epi32(i32_at(yk + 32 * j + 4 * g)));
+                s[j] =
+                    _mm512_dpbusd_epi32(s[j], wv, _mm512_set1_epi32(i32_at(yk + 32 * j + 4 * g)));
         }
         __m512 dx = _mm512_loadu_ps((const float *)(pk + 512));
 
@@ -982,7 +961,7 @@ QS(qtile8p_k)(uint32_t type, int nt, const uint8_t *p, const struct qact *a, uin
 #define QP16_FNS(sfx, type, blk)                                                                   \
     QT static void QS(qpack16_##sfx)(const uint8_t *w0, size_t rb, size_t n, uint8_t *dst)         \
     {                                                                                              \
-        QS(qpack16)(type, sizeof(struct blk), w0, rb, n, dst);                                     \
+        QS(qpack8)(type, sizeof(struct blk), 2, w0, rb, n, dst);                                   \
     }                                                                                              \
     QTILE16P(sfx, type, 1)                                                                         \
     QTILE16P(sfx, type, 2)                                                                         \
@@ -993,14 +972,19 @@ QS(qtile8p_k)(uint32_t type, int nt, const uint8_t *p, const struct qact *a, uin
     QTILE16P(sfx, type, 7)                                                                         \
     QTILE16P(sfx, type, 8)
 #define QP16(sfx)                                                                                  \
-    QS(qpack16_##sfx), {                                                                           \
+    QS(qpack16_##sfx),                                                                             \
+    {                                                                                              \
         NULL, QS(qtile16p_##sfx##_1), QS(qtile16p_##sfx##_2), QS(qtile16p_##sfx##_3),              \
             QS(qtile16p_##sfx##_4), QS(qtile16p_##sfx##_5), QS(qtile16p_##sfx##_6),                \
             QS(qtile16p_##sfx##_7), QS(qtile16p_##sfx##_8)                                         \
     }
 #else
 #define QP16_FNS(sfx, type, blk)
-#define QP16(sfx) NULL, { NULL }
+#define QP16(sfx)                                                                                  \
+    NULL,                                                                                          \
+    {                                                                                              \
+        NULL                                                                                       \
+    }
 #endif
 #define QROWS32T(sfx, type, blk, nt)                                                               \
     QT static void QS(qrows_##sfx##_t##nt)(const void *const *w, const struct qact *a,             \
@@ -1020,7 +1004,7 @@ QS(qtile8p_k)(uint32_t type, int nt, const uint8_t *p, const struct qact *a, uin
     QROWS32T(sfx, type, blk, 4)                                                                    \
     QT static void QS(qpack_##sfx)(const uint8_t *w0, size_t rb, size_t n, uint8_t *dst)           \
     {                                                                                              \
-        QS(qpack8)(type, sizeof(struct blk), w0, rb, n, dst);                                      \
+        QS(qpack8)(type, sizeof(struct blk), 1, w0, rb, n, dst);                                   \
     }                                                                                              \
     QTILE8P(sfx, type, 1)                                                                          \
     QTILE8P(sfx, type, 2)                                                                          \
@@ -1034,7 +1018,8 @@ QS(qtile8p_k)(uint32_t type, int nt, const uint8_t *p, const struct qact *a, uin
         PACKED(type, QS(qpack_##sfx)),                                                             \
         {NULL, PACKED(type, QS(qtile8p_##sfx##_1)), PACKED(type, QS(qtile8p_##sfx##_2)),           \
          PACKED(type, QS(qtile8p_##sfx##_3)), PACKED(type, QS(qtile8p_##sfx##_4))},                \
-        QDEC_##dec(sfx), QP16(sfx)};
+        QDEC_##dec(sfx),                                                                           \
+        QP16(sfx)};
 QROWS32(q8_0, TYPE_Q8_0, block_q8_0, NO)
 QROWS32(q4_0, TYPE_Q4_0, block_q4_0, YES)
 QROWS32(q4_1, TYPE_Q4_1, block_q4_1, NO)
