@@ -29,6 +29,7 @@
 #define ZTOK        8   /* AVX-512 tiles: tokens per tile */
 #define ZCOLS       512 /* AVX-512 prefill: columns per pass over a packed tile */
 #define ZBLOCK      16  /* AVX-512 prefill: row tiles that pass over a column range in turn */
+#define ZAHEAD      2   /* AVX-512 prefill: a tile prefetches the weights of the tile so many on */
 
 /* How a weight row's elements are read: LOAD_NONE types go through their row conversion. */
 enum load_kind { LOAD_NONE = 0, LOAD_F32, LOAD_F16, LOAD_BF16 };
@@ -572,7 +573,7 @@ zmatmul_direct(enum load_kind kind, const struct kernel_matrix *w, uint32_t r0, 
     }
 }
 
-/* The prefetch into L2 of the next tile's share of a range while a tile runs: nr rows of seg bytes
+/* The prefetch into L2 of a later tile's share of a range while a tile runs: nr rows of seg bytes
  * from p, row_bytes apart, step more bytes of each row after every tile call. */
 struct zprefetch {
     const char *p;
@@ -591,6 +592,25 @@ zprefetch_step(struct zprefetch *f)
     f->off = end;
 }
 
+/* The tile after the one at row r, range k0 of the block from row rb in zmatmul_packed()'s order
+ * over rows up to r1: the block's next, or its first at the next range, or the next block's first
+ * (r = r1 after the last). */
+static void
+znext(uint32_t r1, size_t cols, size_t kc, uint32_t *rb, uint32_t *r, size_t *k0)
+{
+    uint32_t re = r1 - *rb < ZBLOCK * ZROWS ? r1 : *rb + ZBLOCK * ZROWS;
+
+    if (*r + ZROWS < re) {
+        *r += ZROWS;
+    } else if (*k0 + kc < cols) {
+        *r = *rb;
+        *k0 += kc;
+    } else {
+        *rb = *r = re;
+        *k0 = 0;
+    }
+}
+
 /*
  * More tokens of F16/BF16: per KERNEL_TOK_BLOCK tokens, the activations are copied into scratch
  * in ranges of ZCOLS columns, token after token (so a tile's 8 tokens are one contiguous run: rows
@@ -600,7 +620,7 @@ zprefetch_step(struct zprefetch *f)
  * accumulators kept in scratch from one range to the next. The range's activations (128 KiB) and
  * the block's accumulators (192 KiB) stay in L2 while the block's tiles pass over them: the whole
  * width of activations would not (2.75 MiB at 11008 columns, re-read from L3 by every tile). The
- * next tile's share is prefetched into L2 meanwhile.
+ * share of the tile ZAHEAD on is prefetched into L2 meanwhile.
  */
 static void
 zmatmul_packed(enum load_kind kind, const struct kernel_matrix *w, uint32_t r0, uint32_t r1,
@@ -634,10 +654,10 @@ zmatmul_packed(enum load_kind kind, const struct kernel_matrix *w, uint32_t r0, 
                     struct ztile_args a = {wr,   scratch, pstride, xr, m, k0 == 0, k0 + m == cols,
                                            NULL, NULL,    NULL,    ys, nr};
                     float *acc = accs + (r - rb) / ZROWS * bacc;
-                    /* the next tile: the block's next, or its first at the next range, or the
-                     * next block's first (none after the last) */
-                    uint32_t pr = r + ZROWS < re ? r + ZROWS : k0 + kc < cols ? rb : re;
-                    size_t pk0 = r + ZROWS < re ? k0 : k0 + kc < cols ? k0 + kc : 0;
+                    uint32_t pb = rb, pr = r; /* the tile ZAHEAD on in this order */
+                    size_t pk0 = k0;
+                    for (int i = 0; i < ZAHEAD; i++)
+                        znext(r1, cols, kc, &pb, &pr, &pk0);
                     int pnr = pr < r1 ? (r1 - pr < ZROWS ? (int)(r1 - pr) : ZROWS) : 0;
                     size_t pseg = (cols - pk0 < kc ? cols - pk0 : kc) * ESIZE(kind);
                     struct zprefetch pf = {(const char *)w->data + pr * w->row_bytes +
