@@ -85,10 +85,12 @@ void kernel_rmsnorm(float *y, const float *x, size_t n, float eps);
  */
 void kernel_rope(float *x, const float *cs, uint32_t n_rot, int rope_type);
 
-/* In place softmax over n floats (max subtracted, sum in double). */
+/* In place softmax over n floats: max subtracted, the engine's exp (within 2 ulp of e^x), the sum
+ * in double in 8 lanes (element i in lane i % 8) combined as a dot product's; the same bits at
+ * every level. */
 void kernel_softmax(float *x, size_t n);
 
-/* g = silu(g) = g / (1 + exp(-g)) over n floats, in place. */
+/* g = silu(g) = g / (1 + exp(-g)) over n floats, in place (the exp as softmax's). */
 void kernel_silu(float *g, size_t n);
 
 /* y = y * x (element-wise) over n floats. */
