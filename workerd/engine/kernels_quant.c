@@ -24,8 +24,8 @@
 #define QGRP_BLOCK  352  /* bytes of one block of a group of QTOK16 tokens (qgroup()) */
 #define QTOK_MAX    256  /* at most this many tokens quantized at once (qtok_block()) */
 #define QX_BYTES    (1024u << 10) /* and about this many bytes of them */
-#define QDEC_BLOCK  40   /* bytes per 32 columns of one token laid out for a wide kernel */
-#define QWIDE_TOK   8    /* tokens up to which the wide decode tiles run (QTOK at a time) */
+#define QDEC_BLOCK  40            /* bytes per 32 columns of one token laid out for a wide kernel */
+#define QWIDE_TOK   8 /* tokens up to which the wide decode tiles run (QTOK at a time) */
 
 /*
  * The activations of one matrix call, quantized: token t's row of the vec_dot_type at
@@ -706,9 +706,17 @@ kernel_matmul_quant(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, con
             for (; r + qk->wide_rows <= r1; r += qk->wide_rows)
                 for (uint32_t tk = t0; tk < t1;) { /* the rows stay in cache for the next */
                     uint32_t nt = t1 - tk < QTOK ? t1 - tk : QTOK, c = tk - t0;
-                    struct qact ac = {a.q + c * yrb, yrb, a.sum + c * nb,           a.dy + c * nb,
-                                      a.sy + c * nb, nb,  a.dec + c * a.dec_stride, a.dec_stride,
-                                      NULL,          NULL, 0};
+                    struct qact ac = {a.q + c * yrb,
+                                      yrb,
+                                      a.sum + c * nb,
+                                      a.dy + c * nb,
+                                      a.sy + c * nb,
+                                      nb,
+                                      a.dec + c * a.dec_stride,
+                                      a.dec_stride,
+                                      NULL,
+                                      NULL,
+                                      0};
 
                     qk->wide[nt](wd + (size_t)r * w->row_bytes, w->row_bytes, &ac, w->cols,
                                  y + tk * ys + r, ys);
@@ -719,29 +727,29 @@ kernel_matmul_quant(const struct kernel_matrix *w, uint32_t r0, uint32_t r1, con
             for (; r + 8 <= r1; r += 8)
                 qk->rows8(wd + (size_t)r * w->row_bytes, w->row_bytes, &a, 0, w->cols,
                           y + t0 * ys + r);
-        if (qk != NULL && qk->pack16 != NULL && t1 - t0 >= qpack_min(qk) && r + 16 <= r1) {
-            qgroup(w->type, &a, t1 - t0, grp);
-            a.grp = grp;
-        }
+        /* this token block's groups, if the 16-row tiles run on it */
+        a.grp = qk != NULL && qk->pack16 != NULL && t1 - t0 >= qpack_min(qk) && r + 16 <= r1 ? grp
+                                                                                             : NULL;
         if (a.grp != NULL)
-            for (; r + 16 <= r1; r += 16) {
-                /* the next 16 rows (contiguous), a share of their lines in every tile */
-                size_t lines = r + 32 <= r1 ? 16 * w->row_bytes / 64 + 1 : 0;
-                size_t share = lines / ((t1 - t0 + QTOK16 - 1) / QTOK16) + 1;
+            qgroup(w->type, &a, t1 - t0, grp);
+        for (; a.grp != NULL && r + 16 <= r1; r += 16) {
+            /* the next 16 rows (contiguous), a share of their lines in every tile */
+            size_t lines = r + 32 <= r1 ? 16 * w->row_bytes / 64 + 1 : 0;
+            size_t share = lines / ((t1 - t0 + QTOK16 - 1) / QTOK16) + 1;
 
-                a.pf = (const char *)wd + (size_t)(r + 16) * w->row_bytes;
-                touch_pages(a.pf, lines * 64);
-                qk->pack16(wd + (size_t)r * w->row_bytes, w->row_bytes, w->cols, packed);
-                for (uint32_t tk = t0; tk < t1;) {
-                    uint32_t nt = t1 - tk < QTOK16 ? t1 - tk : QTOK16;
+            a.pf = (const char *)wd + (size_t)(r + 16) * w->row_bytes;
+            touch_pages(a.pf, lines * 64);
+            qk->pack16(wd + (size_t)r * w->row_bytes, w->row_bytes, w->cols, packed);
+            for (uint32_t tk = t0; tk < t1;) {
+                uint32_t nt = t1 - tk < QTOK16 ? t1 - tk : QTOK16;
 
-                    a.pf_lines = share < lines ? share : lines;
-                    qk->tile16[nt](packed, &a, tk - t0, w->cols, y + tk * ys + r, ys);
-                    a.pf += 64 * a.pf_lines;
-                    lines -= a.pf_lines;
-                    tk += nt;
-                }
+                a.pf_lines = share < lines ? share : lines;
+                qk->tile16[nt](packed, &a, tk - t0, w->cols, y + tk * ys + r, ys);
+                a.pf += 64 * a.pf_lines;
+                lines -= a.pf_lines;
+                tk += nt;
             }
+        }
         if (qk != NULL && qk->pack8 != NULL && (t1 - t0 >= qpack_min(qk) || rows == NULL))
             for (; r + 8 <= r1; r += 8) {
                 if (r + 16 <= r1) /* the next 8 rows, which the K types' packing prefetches */

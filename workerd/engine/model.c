@@ -818,7 +818,6 @@ block(struct context *c, uint32_t l, uint32_t ntok, uint32_t tok0, const atomic_
         struct attn_job j = {c, l, ntok, tok0};
         uint64_t work = 0;
 
-        att_runs(c, ntok);
         for (uint32_t t = 0; t < ntok; t++)
             work += (uint64_t)(c->row_pos[t] + 1) * q_dim * 2;
         if (c->trace != NULL || work < MODEL_PARALLEL_MIN)
@@ -878,6 +877,8 @@ forward(struct context *c, uint32_t ntok, uint32_t tok0, float *logits, const at
     const struct model *m = c->m;
     const struct model_config *cf = &m->cfg;
     uint32_t n_embd = cf->n_embd, rows = 0, first = 0;
+
+    att_runs(c, ntok); /* the rows' attention units, the same in every layer */
 
     for (uint32_t t = 0; t < ntok; t++)
         kernel_row_to_f32(&m->tok_embd, (uint32_t)c->row_id[t], c->x + (size_t)t * n_embd);
